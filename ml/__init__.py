@@ -1,0 +1,1 @@
+"""Model frameworks, artifacts and builders. Imported by workers, never by the API."""

@@ -1,0 +1,108 @@
+"""Model artifacts on disk: ``models/<name>/<version>/`` holds the artifact file
+and ``meta.json`` (framework, input width, classes, sha256 of the artifact).
+
+An artifact is loaded only from inside the models folder and only when its
+sha256 matches the metadata: a worker never unpickles a file it cannot vouch for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from router.errors import ArtifactError
+from router.routes import Route
+
+META_FILE = "meta.json"
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    name: str
+    version: str
+    framework: str
+    artifact: str  # file name inside the model's folder
+    sha256: str
+    input: dict[str, Any]
+    classes: list[Any] | None = None
+    architecture: str | None = None
+    architecture_args: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    built_with: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelMeta:
+        known = {f for f in cls.__dataclass_fields__}
+        try:
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except TypeError as exc:
+            raise ArtifactError(f"metadata is incomplete: {exc}") from None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def model_dir(models_dir: Path, route: Route) -> Path:
+    """The route's folder, refusing anything that resolves outside ``models_dir``."""
+    root = models_dir.resolve()
+    folder = (root / route.artifact_dir).resolve()
+    if not folder.is_relative_to(root):
+        raise ArtifactError(f"model {route.name!r}: {route.artifact_dir} is outside {root}")
+    return folder
+
+
+def read_meta(models_dir: Path, route: Route) -> tuple[Path, ModelMeta]:
+    folder = model_dir(models_dir, route)
+    meta_path = folder / META_FILE
+    try:
+        data = json.loads(meta_path.read_text())
+    except FileNotFoundError:
+        raise ArtifactError(
+            f"model {route.name!r}: no {META_FILE} in {folder}; run `turnout models build`"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"model {route.name!r}: cannot read {meta_path}: {exc}") from None
+    return folder, ModelMeta.from_dict(data)
+
+
+def verify(models_dir: Path, route: Route) -> tuple[Path, ModelMeta]:
+    """Check that the route's artifact exists, matches the route and its checksum.
+
+    Returns the artifact's path and metadata; raises ``ArtifactError`` naming
+    the model and what is wrong.
+    """
+    folder, meta = read_meta(models_dir, route)
+    if route.framework in ("sklearn", "torch") and meta.framework != route.framework:
+        raise ArtifactError(
+            f"model {route.name!r}: the route says framework {route.framework!r}, "
+            f"the artifact was built with {meta.framework!r}"
+        )
+    width = meta.input.get("width")
+    if route.input.kind == "tabular" and width != route.input.width:
+        raise ArtifactError(
+            f"model {route.name!r}: the route says input width {route.input.width}, "
+            f"the artifact takes {width}"
+        )
+    path = (folder / meta.artifact).resolve()
+    if not path.is_relative_to(folder):
+        raise ArtifactError(f"model {route.name!r}: artifact {meta.artifact!r} leaves {folder}")
+    if not path.is_file():
+        raise ArtifactError(f"model {route.name!r}: artifact {path} is missing")
+    actual = sha256_file(path)
+    if actual != meta.sha256:
+        raise ArtifactError(
+            f"model {route.name!r}: {path} has sha256 {actual[:12]}…, the metadata says "
+            f"{meta.sha256[:12]}…; refusing to load it"
+        )
+    return path, meta

@@ -1,0 +1,65 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+
+from router.api import models, ops, tasks
+from router.api.deps import Services
+from router.api.errors import install_error_handlers
+from router.api.limits import BodyLimit
+from router.celery_app import make_celery
+from router.dispatch import Dispatcher
+from router.live import LiveView
+from router.metrics import Metrics
+from router.results import ResultWatcher
+from router.routes import RouteTable
+from router.settings import Settings
+
+
+def create_app(settings: Settings, table: RouteTable) -> FastAPI:
+    """Build the API. Connections open in the lifespan, not here."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redis = settings.redis()
+        client = aioredis.Redis.from_url(
+            redis.url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30
+        )
+        celery = make_celery(settings, table, redis)
+        watcher = ResultWatcher(redis, client)
+        live = LiveView(client, table)
+        await watcher.start()
+        await live.start()
+        app.state.services = Services(
+            settings=settings,
+            table=table,
+            client=client,
+            live=live,
+            dispatcher=Dispatcher(settings, table, celery, client, watcher, live),
+            metrics=Metrics(),
+        )
+        try:
+            yield
+        finally:
+            await live.stop()
+            await watcher.stop()
+            await client.aclose()
+            celery.close()
+
+    app = FastAPI(
+        title="Turnout",
+        version="1",
+        summary="A GPU-aware, multi-queue inference router",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(models.router)
+    app.include_router(tasks.router)
+    app.include_router(ops.router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app

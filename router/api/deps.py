@@ -1,0 +1,33 @@
+"""Dependencies shared by the route modules, as ``Annotated`` aliases."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+import redis.asyncio as aioredis
+from fastapi import Depends, Request
+
+from router.dispatch import Dispatcher
+from router.live import LiveView
+from router.metrics import Metrics
+from router.routes import RouteTable
+from router.settings import Settings
+
+
+@dataclass
+class Services:
+    settings: Settings
+    table: RouteTable
+    client: aioredis.Redis
+    live: LiveView
+    dispatcher: Dispatcher
+    metrics: Metrics
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]

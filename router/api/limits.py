@@ -1,0 +1,66 @@
+"""Refuses request bodies over the limit before they are read whole."""
+
+from __future__ import annotations
+
+import json
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from router.errors import PayloadTooLarge
+
+
+class BodyLimit:
+    """ASGI middleware: a declared Content-Length over the limit is answered 413
+    at once; a body without one (chunked) is counted as it arrives and stopped
+    with 413 as soon as it passes the limit."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                await self._answer(send, 400, "Content-Length is not a number")
+                return
+            if int(declared) > self.max_bytes:
+                await self._answer(send, 413, self._message(int(declared)))
+                return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    # Raised inside the endpoint's body read, and so answered by
+                    # the same error handler as every other Turnout error.
+                    raise PayloadTooLarge(self._message(seen, partial=True))
+            return message
+
+        await self.app(scope, counted, send)
+
+    def _message(self, size: int, partial: bool = False) -> str:
+        given = f"more than {size}" if partial else str(size)
+        return f"request body too large: {given} bytes, the limit is {self.max_bytes}"
+
+    @staticmethod
+    async def _answer(send: Send, status: int, detail: str) -> None:
+        body = json.dumps({"detail": detail}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,93 @@
+"""/v1/models: the catalogue, and prediction by model name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from router.api.deps import ServicesDep
+from router.errors import NoCapacity, QueueFull, TurnoutError
+from router.routing import choose_queue
+from router.validation import parse_predict_body
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+class PredictRequest(BaseModel):
+    """The predict body; documented here, parsed by hand for exact messages."""
+
+    inputs: list[Any] = Field(description="rows of numbers (tabular) or strings (text)")
+    wait: float = Field(0, ge=0, description="seconds to wait for the result; 0 answers 202 at once")
+
+
+@router.get("")
+async def list_models(services: ServicesDep) -> dict[str, Any]:
+    models = []
+    for route in services.table.routes.values():
+        try:
+            now: str | None = choose_queue(route, services.table, services.live.state).queue
+        except (NoCapacity, QueueFull):
+            now = None
+        models.append(
+            {
+                "name": route.name,
+                "framework": route.framework,
+                "queue": route.queue,
+                "fallback": route.fallback,
+                "version": route.version,
+                "input": route.input.model_dump(exclude_none=True),
+                "max_rows": route.max_rows,
+                "available": now is not None,
+                "serving_queue": now,
+            }
+        )
+    return {"models": models}
+
+
+@router.post(
+    "/{name}/predict",
+    responses={
+        200: {"description": "finished within `wait`: the task body"},
+        202: {"description": "queued: poll `status_url`"},
+        404: {"description": "unknown model"},
+        413: {"description": "body too large"},
+        422: {"description": "bad input"},
+        429: {"description": "queue full"},
+        503: {"description": "no live worker for the route, or broker down"},
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": PredictRequest.model_json_schema()}},
+        }
+    },
+)
+async def predict(name: str, request: Request, services: ServicesDep) -> JSONResponse:
+    label = name if name in services.table.routes else "(unknown)"
+    try:
+        inputs, wait = parse_predict_body(await request.body(), services.settings.max_wait_s)
+        submitted, view = await services.dispatcher.predict(name, inputs, wait)
+    except TurnoutError as exc:
+        services.metrics.requests[(label, exc.status_code)] += 1
+        raise
+    if submitted.fallback_used:
+        services.metrics.fallbacks[name] += 1
+    if view is not None:
+        services.metrics.requests[(label, 200)] += 1
+        return JSONResponse(view)
+    services.metrics.requests[(label, 202)] += 1
+    url = f"/v1/tasks/{submitted.task_id}"
+    return JSONResponse(
+        {
+            "task_id": submitted.task_id,
+            "status": "PENDING",
+            "model": submitted.model,
+            "queue": submitted.queue,
+            "status_url": url,
+        },
+        status_code=202,
+        headers={"Location": url},
+    )

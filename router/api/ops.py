@@ -1,0 +1,65 @@
+"""Operational endpoints: queues, workers, health, readiness, metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, PlainTextResponse
+from redis.exceptions import RedisError
+
+from router.api.deps import ServicesDep
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/v1/queues")
+async def queues(services: ServicesDep) -> dict[str, Any]:
+    await services.live.refresh()
+    state = services.live.state
+    return {
+        "queues": [
+            {
+                "name": q,
+                "depth": state.depths.get(q, 0),
+                "workers": state.consumers.get(q, 0),
+                "max_depth": services.table.queue_config(q).max_depth,
+            }
+            for q in services.live.known_queues()
+        ]
+    }
+
+
+@router.get("/v1/workers")
+async def workers(services: ServicesDep) -> dict[str, Any]:
+    await services.live.refresh()
+    fields = ("name", "kind", "queues", "device", "models", "concurrency", "host", "pid", "gpu")
+    return {
+        "workers": [
+            {k: w[k] for k in fields if k in w} | {"last_seen": w["ts"]}
+            for w in services.live.workers
+        ]
+    }
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(services: ServicesDep) -> JSONResponse:
+    try:
+        await services.client.ping()
+    except (RedisError, OSError) as exc:
+        return JSONResponse({"status": "not ready", "broker": f"unreachable: {exc}"}, 503)
+    return JSONResponse(
+        {"status": "ready", "broker": "ok", "routes": len(services.table.routes)}, 200
+    )
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+async def metrics(services: ServicesDep) -> PlainTextResponse:
+    return PlainTextResponse(
+        services.metrics.render(services.live), media_type="text/plain; version=0.0.4"
+    )

@@ -1,0 +1,162 @@
+"""The ``turnout`` command. Each subcommand parses its options and calls into
+the package; no business logic lives here. ``main()`` returns an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from router.errors import ConfigError
+from router.routes import RouteTable, load_routes
+from router.settings import Settings, load_settings
+
+
+def _logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _table(settings: Settings) -> RouteTable:
+    return load_routes(settings.routes_file)
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    from router.stack import Stack
+
+    _table(settings)  # a bad route table stops `up` before anything starts
+    return Stack(settings, port=args.port or settings.api_port).run()
+
+
+def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from router.api.app import create_app
+
+    _logging(settings)
+    app = create_app(settings, _table(settings))
+    uvicorn.run(
+        app,
+        host=args.host or settings.api_host,
+        port=args.port or settings.api_port,
+        log_level=settings.log_level.lower(),
+        access_log=args.access_log,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    if args.kind == "gpu":
+        from workers.gpu import gpu_spec, pin_device
+
+        if args.device is None:
+            raise ConfigError("turnout worker gpu needs --device N (a GPU index) or --device cpu")
+        index = None if args.device == "cpu" else _device_index(args.device)
+        pin_device(index)  # before anything imports torch
+        spec = gpu_spec(index, name=args.name)
+    else:
+        from workers.cpu import cpu_spec, limit_native_threads
+
+        limit_native_threads()
+        spec = cpu_spec(concurrency=args.concurrency, name=args.name)
+    from workers.factory import run_worker
+
+    _logging(settings)
+    return run_worker(spec, settings, _table(settings))
+
+
+def _device_index(text: str) -> int:
+    if not text.isdigit():
+        raise ConfigError(f"--device: expected a GPU index (0, 1, …) or 'cpu', got {text!r}")
+    return int(text)
+
+
+def cmd_routes_check(args: argparse.Namespace, settings: Settings) -> int:
+    path = Path(args.file) if args.file else settings.routes_file
+    table = load_routes(path)
+    print(f"{path}: {len(table.routes)} model(s), valid")
+    print(f"{'model':<16} {'framework':<10} {'version':<8} {'queue':<8} {'fallback':<9} "
+          f"{'input':<14} {'limit_s':>7} {'rows':>5} {'batch':>5}")
+    for r in table.routes.values():
+        shape = f"text<={r.input.max_length}" if r.input.kind == "text" else f"{r.input.width} numbers"
+        print(f"{r.name:<16} {r.framework:<10} {r.version:<8} {r.queue:<8} {r.fallback or '-':<9} "
+              f"{shape:<14} {r.time_limit_s:>7g} {r.max_rows:>5} {r.max_batch or '-':>5}")
+    queues = sorted({q for r in table.routes.values() for q in r.queues} | set(table.queues))
+    print("queues: " + ", ".join(f"{q} (max_depth {table.queue_config(q).max_depth})" for q in queues))
+    return 0
+
+
+def cmd_models_build(args: argparse.Namespace, settings: Settings) -> int:
+    from ml.artifacts import META_FILE, model_dir
+    from ml.build import BUILDERS, build
+
+    table = _table(settings)
+    wanted = args.names or [n for n in table.routes if n in BUILDERS]
+    status = 0
+    for name in wanted:
+        route = table.get(name)
+        if name not in BUILDERS:
+            print(f"turnout: no builder for model {name!r}; known: {', '.join(BUILDERS)}")
+            status = 2
+            continue
+        version = route.version if route else "1"
+        folder = route.artifact_dir if route else f"{name}/{version}"
+        if args.missing and route and (model_dir(settings.models_dir, route) / META_FILE).exists():
+            continue
+        built = build(settings.models_dir, name, version, folder)
+        metrics = ", ".join(f"{k} {v:.4f}" for k, v in built.metrics.items())
+        print(f"turnout: built {name} v{version} in {built.seconds:.1f} s ({metrics}) -> {built.folder}")
+    return status
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="turnout", description="GPU-aware inference router")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run the whole stack on this machine")
+    up.add_argument("--port", type=int, help="API port (default 8000, or TURNOUT_API_PORT)")
+    up.set_defaults(func=cmd_up)
+
+    api = sub.add_parser("api", help="run the HTTP API")
+    api.add_argument("--host")
+    api.add_argument("--port", type=int)
+    api.add_argument("--access-log", action="store_true", help="log every request")
+    api.set_defaults(func=cmd_api)
+
+    worker = sub.add_parser("worker", help="run a worker")
+    worker.add_argument("kind", choices=["cpu", "gpu"])
+    worker.add_argument("--device", help="gpu: the GPU index to pin to, or 'cpu'")
+    worker.add_argument("--concurrency", type=int, help="cpu: pool size (default: cores)")
+    worker.add_argument("--name", help="Celery node name (default cpu@host, gpuN@host)")
+    worker.set_defaults(func=cmd_worker)
+
+    routes = sub.add_parser("routes", help="the route table")
+    routes_sub = routes.add_subparsers(dest="action", required=True)
+    check = routes_sub.add_parser("check", help="validate and print a route table")
+    check.add_argument("file", nargs="?")
+    check.set_defaults(func=cmd_routes_check)
+
+    models = sub.add_parser("models", help="model artifacts")
+    models_sub = models.add_subparsers(dest="action", required=True)
+    build = models_sub.add_parser("build", help="build the shipped models from bundled data")
+    build.add_argument("names", nargs="*", help="models to build (default: all with a builder)")
+    build.add_argument("--missing", action="store_true", help="only those not built yet")
+    build.set_defaults(func=cmd_models_build)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        return int(args.func(args, settings))
+    except ConfigError as exc:
+        print(f"turnout: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,67 @@
+"""One family of errors, raised in the core and turned into HTTP codes at the edge.
+
+Each error carries the status a client should see; ``router.api.errors`` is the
+only place that turns them into responses. Messages say what was wrong, where,
+and what was expected, because a person reads them.
+"""
+
+from __future__ import annotations
+
+
+class TurnoutError(Exception):
+    """Base of every error Turnout raises on purpose."""
+
+    status_code: int = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(TurnoutError):
+    """A setting or the route table is wrong; raised at start, never per request."""
+
+
+class UnknownModel(TurnoutError):
+    status_code = 404
+
+
+class UnknownTask(TurnoutError):
+    status_code = 404
+
+
+class InvalidInput(TurnoutError):
+    status_code = 422
+
+
+class PayloadTooLarge(TurnoutError):
+    status_code = 413
+
+
+class TaskFinished(TurnoutError):
+    status_code = 409
+
+
+class QueueFull(TurnoutError):
+    status_code = 429
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class NoCapacity(TurnoutError):
+    """No live worker can take the route's work now, and no fallback can."""
+
+    status_code = 503
+
+
+class BrokerUnavailable(TurnoutError):
+    status_code = 503
+
+
+class ArtifactError(TurnoutError):
+    """A model artifact is missing, outside the models folder, or fails its checksum."""

@@ -1,0 +1,76 @@
+"""The router's view of the cluster, refreshed in the background from Redis:
+live workers (heartbeats) and queue depths. Requests read it without a round trip."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from router import heartbeats
+from router.routes import RouteTable
+from router.routing import LiveState
+
+log = logging.getLogger(__name__)
+
+
+class LiveView:
+    def __init__(self, client: aioredis.Redis, table: RouteTable, interval_s: float = 0.5):
+        self._client = client
+        self._table = table
+        self._interval = interval_s
+        self.state = LiveState(known=False)
+        self.workers: list[dict[str, Any]] = []
+        self.updated_at = 0.0
+        self.broker_ok = False
+        self._task: asyncio.Task[None] | None = None
+
+    def known_queues(self) -> list[str]:
+        names = set(self._table.queues)
+        for route in self._table.routes.values():
+            names.update(route.queues)
+        for worker in self.workers:
+            names.update(worker["queues"])
+        return sorted(names)
+
+    async def refresh(self) -> None:
+        workers = await heartbeats.read_live(self._client)
+        consumers: Counter[str] = Counter()
+        for worker in workers:
+            consumers.update(worker["queues"])
+        self.workers = workers
+        queues = self.known_queues()
+        pipe = self._client.pipeline(transaction=False)
+        for queue in queues:
+            pipe.llen(queue)
+        depths = dict(zip(queues, await pipe.execute(), strict=True))
+        self.state = LiveState(consumers=dict(consumers), depths=depths, known=True)
+        self.updated_at = time.time()
+        self.broker_ok = True
+
+    async def start(self) -> None:
+        with contextlib.suppress(RedisError, OSError):
+            await self.refresh()
+        self._task = asyncio.create_task(self._loop(), name="turnout-live-view")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.refresh()
+            except (RedisError, OSError) as exc:
+                if self.broker_ok:
+                    log.warning("cannot read live state from Redis: %s", exc)
+                self.broker_ok = False

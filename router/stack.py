@@ -1,0 +1,291 @@
+"""``turnout up``: the whole stack on one machine, as child processes.
+
+Redis (embedded unless ``TURNOUT_BROKER_URL`` names one), a CPU worker, one GPU
+worker per NVML device (or one on the CPU), and the API. It waits until every
+part is ready, restarts a part that dies, and on Ctrl-C or SIGTERM stops all of
+them, process groups included, so that nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from router.errors import ConfigError
+from router.redis_server import EmbeddedRedis
+from router.settings import RedisSettings, Settings
+
+log = logging.getLogger("turnout.up")
+
+READY_TIMEOUT_S = 300.0
+STOP_GRACE_S = 20.0
+MAX_RESTARTS_PER_MINUTE = 5
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM if `turnout up` itself dies, even
+    by SIGKILL, so that no part outlives it (Linux only; elsewhere a no-op)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+@dataclass
+class Part:
+    name: str
+    argv: list[str]
+    log_path: Path
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes] | None = None
+    log_file: IO[bytes] | None = None
+    restarts: deque[float] = field(default_factory=deque)
+
+    def start(self) -> None:
+        self.log_file = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=self.env,
+            start_new_session=True,  # its own process group: Ctrl-C reaches us, not it
+            preexec_fn=_die_with_parent,
+        )
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal_group(self, sig: int) -> None:
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def stop(self, grace_s: float) -> None:
+        if self.proc is not None:
+            # A Celery worker's SIGTERM is a warm shutdown: it finishes the job
+            # in hand (late acks give back any it had not started).
+            self.signal_group(signal.SIGTERM)
+            try:
+                self.proc.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in %.0f s; killing it", self.name, grace_s)
+            # Kill what is left of the group: pool children, stragglers.
+            self.signal_group(signal.SIGKILL)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+        if self.log_file is not None:
+            self.log_file.close()
+            self.log_file = None
+
+    def tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+class Stack:
+    def __init__(self, settings: Settings, port: int) -> None:
+        self.settings = settings
+        self.port = port
+        self.parts: list[Part] = []
+        self.redis: EmbeddedRedis | None = None
+        self.redis_log: IO[bytes] | None = None
+        self._stopping = False
+
+    def say(self, message: str) -> None:
+        print(f"turnout: {message}", flush=True)
+
+    def run(self) -> int:
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            return self._run()
+        except ConfigError as exc:
+            self.say(f"error: {exc}")
+            return 2
+        except _Stop:
+            return 0
+        finally:
+            self.shutdown()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        if not self._stopping:
+            self._stopping = True
+            raise _Stop()
+
+    def _run(self) -> int:
+        settings = self.settings
+        settings.logs_dir.mkdir(parents=True, exist_ok=True)
+        self.say(f"state in {settings.home}")
+        self._build_models()
+        broker = self._start_redis()
+        env = self._child_env(broker)
+        self._plan_parts(env)
+        for part in self.parts:
+            part.start()
+        self._wait_ready()
+        self.say(f"ready: http://{settings.api_host}:{self.port}  (Ctrl-C stops everything)")
+        self.say(f"logs in {settings.logs_dir}")
+        self._supervise()
+        return 0
+
+    def _build_models(self) -> None:
+        env = {**os.environ, "TURNOUT_MODELS_DIR": str(self.settings.models_dir)}
+        cmd = [sys.executable, "-m", "router", "models", "build", "--missing"]
+        if subprocess.run(cmd, env=env, check=False).returncode != 0:
+            raise ConfigError("building the models failed (see above)")
+
+    def _start_redis(self) -> RedisSettings:
+        if self.settings.broker_url:
+            broker = RedisSettings.from_url(self.settings.broker_url)
+            self.say(f"using the Redis at {broker.redacted}")
+            return broker
+        self.redis = EmbeddedRedis(
+            self.settings.home / "redis", self.settings.redis_port, self.settings.redis_server
+        )
+        self.redis_log = (self.settings.logs_dir / "redis.log").open("ab")
+        broker = self.redis.start(log=self.redis_log)
+        self._write_broker_file(broker)
+        self.say(f"embedded Redis on 127.0.0.1:{broker.port} (data in {self.redis.folder})")
+        return broker
+
+    def _write_broker_file(self, broker: RedisSettings) -> None:
+        # Lets `turnout worker …` and `turnout api` on this machine find the
+        # embedded Redis without the password being typed anywhere.
+        path = self.settings.broker_file
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(broker.url + "\n")
+
+    def _child_env(self, broker: RedisSettings) -> dict[str, str]:
+        return {
+            **os.environ,
+            "TURNOUT_BROKER_URL": broker.url,
+            "TURNOUT_HOME": str(self.settings.home),
+            "TURNOUT_MODELS_DIR": str(self.settings.models_dir),
+            "TURNOUT_ROUTES_FILE": str(self.settings.routes_file),
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def _plan_parts(self, env: dict[str, str]) -> None:
+        from workers.gpu.nvml import device_count
+
+        logs = self.settings.logs_dir
+        me = [sys.executable, "-m", "router"]
+        self.parts.append(Part("worker cpu", me + ["worker", "cpu"], logs / "worker-cpu.log", env))
+        count, why = device_count()
+        if count:
+            self.say(f"NVML reports {count} GPU(s): one GPU worker each")
+            for i in range(count):
+                self.parts.append(
+                    Part(f"worker gpu{i}", me + ["worker", "gpu", "--device", str(i)],
+                         logs / f"worker-gpu{i}.log", env)
+                )
+        else:
+            self.say(f"no GPU found ({why}); starting one GPU worker on the CPU")
+            self.parts.append(
+                Part("worker gpu-cpu", me + ["worker", "gpu", "--device", "cpu"],
+                     logs / "worker-gpu-cpu.log", env)
+            )
+        self.parts.append(
+            Part("api", me + ["api", "--host", self.settings.api_host, "--port", str(self.port)],
+                 logs / "api.log", env)
+        )
+        self.expected_workers = len(self.parts) - 1
+
+    def _get(self, path: str) -> Any:
+        url = f"http://{self.settings.api_host}:{self.port}{path}"
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return json.loads(response.read())
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        last = ""
+        while time.monotonic() < deadline:
+            for part in self.parts:
+                if not part.running():
+                    raise ConfigError(
+                        f"{part.name} exited with code {part.proc and part.proc.returncode} "
+                        f"while starting; the end of {part.log_path}:\n{part.tail()}"
+                    )
+            try:
+                self._get("/readyz")
+                live = self._get("/v1/workers")["workers"]
+                if len(live) >= self.expected_workers:
+                    return
+                waiting = f"{len(live)} of {self.expected_workers} workers ready"
+            except (urllib.error.URLError, OSError, ValueError, KeyError):
+                waiting = "waiting for the API"
+            if waiting != last:
+                self.say(waiting)
+                last = waiting
+            time.sleep(0.25)
+        raise ConfigError(f"the stack was not ready in {READY_TIMEOUT_S:.0f} s ({last})")
+
+    def _supervise(self) -> None:
+        while True:
+            time.sleep(0.5)
+            if self.redis is not None and self.redis.proc is not None and self.redis.proc.poll() is not None:
+                self.say("redis-server exited; restarting it (its append-only file keeps the data)")
+                self.redis.start(log=self.redis_log)
+            for part in self.parts:
+                if part.running():
+                    continue
+                now = time.monotonic()
+                while part.restarts and now - part.restarts[0] > 60:
+                    part.restarts.popleft()
+                code = part.proc.returncode if part.proc else None
+                if len(part.restarts) >= MAX_RESTARTS_PER_MINUTE:
+                    raise ConfigError(
+                        f"{part.name} keeps exiting (code {code}); stopping. End of "
+                        f"{part.log_path}:\n{part.tail()}"
+                    )
+                self.say(f"{part.name} exited with code {code}; restarting it")
+                part.restarts.append(now)
+                if part.log_file is not None:
+                    part.log_file.close()
+                part.start()
+
+    def shutdown(self) -> None:
+        self._stopping = True
+        if self.parts or self.redis:
+            self.say("stopping")
+        # The API first, so nothing new comes in; then workers; Redis last.
+        for part in reversed(self.parts):
+            part.stop(STOP_GRACE_S)
+        self.parts = []
+        if self.redis is not None:
+            self.redis.stop()
+            self.redis = None
+            try:
+                self.settings.broker_file.unlink()
+            except FileNotFoundError:
+                pass
+        if self.redis_log is not None:
+            self.redis_log.close()
+            self.redis_log = None
+
+
+class _Stop(BaseException):
+    """Raised by the signal handler to unwind from wherever `up` is waiting."""

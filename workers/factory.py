@@ -1,0 +1,143 @@
+"""Builds and starts a worker from a ``WorkerSpec``; the CPU and GPU workers
+differ only in their specs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+import redis
+from celery import Celery, signals
+
+from ml.artifacts import verify
+from router import heartbeats
+from router.celery_app import TASK_PREDICT, make_celery
+from router.errors import ArtifactError, ConfigError
+from router.routes import RouteTable
+from router.settings import Settings
+from workers.runtime import WorkerRuntime
+from workers.spec import WorkerSpec
+
+log = logging.getLogger(__name__)
+
+# The pool child's runtime; set by the worker_process_init hook after the fork.
+_runtime: WorkerRuntime | None = None
+
+
+def build_worker_app(spec: WorkerSpec, settings: Settings, table: RouteTable) -> Celery:
+    """The Celery app with the predict task bound to this process's runtime."""
+    routes = table.routes_for_queues(set(spec.queues))
+    if not routes:
+        raise ConfigError(f"worker {spec.name}: no route in {table.source} uses {spec.queues}")
+    # Checked in the parent so that a bad artifact stops the start with a clear
+    # message instead of a child that dies and is restarted forever.
+    problems = []
+    for route in routes:
+        try:
+            verify(settings.models_dir, route)
+        except ArtifactError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigError(f"worker {spec.name} cannot start: " + "; ".join(problems))
+
+    app = make_celery(settings, table)
+    app.conf.worker_prefetch_multiplier = spec.prefetch_multiplier
+    app.conf.worker_disable_prefetch = spec.disable_prefetch
+
+    @app.task(name=TASK_PREDICT, bind=True)
+    def predict(self: Any, model: str, inputs: list[Any], submitted_at: float) -> dict[str, Any]:
+        if _runtime is None:
+            raise RuntimeError("the worker's models are not loaded")
+        return _runtime.run(self, model, inputs, submitted_at)
+
+    def init_child(**_: Any) -> None:
+        global _runtime
+        runtime = WorkerRuntime(spec, settings, table, routes)
+        runtime.load()
+        _runtime = runtime
+
+    signals.worker_process_init.connect(init_child, weak=False)
+    return app
+
+
+class Heartbeat:
+    """A thread in the worker's parent that says, every few seconds, that the
+    worker is alive, which queues it consumes and which models it serves."""
+
+    def __init__(self, spec: WorkerSpec, settings: Settings, models: list[str]) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.doc: dict[str, Any] = {
+            "name": spec.name,
+            "kind": spec.kind,
+            "queues": list(spec.queues),
+            "device": spec.device_label,
+            "models": models,
+            "concurrency": spec.concurrency,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started_at": time.time(),
+        }
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._client: redis.Redis | None = None
+
+    def start(self) -> None:
+        self._client = redis.Redis.from_url(self.settings.redis().url, socket_timeout=5)
+        self._thread = threading.Thread(target=self._loop, name="turnout-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        interval = self.settings.heartbeat_s
+        while not self._stop.is_set():
+            try:
+                assert self._client is not None
+                heartbeats.publish(self._client, self.doc, ttl_s=interval * 3)
+            except redis.RedisError as exc:
+                log.warning("heartbeat not sent: %s", exc)
+            self._stop.wait(interval)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self._client is not None:
+            try:
+                heartbeats.withdraw(self._client, self.spec.name)
+            except redis.RedisError:
+                pass  # the key expires on its own
+
+
+def run_worker(spec: WorkerSpec, settings: Settings, table: RouteTable) -> int:
+    app = build_worker_app(spec, settings, table)
+    models = [r.name for r in table.routes_for_queues(set(spec.queues))]
+    heartbeat = Heartbeat(spec, settings, models)
+    # Announce the worker only once its pool is up, and take it back first thing
+    # on shutdown, so the router never routes to a worker that is going away.
+    signals.worker_ready.connect(lambda **_: heartbeat.start(), weak=False)
+    signals.worker_shutting_down.connect(lambda **_: heartbeat.stop(), weak=False)
+    log.info(
+        "starting worker %s: queues %s, concurrency %d, device %s, broker %s",
+        spec.name,
+        ",".join(spec.queues),
+        spec.concurrency,
+        spec.device_label,
+        settings.redis().redacted,
+    )
+    worker = app.Worker(
+        hostname=spec.name,
+        queues=list(spec.queues),
+        concurrency=spec.concurrency,
+        pool="prefork",
+        loglevel=settings.log_level,
+        optimization="fair",
+        without_gossip=True,
+        without_mingle=True,
+        without_heartbeat=True,
+    )
+    worker.start()
+    return int(worker.exitcode or 0)

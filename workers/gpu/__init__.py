@@ -1,0 +1,51 @@
+"""The GPU worker: one process per device, one job at a time.
+
+The device is pinned through ``CUDA_VISIBLE_DEVICES`` before torch is imported
+anywhere in the process, so torch sees exactly one GPU (``cuda:0``), and the
+Celery parent never initialises CUDA: models load in the pool child, after fork.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+
+from workers.spec import WorkerSpec
+
+
+def pin_device(device: int | None) -> None:
+    """Pin this process to GPU ``device`` (or to no GPU when None). Must run
+    before torch is imported, since CUDA reads the variables once."""
+    if "torch" in sys.modules:
+        raise RuntimeError("pin_device() must run before torch is imported")
+    os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+    os.environ["CUDA_VISIBLE_DEVICES"] = "" if device is None else str(device)
+
+
+def gpu_spec(device: int | None, name: str | None = None) -> WorkerSpec:
+    """A GPU worker for device index ``device``, or on the CPU when None."""
+    host = socket.gethostname()
+    if device is None:
+        return WorkerSpec(
+            kind="gpu",
+            name=name or f"gpu-cpu@{host}",
+            # On the CPU there is no device index to own, only the shared queue.
+            queues=("gpu",),
+            concurrency=1,
+            prefetch_multiplier=1,
+            disable_prefetch=True,
+            device="cpu",
+            device_label="cpu",
+        )
+    return WorkerSpec(
+        kind="gpu",
+        name=name or f"gpu{device}@{host}",
+        queues=("gpu", f"gpu.{device}"),
+        concurrency=1,
+        prefetch_multiplier=1,
+        disable_prefetch=True,
+        device="cuda",
+        device_label=f"cuda:{device}",
+        gpu_index=device,
+    )

@@ -1,0 +1,120 @@
+"""Per-process state of a worker's pool child: the models it loaded at start,
+and the Redis client it uses for delivery bookkeeping.
+
+Built once per child in Celery's ``worker_process_init`` hook (after the fork),
+never at import time and never per task.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from celery import Task
+from celery.exceptions import Ignore, SoftTimeLimitExceeded
+
+from ml.adapters import LoadedModel, get_adapter
+from ml.adapters.base import TransientError
+from ml.artifacts import verify
+from router import keys
+from router.routes import Route, RouteTable
+from router.settings import Settings
+from workers.spec import WorkerSpec
+
+log = logging.getLogger(__name__)
+
+
+class ModelNotServed(Exception):
+    """The job reached a worker that has not loaded its model."""
+
+
+class TaskTimeout(Exception):
+    """The job ran past its route's time limit."""
+
+
+class TooManyDeliveries(Exception):
+    """The job's worker died every time it ran it; it is failed, not run again."""
+
+
+@dataclass
+class WorkerRuntime:
+    spec: WorkerSpec
+    settings: Settings
+    table: RouteTable
+    routes: list[Route]
+    models: dict[str, LoadedModel] = field(default_factory=dict)
+    client: redis.Redis | None = None
+
+    def load(self) -> None:
+        if self.spec.torch_threads and any(r.framework == "torch" for r in self.routes):
+            import torch
+
+            torch.set_num_threads(self.spec.torch_threads)
+        for route in self.routes:
+            started = time.perf_counter()
+            path, meta = verify(self.settings.models_dir, route)
+            adapter = get_adapter(route.framework)
+            self.models[route.name] = adapter.load(path, meta, self.spec.device, route.options)
+            log.info(
+                "loaded model %s v%s (%s) on %s in %.0f ms",
+                route.name,
+                route.version,
+                route.framework,
+                self.spec.device_label,
+                (time.perf_counter() - started) * 1000,
+            )
+        self.client = redis.Redis.from_url(self.settings.redis().url)
+
+    def run(self, task: Task, model: str, inputs: list[Any], submitted_at: float) -> dict[str, Any]:
+        started_at = time.time()
+        route = self.table.get(model)
+        loaded = self.models.get(model)
+        if route is None or loaded is None:
+            raise ModelNotServed(f"worker {self.spec.name} does not serve model {model!r}")
+        task_id = task.request.id
+        assert self.client is not None
+        pipe = self.client.pipeline(transaction=False)
+        pipe.incr(keys.deliveries(task_id))
+        pipe.expire(keys.deliveries(task_id), self.settings.result_ttl_s)
+        pipe.exists(keys.revoked(task_id))
+        deliveries, _, revoked = pipe.execute()
+        if revoked:
+            raise Ignore()  # the router has already recorded REVOKED
+        limit = self.settings.max_deliveries + route.retries.max
+        if deliveries > limit:
+            raise TooManyDeliveries(
+                f"model {model!r}: the job was started {deliveries - 1} times and its "
+                "worker process died each time; it is not run again"
+            )
+        t0 = time.perf_counter()
+        try:
+            prediction = loaded.predict(inputs)
+        except TransientError as exc:
+            retries = task.request.retries
+            raise task.retry(
+                exc=exc,
+                countdown=route.retries.backoff_s * (2**retries),
+                max_retries=route.retries.max,
+            ) from exc
+        except SoftTimeLimitExceeded:
+            raise TaskTimeout(
+                f"model {model!r}: the job ran past its time limit of {route.time_limit_s:g} s"
+            ) from None
+        run_ms = (time.perf_counter() - t0) * 1000
+        finished_at = time.time()
+        body: dict[str, Any] = {
+            "predictions": prediction.predictions,
+            "worker": task.request.hostname or self.spec.name,
+            "device": self.spec.device_label,
+            "timings_ms": {
+                "queued": round(max(0.0, started_at - submitted_at) * 1000, 3),
+                "run": round(run_ms, 3),
+                "total": round(max(0.0, finished_at - submitted_at) * 1000, 3),
+            },
+        }
+        if prediction.probabilities is not None:
+            body["probabilities"] = prediction.probabilities
+        return body
