@@ -43,6 +43,12 @@ class InputSchema(_Strict):
     # text: characters per string
     max_length: int = Field(default=2048, ge=1)
 
+    def describe(self) -> dict[str, Any]:
+        """The schema as clients see it, without the fields of the other kind."""
+        if self.kind == "tabular":
+            return {"kind": "tabular", "width": self.width}
+        return {"kind": "text", "max_length": self.max_length}
+
     @model_validator(mode="after")
     def _width_for_tabular(self) -> InputSchema:
         if self.kind == "tabular" and self.width is None:

@@ -82,7 +82,10 @@ class WorkerRuntime:
         pipe.exists(keys.revoked(task_id))
         deliveries, _, revoked = pipe.execute()
         if revoked:
-            raise Ignore()  # the router has already recorded REVOKED
+            # Celery stored STARTED just before this body ran; put REVOKED back
+            # so that the result backend agrees with what the router said.
+            task.backend.mark_as_revoked(task_id, reason="revoked through the API")
+            raise Ignore()
         limit = self.settings.max_deliveries + route.retries.max
         if deliveries > limit:
             raise TooManyDeliveries(

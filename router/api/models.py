@@ -38,7 +38,7 @@ async def list_models(services: ServicesDep) -> dict[str, Any]:
                 "queue": route.queue,
                 "fallback": route.fallback,
                 "version": route.version,
-                "input": route.input.model_dump(exclude_none=True),
+                "input": route.input.describe(),
                 "max_rows": route.max_rows,
                 "available": now is not None,
                 "serving_queue": now,
