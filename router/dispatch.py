@@ -131,7 +131,7 @@ class Dispatcher:
         return self._view(task_id, record, meta, revoked)
 
     async def revoke(self, task_id: str) -> dict[str, Any]:
-        record, meta, revoked = await self._read(task_id)
+        _, _, revoked = await self._read(task_id)
         if revoked:
             return {"task_id": task_id, "status": "REVOKED"}
         doc = json.dumps(

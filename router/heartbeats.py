@@ -34,10 +34,11 @@ def withdraw(client: redis.Redis, name: str) -> None:
 
 async def read_live(client: aioredis.Redis, forget_after_s: float = 3600) -> list[dict[str, Any]]:
     """Every worker whose heartbeat has not expired, sorted by name."""
-    names = await client.zrange(keys.WORKERS, 0, -1)
-    if not names:
+    raw = await client.zrange(keys.WORKERS, 0, -1)
+    if not raw:
         return []
-    docs = await client.mget([keys.worker(n.decode() if isinstance(n, bytes) else n) for n in names])
+    names = [n.decode() if isinstance(n, bytes) else str(n) for n in raw]
+    docs = await client.mget([keys.worker(n) for n in names])
     live = [json.loads(d) for d in docs if d]
     # Names whose heartbeat stopped long ago are dropped from the index.
     await client.zremrangebyscore(keys.WORKERS, 0, time.time() - forget_after_s)

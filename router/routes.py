@@ -244,7 +244,8 @@ def _describe(exc: ValidationError, source: str, text: str | None, prefix: tuple
         elif err["type"] == "missing":
             msg = "required key is missing"
         given = err.get("input")
-        if err["type"] not in ("missing", "extra_forbidden") and not isinstance(given, dict):
+        quoted = err["type"] in ("missing", "extra_forbidden") or "got " in msg
+        if not quoted and not isinstance(given, dict):
             msg += f" (given: {given!r})"
         lines.append(f"{key}{_line(text, loc)}: {msg}")
     return f"{source}: " + "; ".join(lines)

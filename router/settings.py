@@ -61,19 +61,20 @@ class RedisSettings:
         )
 
     def _url(self, password: str | None) -> str:
+        """The URL with ``password`` as given: already quoted, or a mask."""
         scheme = "rediss" if self.tls else "redis"
         auth = ""
         if self.username or password:
             auth = quote(self.username or "", safe="")
             if password:
-                auth += ":" + quote(password, safe="")
+                auth += ":" + password
             auth += "@"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{scheme}://{auth}{host}:{self.port}/{self.db}"
 
     @property
     def url(self) -> str:
-        return self._url(self.password)
+        return self._url(quote(self.password, safe="") if self.password else None)
 
     @property
     def redacted(self) -> str:

@@ -117,7 +117,7 @@ def test_a_job_that_kills_its_worker_every_time_fails_after_bounded_tries(loss: 
     main_pid = int(heartbeat["pid"]) if heartbeat else loss.start_worker()
     task_id = loss.submit()
     for attempt in (1, 2):
-        wait_for(lambda: loss.deliveries(task_id) == attempt, 60, f"delivery {attempt}")
+        wait_for(lambda n=attempt: loss.deliveries(task_id) == n, 60, f"delivery {attempt}")
         poll_task(loss.http, task_id, {"STARTED"}, timeout=30)
         os.kill(_only_child(main_pid), signal.SIGKILL)
 

@@ -31,7 +31,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, proc: subp
             raise RuntimeError(f"{what}: process exited with {proc.returncode}\n{tail}")
         try:
             value = predicate()
-        except Exception:
+        except Exception:  # noqa: BLE001 - not ready yet, whatever the reason
             value = None
         if value:
             return value

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from router.errors import ConfigError
+from router.settings import RedisSettings, Settings
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("redis://localhost", RedisSettings("localhost", 6379, 0)),
+        ("redis://:pw@10.0.0.5:6380/2", RedisSettings("10.0.0.5", 6380, 2, password="pw")),
+        ("rediss://user:p%40ss@cache.example:6390/1", RedisSettings("cache.example", 6390, 1, "user", "p@ss", tls=True)),
+    ],
+)
+def test_redis_urls_parse_into_typed_settings(url: str, expected: RedisSettings) -> None:
+    assert RedisSettings.from_url(url) == expected
+
+
+def test_url_round_trips_a_password_with_reserved_characters() -> None:
+    settings = RedisSettings("127.0.0.1", 7000, 3, password="a/b:c@d%e")
+    assert RedisSettings.from_url(settings.url) == settings
+    assert settings.redacted == "redis://:***@127.0.0.1:7000/3"
+    assert "a/b" not in settings.redacted
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://localhost:6379", "expected a redis:// or rediss:// URL, got scheme 'http'"),
+        ("localhost:6379", "expected a redis:// or rediss:// URL"),
+        ("redis://", "names no host"),
+        ("redis://host:6379/zero", "invalid literal"),
+    ],
+)
+def test_bad_broker_urls_are_refused_naming_the_variable(url: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        RedisSettings.from_url(url)
+    assert "TURNOUT_BROKER_URL" in str(err.value) and message in str(err.value)
+
+
+def test_settings_refuse_a_bad_broker_url_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TURNOUT_BROKER_URL", "amqp://guest@localhost//")
+    with pytest.raises(ConfigError, match="TURNOUT_BROKER_URL"):
+        Settings()
+
+
+def test_broker_comes_from_the_env_then_from_the_running_stack(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, broker_url=None)
+    with pytest.raises(ConfigError, match="no broker: set TURNOUT_BROKER_URL"):
+        settings.redis()
+    (tmp_path / "broker.url").write_text("redis://:secret@127.0.0.1:7001/0\n")
+    assert settings.redis() == RedisSettings("127.0.0.1", 7001, 0, password="secret")
+    explicit = Settings(home=tmp_path, broker_url="redis://10.1.1.1:6379/4")
+    assert explicit.redis().host == "10.1.1.1"
