@@ -57,6 +57,16 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         if args.device is None:
             raise ConfigError("turnout worker gpu needs --device N (a GPU index) or --device cpu")
         index = None if args.device == "cpu" else _device_index(args.device)
+        if index is not None:
+            from workers.gpu.nvml import device_count
+
+            # NVML, unlike CUDA, is safe to start in the parent before the fork.
+            count, why = device_count()
+            if index >= count:
+                found = f"NVML reports {count} GPU(s)" if count else f"no GPU found ({why})"
+                raise ConfigError(
+                    f"--device {index}: {found}; use --device cpu to run a GPU worker on the CPU"
+                )
         pin_device(index)  # before anything imports torch
         spec = gpu_spec(index, name=args.name)
     else:

@@ -82,6 +82,9 @@ class Heartbeat:
             "pid": os.getpid(),
             "started_at": time.time(),
         }
+        if spec.kind == "gpu":
+            # What this process pinned itself to, before torch was imported.
+            self.doc["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._client: redis.Redis | None = None

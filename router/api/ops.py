@@ -33,7 +33,10 @@ async def queues(services: ServicesDep) -> dict[str, Any]:
 @router.get("/v1/workers")
 async def workers(services: ServicesDep) -> dict[str, Any]:
     await services.live.refresh()
-    fields = ("name", "kind", "queues", "device", "models", "concurrency", "host", "pid", "gpu")
+    fields = (
+        "name", "kind", "queues", "device", "models", "concurrency", "host", "pid",
+        "cuda_visible_devices", "gpu",
+    )
     return {
         "workers": [
             {k: w[k] for k in fields if k in w} | {"last_seen": w["ts"]}

@@ -27,13 +27,11 @@ def test_gpu_worker_parent_never_loads_torch_its_pool_child_does(stack: Stack) -
     assert "libtorch" in _maps(children[0])
 
 
-def test_gpu_worker_environment_pins_the_device(stack: Stack) -> None:
-    heartbeat = stack.cluster.heartbeat("gpu-cpu@test")
-    assert heartbeat is not None
-    environ = Path(f"/proc/{heartbeat['pid']}/environ").read_bytes().split(b"\0")
-    # On the CPU the worker hides every GPU; with --device N it would be "N".
-    assert b"CUDA_VISIBLE_DEVICES=" in environ
-    assert b"CUDA_DEVICE_ORDER=PCI_BUS_ID" in environ
+def test_gpu_worker_on_the_cpu_hides_every_gpu_from_torch(stack: Stack) -> None:
+    workers = {w["name"]: w for w in stack.http.get("/v1/workers").json()["workers"]}
+    # With --device N this would be "N"; on the CPU, no GPU is visible at all.
+    assert workers["gpu-cpu@test"]["cuda_visible_devices"] == ""
+    assert "cuda_visible_devices" not in workers["cpu@test"]
 
 
 def test_cpu_worker_has_one_child_per_requested_slot(stack: Stack) -> None:
@@ -41,3 +39,17 @@ def test_cpu_worker_has_one_child_per_requested_slot(stack: Stack) -> None:
     assert heartbeat is not None
     assert heartbeat["concurrency"] == 2
     assert len(descendants(int(heartbeat["pid"]))) == 2
+
+
+def test_a_gpu_worker_for_a_device_that_is_not_there_refuses_to_start(stack: Stack) -> None:
+    import subprocess
+    import sys
+
+    from tests.support.procs import REPO
+
+    result = subprocess.run(
+        [sys.executable, "-m", "router", "worker", "gpu", "--device", "7"],
+        cwd=REPO, env=stack.cluster.env, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 2
+    assert "--device 7:" in result.stderr and "use --device cpu" in result.stderr
