@@ -75,6 +75,10 @@ class ResultWatcher:
             meta = await self.lookup(task_id)
             return meta if meta is not None and meta.get("status") in READY_STATES else None
 
+    @property
+    def subscribed(self) -> bool:
+        return self._subscribed.is_set()
+
     async def lookup(self, task_id: str) -> dict[str, Any] | None:
         raw = await self._client.get(keys.result(task_id))
         return json.loads(raw) if raw else None
@@ -87,7 +91,8 @@ class ResultWatcher:
     async def _run(self) -> None:
         delay = 0.1
         while True:
-            pubsub = aioredis.Redis.from_url(self._redis.url).pubsub(ignore_subscribe_messages=True)
+            conn = aioredis.Redis.from_url(self._redis.url, socket_connect_timeout=5)
+            pubsub = conn.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.psubscribe(keys.CELERY_RESULT_PREFIX + "*")
                 # Results finished while the subscription was down are fetched.
@@ -114,6 +119,8 @@ class ResultWatcher:
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
+                with contextlib.suppress(Exception):
+                    await conn.aclose()
 
     async def _catch_up(self) -> None:
         for task_id in list(self._waiters):

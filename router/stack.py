@@ -9,6 +9,7 @@ them, process groups included, so that nothing is left behind.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import json
 import logging
 import os
@@ -112,6 +113,7 @@ class Stack:
         self.redis: EmbeddedRedis | None = None
         self.redis_log: IO[bytes] | None = None
         self._stopping = False
+        self._lock: IO[str] | None = None
 
     def say(self, message: str) -> None:
         print(f"turnout: {message}", flush=True)
@@ -138,6 +140,7 @@ class Stack:
     def _run(self) -> int:
         settings = self.settings
         settings.logs_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_home()
         self.say(f"state in {settings.home}")
         self._build_models()
         broker = self._start_redis()
@@ -150,6 +153,23 @@ class Stack:
         self.say(f"logs in {settings.logs_dir}")
         self._supervise()
         return 0
+
+    def _lock_home(self) -> None:
+        """One `turnout up` per TURNOUT_HOME: two would share Redis's data folder."""
+        self._lock = (self.settings.home / "up.lock").open("a+")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.seek(0)
+            owner = self._lock.read().strip() or "?"
+            raise ConfigError(
+                f"another `turnout up` (pid {owner}) is running from {self.settings.home}; "
+                "stop it, or set TURNOUT_HOME to another folder"
+            ) from None
+        self._lock.seek(0)
+        self._lock.truncate()
+        self._lock.write(str(os.getpid()))
+        self._lock.flush()
 
     def _build_models(self) -> None:
         env = {**os.environ, "TURNOUT_MODELS_DIR": str(self.settings.models_dir)}

@@ -56,6 +56,9 @@ async def readyz(services: ServicesDep) -> JSONResponse:
         await services.client.ping()
     except (RedisError, OSError) as exc:
         return JSONResponse({"status": "not ready", "broker": f"unreachable: {exc}"}, 503)
+    if not services.dispatcher.watcher.subscribed:
+        # Without it, a request with `wait` would sit out its whole wait.
+        return JSONResponse({"status": "not ready", "results": "not subscribed yet"}, 503)
     return JSONResponse(
         {"status": "ready", "broker": "ok", "routes": len(services.table.routes)}, 200
     )

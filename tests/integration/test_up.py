@@ -96,6 +96,13 @@ def test_up_serves_iris_and_ctrl_c_stops_everything(tmp_path: Path, models_dir: 
     family = descendants(up.proc.pid)
     assert len(family) >= 6  # redis, 2 workers and their pool children, the API
 
+    second = subprocess.run(
+        [sys.executable, "-m", "router", "up", "--port", str(free_port())],
+        cwd=REPO, env=_env(tmp_path, models_dir), capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert second.returncode == 2
+    assert f"another `turnout up` (pid {up.proc.pid}) is running from {home}" in second.stdout
+
     assert up.stop(signal.SIGINT) == 0
 
     assert [pid for pid in family if alive(pid)] == []
