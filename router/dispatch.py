@@ -18,7 +18,7 @@ from router import keys
 from router.celery_app import TASK_PREDICT
 from router.errors import BrokerUnavailable, TaskFinished, UnknownModel, UnknownTask
 from router.live import LiveView
-from router.results import READY_STATES, ResultWatcher
+from router.results import ResultWatcher
 from router.routes import RouteTable
 from router.routing import choose_queue
 from router.settings import Settings
@@ -181,9 +181,6 @@ class Dispatcher:
         elif status == "FAILURE" and meta is not None:
             view["error"] = _error_text(meta.get("result"))
         return view
-
-    def is_ready(self, view: dict[str, Any]) -> bool:
-        return view["status"] in READY_STATES
 
 
 def _error_text(result: Any) -> str:

@@ -28,10 +28,6 @@ def check_queue(value: str) -> str:
     return value
 
 
-def is_gpu_queue(queue: str) -> bool:
-    return queue == "gpu" or queue.startswith("gpu.")
-
-
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -125,10 +125,6 @@ class Settings(BaseSettings):
         return value
 
     @property
-    def state_dir(self) -> Path:
-        return self.home
-
-    @property
     def logs_dir(self) -> Path:
         return self.home / "logs"
 
