@@ -4,10 +4,13 @@ differ only in their specs."""
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import socket
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -28,7 +31,18 @@ log = logging.getLogger(__name__)
 _runtime: WorkerRuntime | None = None
 
 
-def build_worker_app(spec: WorkerSpec, settings: Settings, table: RouteTable) -> Celery:
+@dataclass
+class WorkerApp:
+    app: Celery
+    models: list[str]
+    # How many pool children have loaded their models (shared across the fork).
+    loaded: Any
+
+    def all_loaded(self, concurrency: int) -> bool:
+        return bool(self.loaded.value >= concurrency)
+
+
+def build_worker_app(spec: WorkerSpec, settings: Settings, table: RouteTable) -> WorkerApp:
     """The Celery app with the predict task bound to this process's runtime."""
     routes = table.routes_for_queues(set(spec.queues))
     if not routes:
@@ -54,23 +68,30 @@ def build_worker_app(spec: WorkerSpec, settings: Settings, table: RouteTable) ->
             raise RuntimeError("the worker's models are not loaded")
         return _runtime.run(self, model, inputs, submitted_at)
 
+    loaded = multiprocessing.get_context("fork").Value("i", 0)
+
     def init_child(**_: Any) -> None:
         global _runtime
         runtime = WorkerRuntime(spec, settings, table, routes)
         runtime.load()
         _runtime = runtime
+        with loaded.get_lock():
+            loaded.value += 1
 
     signals.worker_process_init.connect(init_child, weak=False)
-    return app
+    return WorkerApp(app, [r.name for r in routes], loaded)
 
 
 class Heartbeat:
     """A thread in the worker's parent that says, every few seconds, that the
     worker is alive, which queues it consumes and which models it serves."""
 
-    def __init__(self, spec: WorkerSpec, settings: Settings, models: list[str]) -> None:
+    def __init__(
+        self, spec: WorkerSpec, settings: Settings, models: list[str], ready: Callable[[], bool]
+    ) -> None:
         self.spec = spec
         self.settings = settings
+        self.ready = ready
         self.doc: dict[str, Any] = {
             "name": spec.name,
             "kind": spec.kind,
@@ -96,6 +117,12 @@ class Heartbeat:
 
     def _loop(self) -> None:
         interval = self.settings.heartbeat_s
+        # Celery says "ready" once it consumes, which can be before the pool
+        # children have loaded their models: announce only after they have.
+        while not self.ready():
+            if self._stop.wait(0.05):
+                return
+        log.info("worker %s: all models loaded; announcing it", self.spec.name)
         while not self._stop.is_set():
             try:
                 assert self._client is not None
@@ -116,9 +143,11 @@ class Heartbeat:
 
 
 def run_worker(spec: WorkerSpec, settings: Settings, table: RouteTable) -> int:
-    app = build_worker_app(spec, settings, table)
-    models = [r.name for r in table.routes_for_queues(set(spec.queues))]
-    heartbeat = Heartbeat(spec, settings, models)
+    worker_app = build_worker_app(spec, settings, table)
+    app = worker_app.app
+    heartbeat = Heartbeat(
+        spec, settings, worker_app.models, lambda: worker_app.all_loaded(spec.concurrency)
+    )
     # Announce the worker only once its pool is up, and take it back first thing
     # on shutdown, so the router never routes to a worker that is going away.
     signals.worker_ready.connect(lambda **_: heartbeat.start(), weak=False)

@@ -57,7 +57,12 @@ class WorkerRuntime:
             started = time.perf_counter()
             path, meta = verify(self.settings.models_dir, route)
             adapter = get_adapter(route.framework)
-            self.models[route.name] = adapter.load(path, meta, self.spec.device, route.options)
+            model = adapter.load(path, meta, self.spec.device, route.options)
+            if route.input.kind == "tabular" and route.input.width:
+                # One pass at start pays for lazy initialisation (kernels,
+                # allocator) here rather than in the first client's request.
+                model.predict([[0.0] * route.input.width])
+            self.models[route.name] = model
             log.info(
                 "loaded model %s v%s (%s) on %s in %.0f ms",
                 route.name,
