@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,11 +34,17 @@ class LossStack:
 
     def start_worker(self) -> int:
         self.cluster.worker("gpu", WORKER, "--device", "cpu")
+        return self.ensure_worker()
+
+    def ensure_worker(self) -> int:
+        """The live worker's pid, once the API's routing sees it too."""
         heartbeat = self.cluster.heartbeat(WORKER)
-        assert heartbeat is not None
+        if heartbeat is None:
+            return self.start_worker()
+        pid = heartbeat["pid"]
         # /v1/workers refreshes the API's view, which routing reads.
-        wait_for(lambda: any(w["pid"] == heartbeat["pid"] for w in self.http.get("/v1/workers").json()["workers"]), 10, "the API to see the worker")
-        return int(heartbeat["pid"])
+        wait_for(lambda: any(w["pid"] == pid for w in self.http.get("/v1/workers").json()["workers"]), 10, "the API to see the worker")
+        return int(pid)
 
     def submit(self) -> str:
         r = self.http.post("/v1/models/slow-digits/predict", json={"inputs": ROWS})
@@ -56,7 +63,11 @@ def loss(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     assert server.settings is not None
     cluster = Cluster(
         server.settings, models_dir, ROUTES, tmp,
-        extra_env={"TURNOUT_MAX_QUEUE_WAIT_S": "2", "TURNOUT_MAX_DELIVERIES": "2"},
+        extra_env={
+            "TURNOUT_MAX_QUEUE_WAIT_S": "2",
+            "TURNOUT_MAX_DELIVERIES": "2",
+            "TURNOUT_TEST_LOAD_LOG": str(tmp / "loads.log"),
+        },
     )
     try:
         _, url = cluster.api()
@@ -73,8 +84,18 @@ def _only_child(pid: int) -> int:
     return int(children[0])
 
 
+def test_a_worker_is_announced_only_once_its_models_are_loaded(loss: LossStack) -> None:
+    proc = loss.cluster.spawn(WORKER, "worker", "gpu", "--name", WORKER, "--device", "cpu")
+    # The model takes 1.5 s more to load than usual (load_sleep_s).
+    wait_for(lambda: loss.cluster.heartbeat(WORKER), 90, "the first heartbeat", proc.proc, proc.log)
+    first_seen = time.time()
+    loads = (loss.cluster.tmp / "loads.log").read_text().split()
+    assert len(loads) == 1
+    assert float(loads[0]) <= first_seen
+
+
 def test_pool_child_killed_mid_task_the_task_still_completes(loss: LossStack) -> None:
-    main_pid = loss.start_worker()
+    main_pid = loss.ensure_worker()
     child = _only_child(main_pid)
     task_id = loss.submit()
     poll_task(loss.http, task_id, {"STARTED"}, timeout=30)
@@ -90,8 +111,7 @@ def test_pool_child_killed_mid_task_the_task_still_completes(loss: LossStack) ->
 
 
 def test_whole_worker_killed_mid_task_completes_once_the_worker_is_back(loss: LossStack) -> None:
-    heartbeat = loss.cluster.heartbeat(WORKER)
-    main_pid = int(heartbeat["pid"]) if heartbeat else loss.start_worker()
+    main_pid = loss.ensure_worker()
     task_id = loss.submit()
     poll_task(loss.http, task_id, {"STARTED"}, timeout=30)
 
@@ -113,8 +133,7 @@ def test_whole_worker_killed_mid_task_completes_once_the_worker_is_back(loss: Lo
 
 
 def test_a_job_that_kills_its_worker_every_time_fails_after_bounded_tries(loss: LossStack) -> None:
-    heartbeat = loss.cluster.heartbeat(WORKER)
-    main_pid = int(heartbeat["pid"]) if heartbeat else loss.start_worker()
+    main_pid = loss.ensure_worker()
     task_id = loss.submit()
     for attempt in (1, 2):
         wait_for(lambda n=attempt: loss.deliveries(task_id) == n, 60, f"delivery {attempt}")
@@ -129,8 +148,7 @@ def test_a_job_that_kills_its_worker_every_time_fails_after_bounded_tries(loss: 
 
 
 def test_a_queued_task_can_be_revoked_and_never_runs(loss: LossStack) -> None:
-    if loss.cluster.heartbeat(WORKER) is None:
-        loss.start_worker()
+    loss.ensure_worker()
     running = loss.submit()
     poll_task(loss.http, running, {"STARTED"}, timeout=30)
     queued = loss.submit()  # waits: the GPU worker runs one job at a time

@@ -3,6 +3,7 @@ act on a job while it runs."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -24,5 +25,14 @@ class _Slow:
 
 
 class SlowTorchAdapter:
+    """Options: ``sleep_s`` per batch; ``load_sleep_s`` at load. When
+    TURNOUT_TEST_LOAD_LOG names a file, each load appends the time it ended."""
+
     def load(self, path: Path, meta: ModelMeta, device: str, options: dict[str, Any]) -> _Slow:
-        return _Slow(TorchAdapter().load(path, meta, device, options), float(options.get("sleep_s", 2)))
+        model = _Slow(TorchAdapter().load(path, meta, device, options), float(options.get("sleep_s", 2)))
+        time.sleep(float(options.get("load_sleep_s", 0)))
+        log = os.environ.get("TURNOUT_TEST_LOAD_LOG")
+        if log:
+            with open(log, "a") as fh:
+                fh.write(f"{time.time()}\n")
+        return model
