@@ -19,7 +19,7 @@ from router.celery_app import TASK_PREDICT
 from router.errors import BrokerUnavailable, TaskFinished, UnknownModel, UnknownTask
 from router.live import LiveView
 from router.results import ResultWatcher
-from router.routes import RouteTable
+from router.routes import Route, RouteTable
 from router.routing import choose_queue
 from router.settings import Settings
 from router.validation import validate_inputs
@@ -98,7 +98,7 @@ class Dispatcher:
         return submitted, self._view(task_id, {"model": model, "queue": decision.queue}, meta, False)
 
     async def _send(
-        self, task_id: str, model: str, rows: list[Any], submitted_at: float, queue: str, route: Any
+        self, task_id: str, model: str, rows: list[Any], submitted_at: float, queue: str, route: Route
     ) -> None:
         def send() -> None:
             self.celery.send_task(

@@ -233,7 +233,10 @@ class Stack:
             Part("api", me + ["api", "--host", self.settings.api_host, "--port", str(self.port)],
                  logs / "api.log", env)
         )
-        self.expected_workers = len(self.parts) - 1
+
+    @property
+    def expected_workers(self) -> int:
+        return sum(1 for part in self.parts if part.name.startswith("worker "))
 
     def _get(self, path: str) -> Any:
         url = f"http://{self.settings.api_host}:{self.port}{path}"

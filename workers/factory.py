@@ -35,11 +35,12 @@ _runtime: WorkerRuntime | None = None
 class WorkerApp:
     app: Celery
     models: list[str]
+    concurrency: int
     # How many pool children have loaded their models (shared across the fork).
     loaded: Any
 
-    def all_loaded(self, concurrency: int) -> bool:
-        return bool(self.loaded.value >= concurrency)
+    def all_loaded(self) -> bool:
+        return bool(self.loaded.value >= self.concurrency)
 
 
 def build_worker_app(spec: WorkerSpec, settings: Settings, table: RouteTable) -> WorkerApp:
@@ -79,7 +80,7 @@ def build_worker_app(spec: WorkerSpec, settings: Settings, table: RouteTable) ->
             loaded.value += 1
 
     signals.worker_process_init.connect(init_child, weak=False)
-    return WorkerApp(app, [r.name for r in routes], loaded)
+    return WorkerApp(app, [r.name for r in routes], spec.concurrency, loaded)
 
 
 class Heartbeat:
@@ -145,9 +146,7 @@ class Heartbeat:
 def run_worker(spec: WorkerSpec, settings: Settings, table: RouteTable) -> int:
     worker_app = build_worker_app(spec, settings, table)
     app = worker_app.app
-    heartbeat = Heartbeat(
-        spec, settings, worker_app.models, lambda: worker_app.all_loaded(spec.concurrency)
-    )
+    heartbeat = Heartbeat(spec, settings, worker_app.models, worker_app.all_loaded)
     # Announce the worker only once its pool is up, and take it back first thing
     # on shutdown, so the router never routes to a worker that is going away.
     signals.worker_ready.connect(lambda **_: heartbeat.start(), weak=False)
