@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from router.errors import ArtifactError
-from router.routes import Route
+from router.routes import FRAMEWORKS, Route
 
 META_FILE = "meta.json"
 
@@ -31,6 +31,11 @@ class ModelMeta:
     architecture: str | None = None
     architecture_args: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    # Other files the model needs (tokenizer, config), each with its sha256.
+    files: dict[str, str] = field(default_factory=dict)
+    # Device memory the model is expected to need, when known better than
+    # from its size on disk.
+    memory_mb: float | None = None
     built_with: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -83,7 +88,7 @@ def verify(models_dir: Path, route: Route) -> tuple[Path, ModelMeta]:
     the model and what is wrong.
     """
     folder, meta = read_meta(models_dir, route)
-    if route.framework in ("sklearn", "torch") and meta.framework != route.framework:
+    if route.framework in FRAMEWORKS and meta.framework != route.framework:
         raise ArtifactError(
             f"model {route.name!r}: the route says framework {route.framework!r}, "
             f"the artifact was built with {meta.framework!r}"
@@ -99,10 +104,21 @@ def verify(models_dir: Path, route: Route) -> tuple[Path, ModelMeta]:
         raise ArtifactError(f"model {route.name!r}: artifact {meta.artifact!r} leaves {folder}")
     if not path.is_file():
         raise ArtifactError(f"model {route.name!r}: artifact {path} is missing")
+    _check_sha(route, path, meta.sha256)
+    for name, digest in sorted(meta.files.items()):
+        extra = (folder / name).resolve()
+        if not extra.is_relative_to(folder):
+            raise ArtifactError(f"model {route.name!r}: file {name!r} leaves {folder}")
+        if not extra.is_file():
+            raise ArtifactError(f"model {route.name!r}: file {extra} is missing")
+        _check_sha(route, extra, digest)
+    return path, meta
+
+
+def _check_sha(route: Route, path: Path, expected: str) -> None:
     actual = sha256_file(path)
-    if actual != meta.sha256:
+    if actual != expected:
         raise ArtifactError(
             f"model {route.name!r}: {path} has sha256 {actual[:12]}…, the metadata says "
-            f"{meta.sha256[:12]}…; refusing to load it"
+            f"{expected[:12]}…; refusing to load it"
         )
-    return path, meta

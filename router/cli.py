@@ -56,19 +56,34 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
         if args.device is None:
             raise ConfigError("turnout worker gpu needs --device N (a GPU index) or --device cpu")
-        index = None if args.device == "cpu" else _device_index(args.device)
-        if index is not None:
-            from workers.gpu.nvml import device_count
+        stand_in: int | None = None
+        if args.device.startswith("cpu:"):
+            stand_in = _device_index(args.device[4:])
+            index = None
+        else:
+            index = None if args.device == "cpu" else _device_index(args.device)
+        if args.memory_limit_mb is not None and not args.memory_limit_mb > 0:
+            raise ConfigError(f"--memory-limit-mb: expected a positive number, got {args.memory_limit_mb}")
+        from workers.gpu.nvml import device_count
 
-            # NVML, unlike CUDA, is safe to start in the parent before the fork.
-            count, why = device_count()
-            if index >= count:
-                found = f"NVML reports {count} GPU(s)" if count else f"no GPU found ({why})"
-                raise ConfigError(
-                    f"--device {index}: {found}; use --device cpu to run a GPU worker on the CPU"
-                )
+        # NVML, unlike CUDA, is safe to start in the parent before the fork.
+        count, why = device_count()
+        if index is not None and index >= count:
+            found = f"NVML reports {count} GPU(s)" if count else f"no GPU found ({why})"
+            raise ConfigError(
+                f"--device {index}: {found}; use --device cpu to run a GPU worker on the CPU"
+            )
+        if index is None:
+            # Said once, at start; the heartbeat carries it from then on.
+            print(
+                "turnout: GPU worker on the CPU: no GPU telemetry "
+                f"({why or f'NVML reports {count} GPU(s), none used'})",
+                file=sys.stderr,
+            )
         pin_device(index)  # before anything imports torch
-        spec = gpu_spec(index, name=args.name)
+        spec = gpu_spec(
+            index, name=args.name, memory_limit_mb=args.memory_limit_mb, stand_in=stand_in
+        )
     else:
         from workers.cpu import cpu_spec, limit_native_threads
 
@@ -140,9 +155,19 @@ def parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="run a worker")
     worker.add_argument("kind", choices=["cpu", "gpu"])
-    worker.add_argument("--device", help="gpu: the GPU index to pin to, or 'cpu'")
+    worker.add_argument(
+        "--device",
+        help="gpu: the GPU index to pin to; 'cpu' to run on the CPU; 'cpu:N' to run on "
+        "the CPU in device N's place (it consumes gpu.N)",
+    )
     worker.add_argument("--concurrency", type=int, help="cpu: pool size (default: cores)")
     worker.add_argument("--name", help="Celery node name (default cpu@host, gpuN@host)")
+    worker.add_argument(
+        "--memory-limit-mb",
+        type=float,
+        help="gpu: the most device memory this worker's models may use; a model that "
+        "does not fit is refused, and the allocator enforces the cap",
+    )
     worker.set_defaults(func=cmd_worker)
 
     routes = sub.add_parser("routes", help="the route table")

@@ -90,6 +90,7 @@ class Dispatcher:
             raise BrokerUnavailable(f"the broker is unreachable: {exc}") from None
         async with self.watcher.watch(task_id) as future:
             await self._send(task_id, route.name, rows, submitted_at, decision.queue, route)
+            self.live.note_sent(decision.queue)
             if wait_s <= 0:
                 return submitted, None
             meta = await self.watcher.wait(task_id, future, wait_s)
@@ -175,7 +176,7 @@ class Dispatcher:
         }
         if status == "SUCCESS" and meta is not None:
             result = meta.get("result") or {}
-            for key in ("predictions", "probabilities", "worker", "device", "timings_ms"):
+            for key in ("predictions", "probabilities", "worker", "device", "timings_ms", "oom_splits"):
                 if key in result:
                     view[key] = result[key]
         elif status == "FAILURE" and meta is not None:

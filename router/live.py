@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -15,7 +14,7 @@ from redis.exceptions import RedisError
 
 from router import heartbeats
 from router.routes import RouteTable
-from router.routing import LiveState
+from router.routing import LiveState, LiveWorker
 
 log = logging.getLogger(__name__)
 
@@ -41,18 +40,23 @@ class LiveView:
 
     async def refresh(self) -> None:
         workers = await heartbeats.read_live(self._client)
-        consumers: Counter[str] = Counter()
-        for worker in workers:
-            consumers.update(worker["queues"])
         self.workers = workers
         queues = self.known_queues()
         pipe = self._client.pipeline(transaction=False)
         for queue in queues:
             pipe.llen(queue)
         depths = dict(zip(queues, await pipe.execute(), strict=True))
-        self.state = LiveState(consumers=dict(consumers), depths=depths, known=True)
+        self.state = LiveState(
+            workers=tuple(_live_worker(w) for w in workers), depths=depths, known=True
+        )
         self.updated_at = time.time()
         self.broker_ok = True
+
+    def note_sent(self, queue: str) -> None:
+        """Count a job this router just queued, until the next refresh reads the
+        real depth, so that a burst between two refreshes spreads over devices
+        instead of piling onto the one that looked emptiest."""
+        self.state.depths[queue] = self.state.depths.get(queue, 0) + 1
 
     async def start(self) -> None:
         with contextlib.suppress(RedisError, OSError):
@@ -74,3 +78,16 @@ class LiveView:
                 if self.broker_ok:
                     log.warning("cannot read live state from Redis: %s", exc)
                 self.broker_ok = False
+
+
+def _live_worker(doc: dict[str, Any]) -> LiveWorker:
+    gpu = doc.get("gpu") or {}
+    index = doc.get("gpu_index")
+    return LiveWorker(
+        name=doc["name"],
+        queues=frozenset(doc.get("queues", ())),
+        models=frozenset(doc.get("models", ())),
+        refused=dict(doc.get("refused") or {}),
+        device_queue=f"gpu.{index}" if index is not None else None,
+        free_memory_mb=gpu.get("memory_free_mb"),
+    )

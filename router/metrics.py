@@ -37,7 +37,7 @@ class Metrics:
             "# TYPE turnout_queue_workers gauge",
         ]
         for queue in live.known_queues():
-            out.append(f'turnout_queue_workers{{queue="{queue}"}} {live.state.consumers.get(queue, 0)}')
+            out.append(f'turnout_queue_workers{{queue="{queue}"}} {len(live.state.consumers(queue))}')
         out += [
             "# HELP turnout_broker_up Whether the last look at Redis succeeded.",
             "# TYPE turnout_broker_up gauge",

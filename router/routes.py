@@ -19,7 +19,7 @@ from router.errors import ConfigError
 QUEUE_RE = re.compile(r"^(cpu|gpu|gpu\.(0|[1-9][0-9]*))$")
 MODEL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 # Built-in frameworks; anything else must be an importable ``module:Class``.
-FRAMEWORKS = ("sklearn", "torch")
+FRAMEWORKS = ("sklearn", "torch", "embedding")
 
 
 def check_queue(value: str) -> str:
@@ -76,6 +76,8 @@ class Route(_Strict):
     # The model's folder inside the models folder; by default <name>/<version>.
     artifact: str | None = None
     queue: str
+    # Place the model on these GPU indices only: its jobs go to ``gpu.<i>``.
+    devices: tuple[int, ...] | None = None
     fallback: str | None = None
     input: InputSchema
     time_limit_s: float = Field(gt=0, le=24 * 3600)
@@ -105,6 +107,19 @@ class Route(_Strict):
     def _queue_name(cls, value: str | None) -> str | None:
         return None if value is None else check_queue(value)
 
+    @field_validator("devices")
+    @classmethod
+    def _device_list(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("an empty device list places the model nowhere; leave it out")
+        if any(i < 0 for i in value):
+            raise ValueError(f"device indices start at 0, got {list(value)}")
+        if len(set(value)) != len(value):
+            raise ValueError(f"a device is listed twice in {list(value)}")
+        return value
+
     @field_validator("artifact")
     @classmethod
     def _relative_artifact(cls, value: str | None) -> str | None:
@@ -119,6 +134,12 @@ class Route(_Strict):
     def _coherent(self) -> Route:
         if self.fallback is not None and self.fallback == self.queue:
             raise ValueError(f"fallback {self.fallback!r} is the route's own queue")
+        if self.devices is not None and self.queue != "gpu":
+            raise ValueError(
+                f"'devices' places a model on GPUs, so 'queue' must be 'gpu', got {self.queue!r}"
+            )
+        if self.devices is not None and self.fallback in self.placement:
+            raise ValueError(f"fallback {self.fallback!r} is one of the route's device queues")
         if self.soft_time_limit_s <= 0:
             raise ValueError("time_limit_s is too small to leave a grace period")
         return self
@@ -134,8 +155,17 @@ class Route(_Strict):
         return self.artifact or f"{self.name}/{self.version}"
 
     @property
+    def placement(self) -> tuple[str, ...]:
+        """The queues that are the route's first choice: ``queue``, or one
+        ``gpu.<i>`` per listed device."""
+        if self.devices is not None:
+            return tuple(f"gpu.{i}" for i in self.devices)
+        return (self.queue,)
+
+    @property
     def queues(self) -> tuple[str, ...]:
-        return (self.queue,) if self.fallback is None else (self.queue, self.fallback)
+        """Every queue the route's jobs can land on, its fallback last."""
+        return self.placement if self.fallback is None else (*self.placement, self.fallback)
 
 
 class RouteTable(_Strict):

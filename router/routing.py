@@ -10,17 +10,41 @@ from router.routes import Route, RouteTable
 
 
 @dataclass(frozen=True)
+class LiveWorker:
+    """One live worker as routing sees it (from its heartbeat)."""
+
+    name: str
+    queues: frozenset[str]
+    models: frozenset[str] = frozenset()
+    # model -> why the worker would not load it (it cannot fit, …)
+    refused: Mapping[str, str] = field(default_factory=dict)
+    # Its own ``gpu.<i>`` queue, when it is pinned to a device.
+    device_queue: str | None = None
+    free_memory_mb: float | None = None
+
+
+@dataclass(frozen=True)
 class LiveState:
     """What the router knows of the cluster right now.
 
-    ``consumers`` counts live workers per queue (from their heartbeats);
-    ``depths`` counts jobs waiting per queue. ``known`` is False until the first
-    look at Redis has been made, and then routing trusts the route table alone.
+    ``workers`` are the live workers (from heartbeats); ``depths`` counts jobs
+    waiting per queue. ``known`` is False until the first look at Redis has
+    been made, and then routing trusts the route table alone.
     """
 
-    consumers: Mapping[str, int] = field(default_factory=dict)
-    depths: Mapping[str, int] = field(default_factory=dict)
+    workers: tuple[LiveWorker, ...] = ()
+    depths: dict[str, int] = field(default_factory=dict)
     known: bool = True
+
+    def consumers(self, queue: str) -> list[LiveWorker]:
+        return [w for w in self.workers if queue in w.queues]
+
+    def servers(self, queue: str, model: str) -> list[LiveWorker]:
+        return [w for w in self.workers if queue in w.queues and model in w.models]
+
+    def free_memory_mb(self, queue: str) -> float:
+        free = [w.free_memory_mb for w in self.consumers(queue) if w.free_memory_mb is not None]
+        return max(free, default=0.0)
 
 
 @dataclass(frozen=True)
@@ -29,44 +53,84 @@ class Decision:
     fallback_used: bool
 
 
+def candidates(route: Route, live: LiveState) -> list[str]:
+    """The route's first-choice queues that a live worker serving the model
+    consumes, best first: least queued work, then most free GPU memory."""
+    if route.devices is not None:
+        queues = [q for q in route.placement if live.servers(q, route.name)]
+    else:
+        queue = route.queue
+        consumers = live.consumers(queue)
+        servers = live.servers(queue, route.name)
+        if not servers:
+            queues = []
+        elif len(servers) == len(consumers):
+            queues = [queue]
+        else:
+            # Some workers on the shared queue refused the model (it does not
+            # fit on their GPU): steer its jobs to the devices that hold it,
+            # where the workers that refused it never look.
+            queues = sorted({w.device_queue for w in servers if w.device_queue})
+            if not queues:
+                queues = [queue]
+    return sorted(queues, key=lambda q: (live.depths.get(q, 0), -live.free_memory_mb(q)))
+
+
 def choose_queue(route: Route, table: RouteTable, live: LiveState) -> Decision:
     """Pick the route's queue, or its fallback when the queue cannot take work.
 
-    A queue can take work when some live worker consumes it and it holds fewer
-    than its ``max_depth`` jobs. The primary queue wins whenever it can; the
-    fallback is used when the primary has no live worker or is full.
+    A queue can take work when a live worker that has loaded the model
+    consumes it and it holds fewer than its ``max_depth`` jobs. The first
+    choice wins whenever it can; the fallback is used when no first-choice
+    queue has a live worker for the model, or every one is full.
     """
     if not live.known:
-        return Decision(route.queue, fallback_used=False)
-
-    def alive(queue: str) -> bool:
-        return live.consumers.get(queue, 0) > 0
+        return Decision(route.placement[0], fallback_used=False)
 
     def full(queue: str) -> bool:
         return live.depths.get(queue, 0) >= table.queue_config(queue).max_depth
 
-    for queue in route.queues:
-        if alive(queue) and not full(queue):
-            return Decision(queue, fallback_used=queue != route.queue)
+    usable = candidates(route, live)
+    if route.fallback is not None and live.servers(route.fallback, route.name):
+        fallbacks = [route.fallback]
+    else:
+        fallbacks = []
+    for queue in usable:
+        if not full(queue):
+            return Decision(queue, fallback_used=False)
+    for queue in fallbacks:
+        if not full(queue):
+            return Decision(queue, fallback_used=True)
 
-    live_queues = [q for q in route.queues if alive(q)]
+    live_queues = usable + fallbacks
     if live_queues:
         queue = live_queues[0]
         depth = live.depths.get(queue, 0)
         raise QueueFull(
             f"queue {queue!r} for model {route.name!r} is full ({depth} jobs waiting, "
             f"limit {table.queue_config(queue).max_depth}); retry later",
-            retry_after_s=_retry_after(depth, live.consumers.get(queue, 1)),
+            retry_after_s=_retry_after(depth, len(live.consumers(queue))),
         )
+    raise NoCapacity(_no_capacity(route, live))
+
+
+def _no_capacity(route: Route, live: LiveState) -> str:
     wanted = " or ".join(repr(q) for q in route.queues)
+    refusals = [
+        f"worker {w.name} refused it ({w.refused[route.name]})"
+        for w in live.workers
+        if route.name in w.refused
+    ]
     hint = (
         "start one with `turnout worker gpu --device N` (or `--device cpu`)"
         if route.queue.startswith("gpu")
         else "start one with `turnout worker cpu`"
     )
     fallback = "" if route.fallback else " and the route has no fallback"
-    raise NoCapacity(
-        f"model {route.name!r}: no live worker consumes queue {wanted}{fallback}; {hint}"
+    why = f"; {'; '.join(refusals)}" if refusals else ""
+    return (
+        f"model {route.name!r}: no live worker that serves it consumes queue {wanted}"
+        f"{fallback}{why}; {hint}"
     )
 
 

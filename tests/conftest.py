@@ -17,7 +17,7 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from ml.build import build
 
     folder = tmp_path_factory.mktemp("models")
-    for name in ("iris", "digits-cnn"):
+    for name in ("iris", "digits-cnn", "minilm"):
         build(folder, name)
     return folder
 

@@ -4,7 +4,6 @@ differ only in their specs."""
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import socket
 import threading
@@ -22,6 +21,8 @@ from router.celery_app import TASK_PREDICT, make_celery
 from router.errors import ArtifactError, ConfigError
 from router.routes import RouteTable
 from router.settings import Settings
+from workers.board import Board
+from workers.gpu.nvml import DeviceTelemetry
 from workers.runtime import WorkerRuntime
 from workers.spec import WorkerSpec
 
@@ -36,11 +37,11 @@ class WorkerApp:
     app: Celery
     models: list[str]
     concurrency: int
-    # How many pool children have loaded their models (shared across the fork).
-    loaded: Any
+    # What each pool child posts for the heartbeat (shared across the fork).
+    board: Board
 
     def all_loaded(self) -> bool:
-        return bool(self.loaded.value >= self.concurrency)
+        return self.board.ready() >= self.concurrency
 
 
 def build_worker_app(spec: WorkerSpec, settings: Settings, table: RouteTable) -> WorkerApp:
@@ -69,30 +70,37 @@ def build_worker_app(spec: WorkerSpec, settings: Settings, table: RouteTable) ->
             raise RuntimeError("the worker's models are not loaded")
         return _runtime.run(self, model, inputs, submitted_at)
 
-    loaded = multiprocessing.get_context("fork").Value("i", 0)
+    board = Board(spec.concurrency)
 
     def init_child(**_: Any) -> None:
         global _runtime
-        runtime = WorkerRuntime(spec, settings, table, routes)
+        runtime = WorkerRuntime(spec, settings, table, routes, slot=board.claim())
         runtime.load()
         _runtime = runtime
-        with loaded.get_lock():
-            loaded.value += 1
 
     signals.worker_process_init.connect(init_child, weak=False)
-    return WorkerApp(app, [r.name for r in routes], spec.concurrency, loaded)
+    return WorkerApp(app, [r.name for r in routes], spec.concurrency, board)
 
 
 class Heartbeat:
     """A thread in the worker's parent that says, every few seconds, that the
-    worker is alive, which queues it consumes and which models it serves."""
+    worker is alive, which queues it consumes, which models it serves (and
+    refused), what its children are running and, for a GPU, NVML's figures."""
 
     def __init__(
-        self, spec: WorkerSpec, settings: Settings, models: list[str], ready: Callable[[], bool]
+        self,
+        spec: WorkerSpec,
+        settings: Settings,
+        models: list[str],
+        ready: Callable[[], bool],
+        board: Board | None = None,
+        telemetry: DeviceTelemetry | None = None,
     ) -> None:
         self.spec = spec
         self.settings = settings
         self.ready = ready
+        self.board = board
+        self.telemetry = telemetry
         self.doc: dict[str, Any] = {
             "name": spec.name,
             "kind": spec.kind,
@@ -107,6 +115,9 @@ class Heartbeat:
         if spec.kind == "gpu":
             # What this process pinned itself to, before torch was imported.
             self.doc["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
+            self.doc["gpu_index"] = spec.gpu_index
+        if spec.memory_limit_mb is not None:
+            self.doc["memory_limit_mb"] = spec.memory_limit_mb
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._client: redis.Redis | None = None
@@ -127,10 +138,39 @@ class Heartbeat:
         while not self._stop.is_set():
             try:
                 assert self._client is not None
-                heartbeats.publish(self._client, self.doc, ttl_s=interval * 3)
+                heartbeats.publish(self._client, self.current(), ttl_s=interval * 3)
             except redis.RedisError as exc:
                 log.warning("heartbeat not sent: %s", exc)
             self._stop.wait(interval)
+
+    def current(self) -> dict[str, Any]:
+        """The heartbeat document now: the fixed part plus the children's posts."""
+        doc = dict(self.doc)
+        if self.board is None:
+            return doc
+        children = self.board.read()
+        loaded = sorted({m for c in children for m in c.get("models", ())})
+        refused: dict[str, str] = {}
+        for child in children:
+            refused.update(child.get("refused") or {})
+        if children:
+            doc["models"] = loaded
+        doc["refused"] = refused
+        doc["current_tasks"] = [c["current"] for c in children if c.get("current")]
+        doc["busy"] = len(doc["current_tasks"])
+        doc["children"] = [
+            {"pid": c["pid"], "ready": bool(c.get("ready")), "memory": c.get("memory", {})}
+            for c in children
+        ]
+        if self.spec.kind == "gpu":
+            if self.spec.device != "cuda" or self.telemetry is None:
+                doc["gpu"] = None
+                doc["telemetry"] = "none: the worker runs on the CPU"
+            else:
+                uuid = next((c["device_uuid"] for c in children if c.get("device_uuid")), None)
+                doc["gpu"] = self.telemetry.read(uuid)
+                doc["telemetry"] = self.telemetry.status
+        return doc
 
     def stop(self) -> None:
         self._stop.set()
@@ -146,7 +186,10 @@ class Heartbeat:
 def run_worker(spec: WorkerSpec, settings: Settings, table: RouteTable) -> int:
     worker_app = build_worker_app(spec, settings, table)
     app = worker_app.app
-    heartbeat = Heartbeat(spec, settings, worker_app.models, worker_app.all_loaded)
+    telemetry = DeviceTelemetry() if spec.device == "cuda" else None
+    heartbeat = Heartbeat(
+        spec, settings, worker_app.models, worker_app.all_loaded, worker_app.board, telemetry
+    )
     # Announce the worker only once its pool is up, and take it back first thing
     # on shutdown, so the router never routes to a worker that is going away.
     signals.worker_ready.connect(lambda **_: heartbeat.start(), weak=False)

@@ -19,9 +19,12 @@ from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from ml.adapters import LoadedModel, get_adapter
 from ml.adapters.base import TransientError
 from ml.artifacts import verify
+from ml.oom import predict_splitting
 from router import keys
 from router.routes import Route, RouteTable
 from router.settings import Settings
+from workers.board import Slot
+from workers.memory import DeviceMemory, estimate_mb
 from workers.spec import WorkerSpec
 
 log = logging.getLogger(__name__)
@@ -39,29 +42,45 @@ class TooManyDeliveries(Exception):
     """The job's worker died every time it ran it; it is failed, not run again."""
 
 
+class DeviceOutOfMemory(Exception):
+    """Some rows did not fit in device memory even one at a time."""
+
+
 @dataclass
 class WorkerRuntime:
     spec: WorkerSpec
     settings: Settings
     table: RouteTable
     routes: list[Route]
+    slot: Slot | None = None
     models: dict[str, LoadedModel] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)
     client: redis.Redis | None = None
+    memory: DeviceMemory | None = None
 
     def load(self) -> None:
-        if self.spec.torch_threads and any(r.framework == "torch" for r in self.routes):
+        if self.spec.torch_threads and any(r.framework != "sklearn" for r in self.routes):
             import torch
 
             torch.set_num_threads(self.spec.torch_threads)
+        self.memory = DeviceMemory(self.spec.device, self.spec.memory_limit_mb)
+        self.memory.start()
         for route in self.routes:
             started = time.perf_counter()
             path, meta = verify(self.settings.models_dir, route)
+            need = estimate_mb(path.parent, route.options, meta.memory_mb)
+            fits, why = self.memory.fits(need)
+            if not fits:
+                self.refused[route.name] = why
+                log.error(
+                    "worker %s refuses model %s: it does not fit (%s)",
+                    self.spec.name, route.name, why,
+                )
+                continue
             adapter = get_adapter(route.framework)
             model = adapter.load(path, meta, self.spec.device, route.options)
-            if route.input.kind == "tabular" and route.input.width:
-                # One pass at start pays for lazy initialisation (kernels,
-                # allocator) here rather than in the first client's request.
-                model.predict([[0.0] * route.input.width])
+            self._warm_up(route, model)
+            self.memory.commit(need)
             self.models[route.name] = model
             log.info(
                 "loaded model %s v%s (%s) on %s in %.0f ms",
@@ -71,7 +90,29 @@ class WorkerRuntime:
                 self.spec.device_label,
                 (time.perf_counter() - started) * 1000,
             )
+        self.memory.mark_baseline()
         self.client = redis.Redis.from_url(self.settings.redis().url)
+        self._post(
+            ready=True,
+            models=sorted(self.models),
+            refused=self.refused,
+            device_uuid=self.memory.device_uuid(),
+            current=None,
+        )
+
+    @staticmethod
+    def _warm_up(route: Route, model: LoadedModel) -> None:
+        # One pass at start pays for lazy initialisation (kernels, allocator,
+        # tokenizer) here rather than in the first client's request.
+        if route.input.kind == "tabular" and route.input.width:
+            model.predict([[0.0] * route.input.width])
+        elif route.input.kind == "text":
+            model.predict(["warm up"])
+
+    def _post(self, **fields: Any) -> None:
+        if self.slot is not None:
+            memory = self.memory.figures() if self.memory is not None else {}
+            self.slot.post(memory=memory, **fields)
 
     def run(self, task: Task, model: str, inputs: list[Any], submitted_at: float) -> dict[str, Any]:
         started_at = time.time()
@@ -98,8 +139,10 @@ class WorkerRuntime:
                 "worker process died each time; it is not run again"
             )
         t0 = time.perf_counter()
+        self._post(current={"task_id": task_id, "model": model, "rows": len(inputs), "since": started_at})
         try:
-            prediction = loaded.predict(inputs)
+            assert self.memory is not None
+            result = predict_splitting(loaded, inputs, self.memory.release)
         except TransientError as exc:
             retries = task.request.retries
             raise task.retry(
@@ -111,10 +154,23 @@ class WorkerRuntime:
             raise TaskTimeout(
                 f"model {model!r}: the job ran past its time limit of {route.time_limit_s:g} s"
             ) from None
+        finally:
+            self._post(current=None)
+        if result.splits:
+            log.warning(
+                "model %s: out of device memory on %d rows; split %d times, %d passes",
+                model, len(inputs), result.splits, result.passes,
+            )
+        if result.failed:
+            first = min(result.failed)
+            raise DeviceOutOfMemory(
+                f"model {model!r}: {len(result.failed)} of {len(inputs)} rows did not fit "
+                f"in device memory: {result.failed[first]}"
+            )
         run_ms = (time.perf_counter() - t0) * 1000
         finished_at = time.time()
         body: dict[str, Any] = {
-            "predictions": prediction.predictions,
+            "predictions": result.predictions,
             "worker": task.request.hostname or self.spec.name,
             "device": self.spec.device_label,
             "timings_ms": {
@@ -123,6 +179,8 @@ class WorkerRuntime:
                 "total": round(max(0.0, finished_at - submitted_at) * 1000, 3),
             },
         }
-        if prediction.probabilities is not None:
-            body["probabilities"] = prediction.probabilities
+        if result.probabilities is not None:
+            body["probabilities"] = result.probabilities
+        if result.splits:
+            body["oom_splits"] = result.splits
         return body

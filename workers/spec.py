@@ -19,3 +19,5 @@ class WorkerSpec:
     gpu_index: int | None = None
     # Threads per child for torch; None leaves torch's default.
     torch_threads: int | None = None
+    # Cap on device memory for this worker's models (MiB); None: what is free.
+    memory_limit_mb: float | None = None

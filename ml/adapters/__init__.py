@@ -11,6 +11,7 @@ from ml.adapters.base import Adapter, LoadedModel, Prediction
 ADAPTERS: dict[str, str] = {
     "sklearn": "ml.adapters.sklearn:SklearnAdapter",
     "torch": "ml.adapters.torch:TorchAdapter",
+    "embedding": "ml.adapters.embedding:EmbeddingAdapter",
 }
 
 

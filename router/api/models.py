@@ -26,22 +26,29 @@ class PredictRequest(BaseModel):
 @router.get("")
 async def list_models(services: ServicesDep) -> dict[str, Any]:
     models = []
+    state = services.live.state
     for route in services.table.routes.values():
+        why: str | None = None
         try:
-            now: str | None = choose_queue(route, services.table, services.live.state).queue
-        except (NoCapacity, QueueFull):
-            now = None
+            now: str | None = choose_queue(route, services.table, state).queue
+        except (NoCapacity, QueueFull) as exc:
+            now, why = None, str(exc)
+        workers = state.servers(now, route.name) if now else []
         models.append(
             {
                 "name": route.name,
                 "framework": route.framework,
                 "queue": route.queue,
+                "devices": list(route.devices) if route.devices is not None else None,
                 "fallback": route.fallback,
                 "version": route.version,
                 "input": route.input.describe(),
                 "max_rows": route.max_rows,
                 "available": now is not None,
+                # Where a request would run if sent now.
                 "serving_queue": now,
+                "serving_workers": sorted(w.name for w in workers),
+                "unavailable_because": why,
             }
         )
     return {"models": models}

@@ -22,7 +22,7 @@ async def queues(services: ServicesDep) -> dict[str, Any]:
             {
                 "name": q,
                 "depth": state.depths.get(q, 0),
-                "workers": state.consumers.get(q, 0),
+                "workers": len(state.consumers(q)),
                 "max_depth": services.table.queue_config(q).max_depth,
             }
             for q in services.live.known_queues()
@@ -34,8 +34,9 @@ async def queues(services: ServicesDep) -> dict[str, Any]:
 async def workers(services: ServicesDep) -> dict[str, Any]:
     await services.live.refresh()
     fields = (
-        "name", "kind", "queues", "device", "models", "concurrency", "host", "pid",
-        "cuda_visible_devices", "gpu",
+        "name", "kind", "queues", "device", "gpu_index", "models", "refused", "concurrency",
+        "busy", "current_tasks", "host", "pid", "cuda_visible_devices", "memory_limit_mb",
+        "children", "telemetry", "gpu",
     )
     return {
         "workers": [
@@ -43,6 +44,35 @@ async def workers(services: ServicesDep) -> dict[str, Any]:
             for w in services.live.workers
         ]
     }
+
+
+@router.get("/v1/devices")
+async def devices(services: ServicesDep) -> dict[str, Any]:
+    """One row per GPU that a live worker is pinned to, with NVML's figures."""
+    await services.live.refresh()
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for w in services.live.workers:
+        if w.get("kind") != "gpu" or w.get("device") == "cpu":
+            continue
+        gpu = w.get("gpu") or {}
+        key = (w.get("host", "?"), gpu.get("uuid") or f"index-{w.get('gpu_index')}")
+        row = rows.setdefault(
+            key,
+            {
+                "host": w.get("host"),
+                "index": w.get("gpu_index"),
+                "queue": f"gpu.{w.get('gpu_index')}",
+                "workers": [],
+                "busy": 0,
+                "telemetry": w.get("telemetry"),
+                **gpu,
+            },
+        )
+        row["workers"].append(w["name"])
+        row["busy"] += int(w.get("busy", 0))
+        row["models"] = sorted(set(row.get("models", [])) | set(w.get("models", [])))
+        row["depth"] = services.live.state.depths.get(row["queue"], 0)
+    return {"devices": sorted(rows.values(), key=lambda r: (str(r["host"]), r["index"] or 0))}
 
 
 @router.get("/healthz")

@@ -36,3 +36,38 @@ class SlowTorchAdapter:
             with open(log, "a") as fh:
                 fh.write(f"{time.time()}\n")
         return model
+
+
+class _Oom:
+    """Raises torch's own out-of-memory error the way CUDA would: for batches
+    larger than ``fits_rows``, and for any batch holding a row that starts
+    with ``poison``. Each forward pass's size is appended to ``calls``."""
+
+    def __init__(self, inner: Any, fits_rows: int, poison: float | None) -> None:
+        self.inner = inner
+        self.fits_rows = fits_rows
+        self.poison = poison
+        self.calls: list[int] = []
+
+    def predict(self, rows: list[Any]) -> Prediction:
+        import torch
+
+        self.calls.append(len(rows))
+        if len(rows) > self.fits_rows or any(r[0] == self.poison for r in rows):
+            raise torch.cuda.OutOfMemoryError(
+                f"CUDA out of memory. Tried to allocate {len(rows) * 512} MiB (injected)"
+            )
+        prediction: Prediction = self.inner.predict(rows)
+        return prediction
+
+
+class OomTorchAdapter:
+    """Options: ``fits_rows`` (default 4), ``poison`` (a first value that never fits)."""
+
+    def load(self, path: Path, meta: ModelMeta, device: str, options: dict[str, Any]) -> _Oom:
+        poison = options.get("poison")
+        return _Oom(
+            TorchAdapter().load(path, meta, device, options),
+            int(options.get("fits_rows", 4)),
+            None if poison is None else float(poison),
+        )

@@ -69,7 +69,7 @@ def test_defaults_fold_into_each_route(tmp_path: Path) -> None:
         (("queue: cpu", "queue: gpux"), "models.iris.queue (line 10): expected 'cpu', 'gpu' or 'gpu.<index>', got 'gpux'"),
         (("queue: gpu\n", "queue: gpu.01\n"), "models.digits-cnn.queue (line 15): expected 'cpu', 'gpu' or 'gpu.<index>'"),
         (("fallback: cpu", "fallback: gpu"), "models.digits-cnn (line 12): fallback 'gpu' is the route's own queue"),
-        (("framework: torch", "framework: tensorflow"), "models.digits-cnn.framework (line 13): expected one of sklearn, torch or 'module:Class'"),
+        (("framework: torch", "framework: tensorflow"), "models.digits-cnn.framework (line 13): expected one of sklearn, torch, embedding or 'module:Class'"),
         (("    version: 1\n", ""), "models.iris.version (line 7): required key is missing"),
         (("input: {kind: tabular, width: 4}", "input: {kind: tabular}"), "models.iris.input (line 11): a tabular input needs 'width'"),
         (("input: {width: 64}", "input: {width: 0}"), "models.digits-cnn.input.width (line 17): Input should be greater than or equal to 1"),
@@ -114,3 +114,30 @@ def test_files_of_the_wrong_shape(tmp_path: Path, text: str, message: str) -> No
 def test_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read the route table .*nope.yaml"):
         load_routes(tmp_path / "nope.yaml")
+
+
+def test_devices_place_a_model_on_device_queues(tmp_path: Path) -> None:
+    table = _load(tmp_path, GOOD.replace("    fallback: cpu\n", "    devices: [0, 2]\n    fallback: cpu\n"))
+    cnn = table.routes["digits-cnn"]
+    assert cnn.devices == (0, 2)
+    assert cnn.placement == ("gpu.0", "gpu.2")
+    assert cnn.queues == ("gpu.0", "gpu.2", "cpu")
+    assert table.routes_for_queues({"gpu", "gpu.1"}) == []
+    assert table.routes_for_queues({"gpu", "gpu.2"}) == [cnn]
+
+
+@pytest.mark.parametrize(
+    ("devices", "queue", "message"),
+    [
+        ("[]", "gpu", "devices (line 16): an empty device list places the model nowhere"),
+        ("[0, 0]", "gpu", "a device is listed twice in [0, 0]"),
+        ("[-1]", "gpu", "device indices start at 0"),
+        ("[1]", "cpu", "'queue' must be 'gpu', got 'cpu'"),
+        ("[x]", "gpu", "digits-cnn.devices.0"),
+    ],
+)
+def test_bad_device_lists_are_named(tmp_path: Path, devices: str, queue: str, message: str) -> None:
+    text = GOOD.replace("    queue: gpu\n    fallback: cpu\n", f"    queue: {queue}\n    devices: {devices}\n")
+    with pytest.raises(ConfigError) as err:
+        _load(tmp_path, text)
+    assert message in str(err.value)

@@ -58,3 +58,11 @@ def test_pinning_in_this_process_is_refused_once_torch_is_loaded() -> None:
 
     with pytest.raises(RuntimeError):
         pin_device(0)
+
+
+def test_a_cpu_worker_can_stand_in_for_a_device() -> None:
+    spec = gpu_spec(None, stand_in=2, memory_limit_mb=512)
+    assert spec.queues == ("gpu", "gpu.2")
+    assert spec.device == spec.device_label == "cpu"
+    assert spec.gpu_index == 2 and spec.memory_limit_mb == 512
+    assert spec.name.startswith("gpu2-cpu@")

@@ -23,20 +23,33 @@ def pin_device(device: int | None) -> None:
     os.environ["CUDA_VISIBLE_DEVICES"] = "" if device is None else str(device)
 
 
-def gpu_spec(device: int | None, name: str | None = None) -> WorkerSpec:
-    """A GPU worker for device index ``device``, or on the CPU when None."""
+def gpu_spec(
+    device: int | None,
+    name: str | None = None,
+    memory_limit_mb: float | None = None,
+    stand_in: int | None = None,
+) -> WorkerSpec:
+    """A GPU worker for device index ``device``, or on the CPU when None.
+
+    On the CPU, ``stand_in`` makes the worker take device ``i``'s place in
+    the queue layout (it consumes ``gpu.<i>``): a laptop can then rehearse a
+    multi-GPU route table, and the tests can prove per-device placement.
+    """
     host = socket.gethostname()
     if device is None:
+        own = () if stand_in is None else (f"gpu.{stand_in}",)
+        default = "gpu-cpu" if stand_in is None else f"gpu{stand_in}-cpu"
         return WorkerSpec(
             kind="gpu",
-            name=name or f"gpu-cpu@{host}",
-            # On the CPU there is no device index to own, only the shared queue.
-            queues=("gpu",),
+            name=name or f"{default}@{host}",
+            queues=("gpu", *own),
             concurrency=1,
             prefetch_multiplier=1,
             disable_prefetch=True,
             device="cpu",
             device_label="cpu",
+            gpu_index=stand_in,
+            memory_limit_mb=memory_limit_mb,
         )
     return WorkerSpec(
         kind="gpu",
@@ -48,4 +61,5 @@ def gpu_spec(device: int | None, name: str | None = None) -> WorkerSpec:
         device="cuda",
         device_label=f"cuda:{device}",
         gpu_index=device,
+        memory_limit_mb=memory_limit_mb,
     )
