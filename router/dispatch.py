@@ -79,6 +79,8 @@ class Dispatcher:
             raise UnknownModel(f"unknown model {model!r}; known models: {known}")
         rows = validate_inputs(route, inputs)
         decision = choose_queue(route, self.table, self.live.state)
+        # Counted at once: requests routed while this one is being sent see it.
+        self.live.note_sent(decision.queue)
         task_id = str(uuid.uuid4())
         submitted = Submitted(task_id, model, decision.queue, decision.fallback_used)
         submitted_at = time.time()
@@ -90,7 +92,6 @@ class Dispatcher:
             raise BrokerUnavailable(f"the broker is unreachable: {exc}") from None
         async with self.watcher.watch(task_id) as future:
             await self._send(task_id, route.name, rows, submitted_at, decision.queue, route)
-            self.live.note_sent(decision.queue)
             if wait_s <= 0:
                 return submitted, None
             meta = await self.watcher.wait(task_id, future, wait_s)

@@ -90,4 +90,5 @@ def _live_worker(doc: dict[str, Any]) -> LiveWorker:
         refused=dict(doc.get("refused") or {}),
         device_queue=f"gpu.{index}" if index is not None else None,
         free_memory_mb=gpu.get("memory_free_mb"),
+        busy=int(doc.get("busy", 0)),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -21,6 +22,7 @@ class LiveWorker:
     # Its own ``gpu.<i>`` queue, when it is pinned to a device.
     device_queue: str | None = None
     free_memory_mb: float | None = None
+    busy: int = 0  # jobs running now, as of its last heartbeat
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,11 @@ class LiveState:
     def servers(self, queue: str, model: str) -> list[LiveWorker]:
         return [w for w in self.workers if queue in w.queues and model in w.models]
 
+    def queued_work(self, queue: str) -> int:
+        """Jobs waiting in ``queue`` plus those running on the devices it feeds."""
+        running = sum(w.busy for w in self.workers if w.device_queue == queue)
+        return self.depths.get(queue, 0) + running
+
     def free_memory_mb(self, queue: str) -> float:
         free = [w.free_memory_mb for w in self.consumers(queue) if w.free_memory_mb is not None]
         return max(free, default=0.0)
@@ -55,7 +62,8 @@ class Decision:
 
 def candidates(route: Route, live: LiveState) -> list[str]:
     """The route's first-choice queues that a live worker serving the model
-    consumes, best first: least queued work, then most free GPU memory."""
+    consumes, best first: least queued work, then most free GPU memory, then
+    at random, so that equals share the load instead of the first taking all."""
     if route.devices is not None:
         queues = [q for q in route.placement if live.servers(q, route.name)]
     else:
@@ -73,7 +81,9 @@ def candidates(route: Route, live: LiveState) -> list[str]:
             queues = sorted({w.device_queue for w in servers if w.device_queue})
             if not queues:
                 queues = [queue]
-    return sorted(queues, key=lambda q: (live.depths.get(q, 0), -live.free_memory_mb(q)))
+    return sorted(
+        queues, key=lambda q: (live.queued_work(q), -live.free_memory_mb(q), random.random())
+    )
 
 
 def choose_queue(route: Route, table: RouteTable, live: LiveState) -> Decision:

@@ -118,6 +118,8 @@ class Heartbeat:
             self.doc["gpu_index"] = spec.gpu_index
         if spec.memory_limit_mb is not None:
             self.doc["memory_limit_mb"] = spec.memory_limit_mb
+        self._loaded: list[str] = list(models)
+        self._refused: dict[str, str] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._client: redis.Redis | None = None
@@ -149,13 +151,17 @@ class Heartbeat:
         if self.board is None:
             return doc
         children = self.board.read()
-        loaded = sorted({m for c in children for m in c.get("models", ())})
-        refused: dict[str, str] = {}
-        for child in children:
-            refused.update(child.get("refused") or {})
-        if children:
-            doc["models"] = loaded
-        doc["refused"] = refused
+        ready = [c for c in children if c.get("ready")]
+        if ready:
+            self._loaded = sorted({m for c in ready for m in c.get("models", ())})
+            self._refused = {}
+            for child in ready:
+                self._refused.update(child.get("refused") or {})
+        # While a replaced child reloads, the worker keeps the models it had:
+        # its jobs wait a moment in the queue rather than being sent elsewhere.
+        doc["models"] = self._loaded
+        doc["refused"] = self._refused
+        doc["reloading"] = len(ready) < len(children) or not children
         doc["current_tasks"] = [c["current"] for c in children if c.get("current")]
         doc["busy"] = len(doc["current_tasks"])
         doc["children"] = [

@@ -35,7 +35,7 @@ async def workers(services: ServicesDep) -> dict[str, Any]:
     await services.live.refresh()
     fields = (
         "name", "kind", "queues", "device", "gpu_index", "models", "refused", "concurrency",
-        "busy", "current_tasks", "host", "pid", "cuda_visible_devices", "memory_limit_mb",
+        "busy", "current_tasks", "reloading", "host", "pid", "cuda_visible_devices", "memory_limit_mb",
         "children", "telemetry", "gpu",
     )
     return {

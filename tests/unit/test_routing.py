@@ -33,9 +33,9 @@ def cpu(name: str = "cpu@h", models: frozenset[str] = ALL) -> LiveWorker:
     return LiveWorker(name, frozenset({"cpu"}), models)
 
 
-def gpu(i: int, models: frozenset[str] = ALL, free: float | None = None, refused: dict[str, str] | None = None) -> LiveWorker:
+def gpu(i: int, models: frozenset[str] = ALL, free: float | None = None, refused: dict[str, str] | None = None, busy: int = 0) -> LiveWorker:
     return LiveWorker(
-        f"gpu{i}@h", frozenset({"gpu", f"gpu.{i}"}), models, refused or {}, f"gpu.{i}", free
+        f"gpu{i}@h", frozenset({"gpu", f"gpu.{i}"}), models, refused or {}, f"gpu.{i}", free, busy
     )
 
 
@@ -55,7 +55,7 @@ def state(*workers: LiveWorker, depths: dict[str, int] | None = None) -> LiveSta
         ("cnn", state(cpu(), gpu(0, models=frozenset({"iris"}))), "cpu", True),
         ("pinned", state(gpu(1)), "gpu.1", False),
         # Placement: only the listed devices, the least queued first...
-        ("placed", state(gpu(0), gpu(2)), "gpu.0", False),
+        ("placed", state(gpu(0), gpu(2, busy=1)), "gpu.0", False),  # gpu.2 is running a job
         ("placed", state(gpu(0), gpu(2), depths={"gpu.0": 3, "gpu.2": 1}), "gpu.2", False),
         # ...then the one with the most free memory.
         ("placed", state(gpu(0, free=1000), gpu(2, free=5000)), "gpu.2", False),
@@ -115,6 +115,12 @@ def test_a_burst_spreads_over_devices_when_each_send_is_counted() -> None:
         live.depths[queue] = live.depths.get(queue, 0) + 1
         chosen.append(queue)
     assert chosen.count("gpu.0") == chosen.count("gpu.2") == 3
+
+
+def test_equal_devices_share_the_load() -> None:
+    live = state(gpu(0), gpu(2))
+    chosen = {choose_queue(TABLE.routes["placed"], TABLE, live).queue for _ in range(64)}
+    assert chosen == {"gpu.0", "gpu.2"}
 
 
 def test_candidates_are_ordered_best_first() -> None:
