@@ -31,7 +31,8 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 @dataclass
 class SplitResult:
-    """One entry per row, in order; ``failed`` maps a row to why it failed."""
+    """One entry per row, in order; ``failed`` maps each row that did not fit
+    even alone to its out-of-memory error."""
 
     predictions: list[Any]
     probabilities: list[list[float] | None] | None
@@ -63,10 +64,7 @@ def predict_splitting(
                 raise
             release()
             if end - start == 1:
-                out.failed[start] = (
-                    f"row {start} does not fit in device memory even on its own "
-                    f"({type(exc).__name__}: {_first_line(exc)})"
-                )
+                out.failed[start] = f"{type(exc).__name__}: {_first_line(exc)}"
                 continue
             mid = (start + end) // 2
             out.splits += 1

@@ -11,15 +11,15 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from celery import Celery
-from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
 from router import keys
-from router.celery_app import TASK_PREDICT
+from router.batching import Batch, Batcher, Job
 from router.errors import BrokerUnavailable, TaskFinished, UnknownModel, UnknownTask
 from router.live import LiveView
+from router.publish import TaskMessages
 from router.results import ResultWatcher
-from router.routes import Route, RouteTable
+from router.routes import RouteTable
 from router.routing import choose_queue
 from router.settings import Settings
 from router.validation import validate_inputs
@@ -27,8 +27,10 @@ from router.validation import validate_inputs
 # Celery states that the v1 contract folds into its five.
 _STATUS = {"RECEIVED": "PENDING", "RETRY": "PENDING"}
 
-# Marks a task revoked unless it has already finished, atomically, and wakes
-# anyone waiting on it. KEYS: result key, revoked marker. ARGV: meta doc, ttl.
+# Marks a request revoked unless its task has already finished, atomically.
+# For a task that carries this request alone, the task's result is set to
+# REVOKED too, which wakes anyone waiting on it. KEYS: the task's result key,
+# the request's revoked marker. ARGV: meta doc, ttl, "1" if the task is solo.
 _REVOKE_LUA = """
 local current = redis.call('GET', KEYS[1])
 if current then
@@ -36,8 +38,10 @@ if current then
   if status == 'SUCCESS' or status == 'FAILURE' then return status end
 end
 redis.call('SET', KEYS[2], '1', 'EX', ARGV[2])
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-redis.call('PUBLISH', KEYS[1], ARGV[1])
+if ARGV[3] == '1' then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+  redis.call('PUBLISH', KEYS[1], ARGV[1])
+end
 return 'REVOKED'
 """
 
@@ -62,17 +66,18 @@ class Dispatcher:
     ) -> None:
         self.settings = settings
         self.table = table
-        self.celery = celery
         self.client = client
         self.watcher = watcher
         self.live = live
+        self.messages = TaskMessages(celery)
+        self.batcher = Batcher(self._publish, live.state_capacity, watcher)
         self._revoke = client.register_script(_REVOKE_LUA)
 
     async def predict(
         self, model: str, inputs: Any, wait_s: float
     ) -> tuple[Submitted, dict[str, Any] | None]:
-        """Validate, route and send one job; with ``wait_s`` > 0, wait that long
-        for its result. Returns the submission and the task view if finished."""
+        """Validate, route and queue one request; with ``wait_s`` > 0, wait that
+        long for its result. Returns the submission and the task view if finished."""
         route = self.table.get(model)
         if route is None:
             known = ", ".join(sorted(self.table.routes)) or "none"
@@ -81,69 +86,73 @@ class Dispatcher:
         decision = choose_queue(route, self.table, self.live.state)
         # Counted at once: requests routed while this one is being sent see it.
         self.live.note_sent(decision.queue)
-        task_id = str(uuid.uuid4())
-        submitted = Submitted(task_id, model, decision.queue, decision.fallback_used)
-        submitted_at = time.time()
-        record = json.dumps({"model": model, "queue": decision.queue, "submitted_at": submitted_at})
-        try:
-            # The record goes first, so that a poll right after the 202 finds it.
-            await self.client.set(keys.task(task_id), record, ex=self.settings.result_ttl_s)
-        except (RedisError, OSError) as exc:
-            raise BrokerUnavailable(f"the broker is unreachable: {exc}") from None
-        async with self.watcher.watch(task_id) as future:
-            await self._send(task_id, route.name, rows, submitted_at, decision.queue, route)
+        job = Job(id=str(uuid.uuid4()), rows=rows, submitted_at=time.time())
+        submitted = Submitted(job.id, model, decision.queue, decision.fallback_used)
+        batch = self.batcher.add(route, decision.queue, job)
+        # Watch before the batch is sent (add() only schedules the send), so a
+        # result that comes back at once cannot be missed.
+        async with self.watcher.watch(job.batch_id) as future:
+            await asyncio.shield(batch.sent)
             if wait_s <= 0:
                 return submitted, None
-            meta = await self.watcher.wait(task_id, future, wait_s)
+            meta = await self.watcher.wait(job.batch_id, future, wait_s)
         if meta is None:
             return submitted, None
-        return submitted, self._view(task_id, {"model": model, "queue": decision.queue}, meta, False)
+        record = {"model": model, "queue": decision.queue, "batch": job.batch_id, "index": job.index}
+        return submitted, self._view(job.id, record, meta, False)
 
-    async def _send(
-        self, task_id: str, model: str, rows: list[Any], submitted_at: float, queue: str, route: Route
-    ) -> None:
-        def send() -> None:
-            self.celery.send_task(
-                TASK_PREDICT,
-                args=(model, rows, submitted_at),
-                task_id=task_id,
-                queue=queue,
-                time_limit=route.time_limit_s,
-                soft_time_limit=route.soft_time_limit_s,
-                # A full connection pool or a dead broker must not hang a request.
-                retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
-            )
-
+    async def _publish(self, batch: Batch) -> None:
+        """Write every request's record and queue the batch's task, atomically,
+        in one round trip."""
+        route = batch.route
+        requests = [[j.id, j.rows, j.submitted_at] for j in batch.jobs]
+        message = self.messages.predict(
+            batch.id,
+            batch.queue,
+            (route.name, requests),
+            time_limit=route.time_limit_s,
+            soft_time_limit=route.soft_time_limit_s,
+        )
+        pipe = self.client.pipeline(transaction=True)
+        for job in batch.jobs:
+            record = {
+                "model": route.name,
+                "queue": batch.queue,
+                "submitted_at": job.submitted_at,
+                "batch": batch.id,
+                "index": job.index,
+                "size": len(batch.jobs),
+            }
+            pipe.set(keys.task(job.id), json.dumps(record), ex=self.settings.result_ttl_s)
+        pipe.lpush(batch.queue, message)
         try:
-            # kombu's publish is synchronous; it runs in a thread so the event
-            # loop keeps serving other requests meanwhile.
-            await asyncio.to_thread(send)
-        except (OperationalError, RedisError, OSError) as exc:
-            await self._forget(task_id)
-            raise BrokerUnavailable(f"could not queue the job: the broker is unreachable ({exc})") from None
+            await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise BrokerUnavailable(
+                f"could not queue the job: the broker is unreachable ({exc})"
+            ) from None
 
-    async def _forget(self, task_id: str) -> None:
-        try:
-            await self.client.delete(keys.task(task_id))
-        except (RedisError, OSError):
-            pass
+    async def close(self) -> None:
+        await self.batcher.close()
 
     async def task(self, task_id: str) -> dict[str, Any]:
         record, meta, revoked = await self._read(task_id)
         return self._view(task_id, record, meta, revoked)
 
     async def revoke(self, task_id: str) -> dict[str, Any]:
-        _, _, revoked = await self._read(task_id)
+        record, _, revoked = await self._read(task_id)
         if revoked:
             return {"task_id": task_id, "status": "REVOKED"}
+        batch_id = record.get("batch", task_id)
         doc = json.dumps(
             {"status": "REVOKED", "result": None, "traceback": None, "children": [],
              "date_done": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
-             "task_id": task_id}
+             "task_id": batch_id}
         )
+        solo = "1" if record.get("size", 1) == 1 else "0"
         outcome = await self._revoke(
-            keys=[keys.result(task_id), keys.revoked(task_id)],
-            args=[doc, self.settings.result_ttl_s],
+            keys=[keys.result(batch_id), keys.revoked(task_id)],
+            args=[doc, self.settings.result_ttl_s, solo],
         )
         outcome = outcome.decode() if isinstance(outcome, bytes) else outcome
         if outcome != "REVOKED":
@@ -155,20 +164,23 @@ class Dispatcher:
             uuid.UUID(task_id)
         except ValueError:
             raise UnknownTask(f"no task {task_id!r}: task ids are UUIDs") from None
-        record, meta, revoked = await self.client.mget(
+        # A request is usually its own batch's first: one round trip then.
+        raw_record, raw_meta, revoked = await self.client.mget(
             keys.task(task_id), keys.result(task_id), keys.revoked(task_id)
         )
-        if record is None:
+        if raw_record is None:
             raise UnknownTask(f"no task {task_id}: this router never issued it, or it expired")
-        return json.loads(record), json.loads(meta) if meta else None, revoked is not None
+        record = json.loads(raw_record)
+        batch_id = record.get("batch", task_id)
+        if batch_id != task_id:
+            raw_meta = await self.client.get(keys.result(batch_id))
+        return record, json.loads(raw_meta) if raw_meta else None, revoked is not None
 
     @staticmethod
     def _view(
         task_id: str, record: dict[str, Any], meta: dict[str, Any] | None, revoked: bool
     ) -> dict[str, Any]:
         status = "PENDING" if meta is None else _STATUS.get(meta["status"], meta["status"])
-        if revoked:
-            status = "REVOKED"
         view: dict[str, Any] = {
             "task_id": task_id,
             "status": status,
@@ -177,11 +189,31 @@ class Dispatcher:
         }
         if status == "SUCCESS" and meta is not None:
             result = meta.get("result") or {}
-            for key in ("predictions", "probabilities", "worker", "device", "timings_ms", "oom_splits"):
-                if key in result:
-                    view[key] = result[key]
+            entries = result.get("results") or []
+            index = record.get("index", 0)
+            entry = entries[index] if index < len(entries) else {"error": "no result for it"}
+            if entry.get("revoked"):
+                view["status"] = "REVOKED"
+            elif "error" in entry:
+                view["status"] = "FAILURE"
+                view["error"] = entry["error"]
+            else:
+                for key in ("predictions", "probabilities"):
+                    if key in entry:
+                        view[key] = entry[key]
+                for key in ("worker", "device"):
+                    if key in result:
+                        view[key] = result[key]
+                view["timings_ms"] = entry.get("timings_ms", {})
+                if result.get("batch_size", 1) > 1:
+                    view["batch_size"] = result["batch_size"]
+                if entry.get("oom_splits"):
+                    view["oom_splits"] = entry["oom_splits"]
         elif status == "FAILURE" and meta is not None:
             view["error"] = _error_text(meta.get("result"))
+        if revoked:
+            view["status"] = "REVOKED"
+            view.pop("error", None)
         return view
 
 

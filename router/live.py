@@ -52,6 +52,9 @@ class LiveView:
         self.updated_at = time.time()
         self.broker_ok = True
 
+    def state_capacity(self, model: str, queue: str) -> int:
+        return self.state.capacity(model, queue)
+
     def note_sent(self, queue: str) -> None:
         """Count a job this router just queued, until the next refresh reads the
         real depth, so that a burst between two refreshes spreads over devices
@@ -91,4 +94,5 @@ def _live_worker(doc: dict[str, Any]) -> LiveWorker:
         device_queue=f"gpu.{index}" if index is not None else None,
         free_memory_mb=gpu.get("memory_free_mb"),
         busy=int(doc.get("busy", 0)),
+        concurrency=int(doc.get("concurrency", 1)),
     )

@@ -59,6 +59,22 @@ class ResultWatcher:
                 if not waiters:
                     del self._waiters[task_id]
 
+    def on_ready(self, task_id: str) -> asyncio.Future[dict[str, Any]]:
+        """A future of ``task_id``'s finished result, without a context manager:
+        it stops being watched once it resolves or is cancelled."""
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(task_id, set()).add(future)
+
+        def forget(done: asyncio.Future[dict[str, Any]]) -> None:
+            waiters = self._waiters.get(task_id)
+            if waiters is not None:
+                waiters.discard(done)
+                if not waiters:
+                    del self._waiters[task_id]
+
+        future.add_done_callback(forget)
+        return future
+
     async def wait(
         self, task_id: str, future: asyncio.Future[dict[str, Any]], timeout: float
     ) -> dict[str, Any] | None:

@@ -23,6 +23,7 @@ class LiveWorker:
     device_queue: str | None = None
     free_memory_mb: float | None = None
     busy: int = 0  # jobs running now, as of its last heartbeat
+    concurrency: int = 1  # jobs it runs at once
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,10 @@ class LiveState:
 
     def servers(self, queue: str, model: str) -> list[LiveWorker]:
         return [w for w in self.workers if queue in w.queues and model in w.models]
+
+    def capacity(self, model: str, queue: str) -> int:
+        """How many jobs for ``model`` on ``queue`` the live workers run at once."""
+        return sum(w.concurrency for w in self.servers(queue, model))
 
     def queued_work(self, queue: str) -> int:
         """Jobs waiting in ``queue`` plus those running on the devices it feeds."""

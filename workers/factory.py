@@ -65,10 +65,10 @@ def build_worker_app(spec: WorkerSpec, settings: Settings, table: RouteTable) ->
     app.conf.worker_disable_prefetch = spec.disable_prefetch
 
     @app.task(name=TASK_PREDICT, bind=True)
-    def predict(self: Any, model: str, inputs: list[Any], submitted_at: float) -> dict[str, Any]:
+    def predict(self: Any, model: str, requests: list[list[Any]]) -> dict[str, Any]:
         if _runtime is None:
             raise RuntimeError("the worker's models are not loaded")
-        return _runtime.run(self, model, inputs, submitted_at)
+        return _runtime.run(self, model, requests)
 
     board = Board(spec.concurrency)
 

@@ -114,20 +114,23 @@ class WorkerRuntime:
             memory = self.memory.figures() if self.memory is not None else {}
             self.slot.post(memory=memory, **fields)
 
-    def run(self, task: Task, model: str, inputs: list[Any], submitted_at: float) -> dict[str, Any]:
+    def run(self, task: Task, model: str, requests: list[list[Any]]) -> dict[str, Any]:
+        """Run one task: a batch of requests, each ``[id, rows, submitted_at]``,
+        as one forward pass. Returns one result per request, in order."""
         started_at = time.time()
         route = self.table.get(model)
         loaded = self.models.get(model)
         if route is None or loaded is None:
             raise ModelNotServed(f"worker {self.spec.name} does not serve model {model!r}")
         task_id = task.request.id
-        assert self.client is not None
+        assert self.client is not None and self.memory is not None
         pipe = self.client.pipeline(transaction=False)
         pipe.incr(keys.deliveries(task_id))
         pipe.expire(keys.deliveries(task_id), self.settings.result_ttl_s)
-        pipe.exists(keys.revoked(task_id))
-        deliveries, _, revoked = pipe.execute()
-        if revoked:
+        for request_id, _, _ in requests:
+            pipe.exists(keys.revoked(request_id))
+        deliveries, _, *revoked = pipe.execute()
+        if all(revoked):
             # Celery stored STARTED just before this body ran; put REVOKED back
             # so that the result backend agrees with what the router said.
             task.backend.mark_as_revoked(task_id, reason="revoked through the API")
@@ -138,11 +141,14 @@ class WorkerRuntime:
                 f"model {model!r}: the job was started {deliveries - 1} times and its "
                 "worker process died each time; it is not run again"
             )
+        live = [i for i, gone in enumerate(revoked) if not gone]
+        rows = [row for i in live for row in requests[i][1]]
         t0 = time.perf_counter()
-        self._post(current={"task_id": task_id, "model": model, "rows": len(inputs), "since": started_at})
+        self._post(current={"task_id": task_id, "model": model, "rows": len(rows),
+                            "requests": len(live), "since": started_at})
+        outcomes: dict[int, dict[str, Any]]
         try:
-            assert self.memory is not None
-            result = predict_splitting(loaded, inputs, self.memory.release)
+            outcomes = self._predict(model, loaded, [requests[i][1] for i in live])
         except TransientError as exc:
             retries = task.request.retries
             raise task.retry(
@@ -156,31 +162,77 @@ class WorkerRuntime:
             ) from None
         finally:
             self._post(current=None)
+        run_ms = round((time.perf_counter() - t0) * 1000, 3)
+        finished_at = time.time()
+        results: list[dict[str, Any]] = [{"revoked": True} for _ in requests]
+        for position, i in enumerate(live):
+            entry = outcomes[position]
+            submitted_at = float(requests[i][2])
+            entry["timings_ms"] = {
+                "queued": round(max(0.0, started_at - submitted_at) * 1000, 3),
+                "run": run_ms,
+                "total": round(max(0.0, finished_at - submitted_at) * 1000, 3),
+            }
+            results[i] = entry
+        return {
+            "results": results,
+            "worker": task.request.hostname or self.spec.name,
+            "device": self.spec.device_label,
+            "batch_size": len(requests),
+            "rows": len(rows),
+        }
+
+    def _predict(
+        self, model: str, loaded: LoadedModel, groups: list[list[Any]]
+    ) -> dict[int, dict[str, Any]]:
+        """One forward pass over every group's rows, split on out-of-memory;
+        what each group gets back, by position. When the pass fails otherwise,
+        each group runs alone, so that one bad request fails alone."""
+        assert self.memory is not None
+        rows = [row for group in groups for row in group]
+        try:
+            result = predict_splitting(loaded, rows, self.memory.release)
+        except (TransientError, SoftTimeLimitExceeded):
+            raise
+        except Exception as exc:
+            if len(groups) == 1:
+                raise
+            log.warning("model %s: a batch of %d requests failed (%s); running them one by one",
+                        model, len(groups), exc)
+            out: dict[int, dict[str, Any]] = {}
+            for position, group in enumerate(groups):
+                try:
+                    out[position] = self._predict(model, loaded, [group])[0]
+                except (TransientError, SoftTimeLimitExceeded):
+                    raise
+                except Exception as alone:  # noqa: BLE001 - any model error fails only its request
+                    out[position] = {"error": f"{type(alone).__name__}: {alone}"}
+            return out
         if result.splits:
             log.warning(
                 "model %s: out of device memory on %d rows; split %d times, %d passes",
-                model, len(inputs), result.splits, result.passes,
+                model, len(rows), result.splits, result.passes,
             )
-        if result.failed:
-            first = min(result.failed)
-            raise DeviceOutOfMemory(
-                f"model {model!r}: {len(result.failed)} of {len(inputs)} rows did not fit "
-                f"in device memory: {result.failed[first]}"
-            )
-        run_ms = (time.perf_counter() - t0) * 1000
-        finished_at = time.time()
-        body: dict[str, Any] = {
-            "predictions": result.predictions,
-            "worker": task.request.hostname or self.spec.name,
-            "device": self.spec.device_label,
-            "timings_ms": {
-                "queued": round(max(0.0, started_at - submitted_at) * 1000, 3),
-                "run": round(run_ms, 3),
-                "total": round(max(0.0, finished_at - submitted_at) * 1000, 3),
-            },
-        }
-        if result.probabilities is not None:
-            body["probabilities"] = result.probabilities
-        if result.splits:
-            body["oom_splits"] = result.splits
-        return body
+        out = {}
+        start = 0
+        for position, group in enumerate(groups):
+            end = start + len(group)
+            failed = {i - start: why for i, why in result.failed.items() if start <= i < end}
+            if failed:
+                first = min(failed)
+                error = DeviceOutOfMemory(
+                    f"model {model!r}: {len(failed)} of {len(group)} rows did not fit in "
+                    f"device memory: row {first} does not fit even on its own ({failed[first]})"
+                )
+                if len(groups) == 1:
+                    raise error
+                out[position] = {"error": f"DeviceOutOfMemory: {error}"}
+            else:
+                entry: dict[str, Any] = {"predictions": result.predictions[start:end]}
+                if result.probabilities is not None:
+                    entry["probabilities"] = result.probabilities[start:end]
+                if result.splits:
+                    entry["oom_splits"] = result.splits
+                out[position] = entry
+            start = end
+        return out

@@ -46,6 +46,7 @@ def create_app(settings: Settings, table: RouteTable) -> FastAPI:
         try:
             yield
         finally:
+            await app.state.services.dispatcher.close()
             await live.stop()
             await watcher.stop()
             await client.aclose()

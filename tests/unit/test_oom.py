@@ -50,7 +50,7 @@ def test_a_row_that_never_fits_fails_alone() -> None:
     model = Fits(limit=4, poison=5)
     out = predict_splitting(model, list(range(8)))
     assert set(out.failed) == {5}
-    assert "row 5 does not fit in device memory even on its own" in out.failed[5]
+    assert out.failed[5] == "OutOfMemory: CUDA out of memory. Tried to allocate 2.00 GiB"
     assert [p for i, p in enumerate(out.predictions) if i != 5] == [0, 2, 4, 6, 8, 12, 14]
     assert out.predictions[5] is None
 

@@ -1,0 +1,162 @@
+"""Micro-batching in the router: concurrent requests for one model, bound for
+one queue, go to the worker as one task that runs one batched forward pass.
+
+When to send a batch is the whole design:
+
+- at once, when a worker that serves the model has a free slot (nothing of
+  ours in flight beyond the route's live capacity): a lone request never
+  waits for company, so batching costs nothing at low load;
+- otherwise the batch fills while the workers are busy, and goes when it
+  holds ``max_batch`` rows, when ``max_delay_ms`` has passed since its first
+  request, or as soon as one of our batches in flight finishes, whichever
+  comes first.
+
+Under prefetch 1 this is what keeps a GPU busy: while it runs one batch the
+next one gathers here, not one request per Celery task. A route without
+``max_batch`` sends every request as a batch of one.
+
+Each request keeps its own id; the batch takes the id of its first request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from router.results import ResultWatcher
+from router.routes import Route
+
+log = logging.getLogger(__name__)
+
+# A batch whose result never came (its worker and the message were lost) stops
+# counting as in flight after its time limit times this, plus a margin.
+_INFLIGHT_GRACE = 2.0
+
+
+@dataclass
+class Job:
+    """One client request."""
+
+    id: str
+    rows: list[Any]
+    submitted_at: float
+    batch_id: str = ""
+    index: int = 0
+
+
+@dataclass
+class Batch:
+    id: str
+    route: Route
+    queue: str
+    jobs: list[Job] = field(default_factory=list)
+    rows: int = 0
+    # Resolved once the batch is queued in Redis (or failed to be).
+    sent: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+    timer: asyncio.TimerHandle | None = None
+
+
+Publish = Callable[[Batch], Awaitable[None]]
+Capacity = Callable[[str, str], int]
+
+
+class Batcher:
+    def __init__(self, publish: Publish, capacity: Capacity, watcher: ResultWatcher) -> None:
+        self._publish = publish
+        self._capacity = capacity
+        self._watcher = watcher
+        self._open: dict[tuple[str, str], Batch] = {}
+        # (model, queue) -> batch id -> (when to stop counting it, its result's future)
+        self._inflight: dict[tuple[str, str], dict[str, tuple[float, asyncio.Future[Any]]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.sent_batches = 0
+        self.sent_jobs = 0
+
+    def add(self, route: Route, queue: str, job: Job) -> Batch:
+        """Put ``job`` in the open batch for its route and queue (opening one if
+        needed) and send that batch if it is time. Never blocks: the send runs
+        as a task, so the caller can start watching the batch's result first."""
+        key = (route.name, queue)
+        limit = route.max_batch or 1
+        batch = self._open.get(key)
+        if batch is not None and batch.rows + len(job.rows) > limit:
+            self._flush(key)
+            batch = None
+        if batch is None:
+            batch = Batch(id=job.id, route=route, queue=queue)
+            self._open[key] = batch
+        job.batch_id, job.index = batch.id, len(batch.jobs)
+        batch.jobs.append(job)
+        batch.rows += len(job.rows)
+        if batch.rows >= limit or self._has_room(key):
+            self._flush(key)
+        elif batch.timer is None:
+            delay = (route.max_delay_ms or 0.0) / 1000
+            batch.timer = asyncio.get_running_loop().call_later(delay, self._flush_if, key, batch)
+        return batch
+
+    def inflight(self, model: str, queue: str) -> int:
+        return len(self._prune((model, queue)))
+
+    def _has_room(self, key: tuple[str, str]) -> bool:
+        return len(self._prune(key)) < max(1, self._capacity(*key))
+
+    def _prune(self, key: tuple[str, str]) -> dict[str, tuple[float, asyncio.Future[Any]]]:
+        flying = self._inflight.setdefault(key, {})
+        if flying:
+            now = time.monotonic()
+            for batch_id, (deadline, future) in list(flying.items()):
+                if now > deadline:
+                    del flying[batch_id]
+                    future.cancel()
+        return flying
+
+    def _flush_if(self, key: tuple[str, str], batch: Batch) -> None:
+        if self._open.get(key) is batch:
+            self._flush(key)
+
+    def _flush(self, key: tuple[str, str]) -> None:
+        batch = self._open.pop(key)
+        if batch.timer is not None:
+            batch.timer.cancel()
+        done = self._watcher.on_ready(batch.id)
+        deadline = time.monotonic() + batch.route.time_limit_s * _INFLIGHT_GRACE + 5
+        self._inflight.setdefault(key, {})[batch.id] = (deadline, done)
+        done.add_done_callback(lambda _: self._finished(key, batch.id))
+        task = asyncio.get_running_loop().create_task(self._send(key, batch, done))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, key: tuple[str, str], batch: Batch, done: asyncio.Future[Any]) -> None:
+        try:
+            await self._publish(batch)
+        except BaseException as exc:
+            done.cancel()
+            if not batch.sent.done():
+                batch.sent.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        self.sent_batches += 1
+        self.sent_jobs += len(batch.jobs)
+        batch.sent.set_result(None)
+
+    def _finished(self, key: tuple[str, str], batch_id: str) -> None:
+        self._inflight.get(key, {}).pop(batch_id, None)
+        # A slot is free: what gathered meanwhile goes now, not at its deadline.
+        if key in self._open:
+            self._flush(key)
+
+    async def close(self) -> None:
+        for key in list(self._open):
+            self._flush(key)
+        for task in list(self._tasks):
+            with contextlib.suppress(Exception):
+                await task
