@@ -25,7 +25,8 @@ class Services:
     metrics: Metrics
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    # async: a plain def dependency would run in a worker thread per request.
     services: Services = request.app.state.services
     return services
 

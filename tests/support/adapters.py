@@ -71,3 +71,28 @@ class OomTorchAdapter:
             int(options.get("fits_rows", 4)),
             None if poison is None else float(poison),
         )
+
+
+class _Picky:
+    """The digits net, after ``sleep_s``; a batch holding a row that starts with
+    ``poison`` raises ValueError, as a model would on input it cannot take."""
+
+    def __init__(self, inner: Any, sleep_s: float, poison: float) -> None:
+        self.inner = inner
+        self.sleep_s = sleep_s
+        self.poison = poison
+
+    def predict(self, rows: list[Any]) -> Prediction:
+        time.sleep(self.sleep_s)
+        if any(r[0] == self.poison for r in rows):
+            raise ValueError(f"a row starts with {self.poison:g}, which this model cannot take")
+        prediction: Prediction = self.inner.predict(rows)
+        return prediction
+
+
+class PickyTorchAdapter:
+    """Options: ``sleep_s`` per pass (default 0.2), ``poison`` (default 777)."""
+
+    def load(self, path: Path, meta: ModelMeta, device: str, options: dict[str, Any]) -> _Picky:
+        inner = TorchAdapter().load(path, meta, device, options)
+        return _Picky(inner, float(options.get("sleep_s", 0.2)), float(options.get("poison", 777)))
