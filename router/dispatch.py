@@ -18,7 +18,7 @@ from router.batching import Batch, Batcher, Job
 from router.errors import BrokerUnavailable, TaskFinished, UnknownModel, UnknownTask
 from router.live import LiveView
 from router.publish import TaskMessages
-from router.results import ResultWatcher
+from router.results import ResultWatcher, error_text
 from router.routes import RouteTable
 from router.routing import choose_queue
 from router.settings import Settings
@@ -210,18 +210,8 @@ class Dispatcher:
                 if entry.get("oom_splits"):
                     view["oom_splits"] = entry["oom_splits"]
         elif status == "FAILURE" and meta is not None:
-            view["error"] = _error_text(meta.get("result"))
+            view["error"] = error_text(meta.get("result"))
         if revoked:
             view["status"] = "REVOKED"
             view.pop("error", None)
         return view
-
-
-def _error_text(result: Any) -> str:
-    """Celery stores a failure as {exc_type, exc_message, exc_module} in JSON."""
-    if isinstance(result, dict) and "exc_type" in result:
-        message = result.get("exc_message")
-        if isinstance(message, list | tuple):
-            message = " ".join(str(m) for m in message)
-        return f"{result['exc_type']}: {message}" if message else str(result["exc_type"])
-    return str(result)

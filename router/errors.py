@@ -33,6 +33,10 @@ class UnknownTask(TurnoutError):
     status_code = 404
 
 
+class UnknownBatch(TurnoutError):
+    status_code = 404
+
+
 class InvalidInput(TurnoutError):
     status_code = 422
 

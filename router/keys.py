@@ -14,6 +14,11 @@ def task(task_id: str) -> str:
     return f"{PREFIX}:task:{task_id}"
 
 
+def batch(job_id: str) -> str:
+    """A batch job's record: its model, rows and chunks."""
+    return f"{PREFIX}:batch:{job_id}"
+
+
 def revoked(task_id: str) -> str:
     return f"{PREFIX}:revoked:{task_id}"
 

@@ -139,7 +139,21 @@ class ResultWatcher:
                     await conn.aclose()
 
     async def _catch_up(self) -> None:
-        for task_id in list(self._waiters):
-            meta = await self.lookup(task_id)
-            if meta is not None and meta.get("status") in READY_STATES:
-                self._resolve(task_id, meta)
+        waiting = list(self._waiters)
+        # In slices: thousands of waiters must not mean thousands of round trips.
+        for start in range(0, len(waiting), 500):
+            ids = waiting[start : start + 500]
+            for task_id, raw in zip(ids, await self._client.mget([keys.result(i) for i in ids]), strict=True):
+                meta = json.loads(raw) if raw else None
+                if meta is not None and meta.get("status") in READY_STATES:
+                    self._resolve(task_id, meta)
+
+
+def error_text(result: Any) -> str:
+    """Celery stores a failure as {exc_type, exc_message, exc_module} in JSON."""
+    if isinstance(result, dict) and "exc_type" in result:
+        message = result.get("exc_message")
+        if isinstance(message, list | tuple):
+            message = " ".join(str(m) for m in message)
+        return f"{result['exc_type']}: {message}" if message else str(result["exc_type"])
+    return str(result)

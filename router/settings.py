@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     redis_server: str = ""
 
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    # Batch jobs (POST /v1/models/{name}/batch) carry many rows in one body.
+    max_batch_body_bytes: int = Field(default=64 << 20, ge=1024)
+    max_batch_rows: int = Field(default=200_000, ge=1)
     max_wait_s: float = Field(default=60.0, gt=0)
     result_ttl_s: int = Field(default=24 * 3600, ge=60)
     # The longest a job may sit in a queue before it runs; with the longest

@@ -22,16 +22,18 @@ def _show(value: Any) -> str:
     return text if len(text) <= _SHOWN else text[: _SHOWN - 1] + "…"
 
 
-def validate_inputs(route: Route, inputs: Any) -> list[Any]:
-    """Return the rows of ``inputs`` if they fit ``route``'s schema."""
+def validate_inputs(route: Route, inputs: Any, max_rows: int | None = None) -> list[Any]:
+    """Return the rows of ``inputs`` if they fit ``route``'s schema (and at most
+    ``max_rows`` of them; the route's ``max_rows`` by default)."""
+    limit = route.max_rows if max_rows is None else max_rows
     if not isinstance(inputs, list):
         raise InvalidInput(f"inputs: expected a list of rows, got {type(inputs).__name__}")
     if not inputs:
         raise InvalidInput("inputs: no rows given; send at least one")
-    if len(inputs) > route.max_rows:
+    if len(inputs) > limit:
         raise InvalidInput(
             f"inputs: {len(inputs)} rows, but model {route.name!r} takes at most "
-            f"{route.max_rows} per request"
+            f"{limit} per request"
         )
     if route.input.kind == "text":
         return _text_rows(route, inputs)
@@ -87,8 +89,7 @@ def _text_rows(route: Route, inputs: list[Any]) -> list[str]:
     return inputs
 
 
-def parse_predict_body(raw: bytes, max_wait_s: float) -> tuple[Any, float]:
-    """Decode a predict request's body into (inputs, wait seconds)."""
+def _json_object(raw: bytes, allowed: tuple[str, ...]) -> dict[str, Any]:
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -97,13 +98,33 @@ def parse_predict_body(raw: bytes, max_wait_s: float) -> tuple[Any, float]:
         raise InvalidInput(
             f'body: expected a JSON object such as {{"inputs": [...]}}, got {type(body).__name__}'
         )
-    unknown = sorted(set(body) - {"inputs", "wait"})
+    unknown = sorted(set(body) - set(allowed))
     if unknown:
+        optional = " and ".join(repr(k) for k in allowed[1:])
         raise InvalidInput(
-            f"body: unknown key {unknown[0]!r}; expected 'inputs' and optionally 'wait'"
+            f"body: unknown key {unknown[0]!r}; expected 'inputs' and optionally {optional}"
         )
     if "inputs" not in body:
         raise InvalidInput("body: 'inputs' is missing; send a list of rows")
+    return body
+
+
+def parse_batch_body(raw: bytes, max_chunk_rows: int) -> tuple[Any, int | None]:
+    """Decode a batch job's body into (inputs, rows per chunk or None)."""
+    body = _json_object(raw, ("inputs", "chunk_rows"))
+    chunk = body.get("chunk_rows")
+    if chunk is None:
+        return body["inputs"], None
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or not 1 <= chunk <= max_chunk_rows:
+        raise InvalidInput(
+            f"chunk_rows: expected a whole number from 1 to {max_chunk_rows}, got {_show(chunk)}"
+        )
+    return body["inputs"], chunk
+
+
+def parse_predict_body(raw: bytes, max_wait_s: float) -> tuple[Any, float]:
+    """Decode a predict request's body into (inputs, wait seconds)."""
+    body = _json_object(raw, ("inputs", "wait"))
     wait = body.get("wait", 0)
     if wait is None:
         wait = 0

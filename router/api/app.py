@@ -8,12 +8,13 @@ from contextlib import asynccontextmanager
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 
-from router.api import models, ops, tasks
+from router.api import batches, models, ops, tasks
 from router.api.deps import Services
 from router.api.errors import install_error_handlers
 from router.api.limits import BodyLimit
 from router.celery_app import make_celery
 from router.dispatch import Dispatcher
+from router.jobs import BatchJobs
 from router.live import LiveView
 from router.metrics import Metrics
 from router.results import ResultWatcher
@@ -35,12 +36,14 @@ def create_app(settings: Settings, table: RouteTable) -> FastAPI:
         live = LiveView(client, table)
         await watcher.start()
         await live.start()
+        dispatcher = Dispatcher(settings, table, celery, client, watcher, live)
         app.state.services = Services(
             settings=settings,
             table=table,
             client=client,
             live=live,
-            dispatcher=Dispatcher(settings, table, celery, client, watcher, live),
+            dispatcher=dispatcher,
+            jobs=BatchJobs(settings, table, client, live, dispatcher.messages),
             metrics=Metrics(),
         )
         try:
@@ -60,7 +63,10 @@ def create_app(settings: Settings, table: RouteTable) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(models.router)
+    app.include_router(batches.router)
     app.include_router(tasks.router)
     app.include_router(ops.router)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimit, max_bytes=settings.max_body_bytes, batch_bytes=settings.max_batch_body_bytes
+    )
     return app

@@ -9,6 +9,7 @@ import redis.asyncio as aioredis
 from fastapi import Depends, Request
 
 from router.dispatch import Dispatcher
+from router.jobs import BatchJobs
 from router.live import LiveView
 from router.metrics import Metrics
 from router.routes import RouteTable
@@ -22,6 +23,7 @@ class Services:
     client: aioredis.Redis
     live: LiveView
     dispatcher: Dispatcher
+    jobs: BatchJobs
     metrics: Metrics
 
 

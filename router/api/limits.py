@@ -14,21 +14,27 @@ class BodyLimit:
     at once; a body without one (chunked) is counted as it arrives and stopped
     with 413 as soon as it passes the limit."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, batch_bytes: int | None = None) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.default_bytes = max_bytes
+        # Batch jobs are the one place where a large body is the point.
+        self.batch_bytes = batch_bytes or max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.batch_bytes if scope["path"].endswith("/batch") else self.default_bytes
+        await self._limited(limit, scope, receive, send)
+
+    async def _limited(self, max_bytes: int, scope: Scope, receive: Receive, send: Send) -> None:
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None:
             if not declared.isdigit():
                 await self._answer(send, 400, "Content-Length is not a number")
                 return
-            if int(declared) > self.max_bytes:
-                await self._answer(send, 413, self._message(int(declared)))
+            if int(declared) > max_bytes:
+                await self._answer(send, 413, self._message(int(declared), max_bytes))
                 return
         seen = 0
 
@@ -37,17 +43,18 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > max_bytes:
                     # Raised inside the endpoint's body read, and so answered by
                     # the same error handler as every other Turnout error.
-                    raise PayloadTooLarge(self._message(seen, partial=True))
+                    raise PayloadTooLarge(self._message(seen, max_bytes, partial=True))
             return message
 
         await self.app(scope, counted, send)
 
-    def _message(self, size: int, partial: bool = False) -> str:
+    @staticmethod
+    def _message(size: int, limit: int, partial: bool = False) -> str:
         given = f"more than {size}" if partial else str(size)
-        return f"request body too large: {given} bytes, the limit is {self.max_bytes}"
+        return f"request body too large: {given} bytes, the limit is {limit}"
 
     @staticmethod
     async def _answer(send: Send, status: int, detail: str) -> None:

@@ -1,0 +1,182 @@
+"""Batch jobs: thousands of rows in one request, split into chunks that run as
+one Celery group across the route's workers.
+
+The job's record lists its chunks (task id, queue, first row, row count); the
+record and every chunk's message go to Redis in one MULTI. Progress is read
+from the chunks' results: rows done of total. When every chunk is done, the
+same call gives all predictions in order, and names any chunk that failed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from router import keys
+from router.errors import BrokerUnavailable, UnknownBatch, UnknownModel
+from router.live import LiveView
+from router.publish import TaskMessages
+from router.results import READY_STATES, error_text
+from router.routes import RouteTable
+from router.routing import choose_queue
+from router.settings import Settings
+from router.validation import validate_inputs
+
+# Rows per chunk when the route has no max_batch and the client names none.
+DEFAULT_CHUNK_ROWS = 256
+
+
+class BatchJobs:
+    def __init__(
+        self,
+        settings: Settings,
+        table: RouteTable,
+        client: aioredis.Redis,
+        live: LiveView,
+        messages: TaskMessages,
+    ) -> None:
+        self.settings = settings
+        self.table = table
+        self.client = client
+        self.live = live
+        self.messages = messages
+
+    def chunk_limit(self, model: str) -> int:
+        route = self.table.get(model)
+        return route.max_rows if route is not None else DEFAULT_CHUNK_ROWS
+
+    async def submit(self, model: str, inputs: Any, chunk_rows: int | None) -> dict[str, Any]:
+        route = self.table.get(model)
+        if route is None:
+            known = ", ".join(sorted(self.table.routes)) or "none"
+            raise UnknownModel(f"unknown model {model!r}; known models: {known}")
+        rows = validate_inputs(route, inputs, max_rows=self.settings.max_batch_rows)
+        size = chunk_rows or min(route.max_batch or DEFAULT_CHUNK_ROWS, route.max_rows)
+        job_id = str(uuid.uuid4())
+        submitted_at = time.time()
+        chunks: list[list[Any]] = []
+        pipe = self.client.pipeline(transaction=True)
+        for index, start in enumerate(range(0, len(rows), size)):
+            part = rows[start : start + size]
+            # Chosen per chunk, and counted as it goes: chunks spread over
+            # the route's devices as they would over its workers.
+            queue = choose_queue(route, self.table, self.live.state).queue
+            self.live.note_sent(queue)
+            task_id = str(uuid.uuid4())
+            chunks.append([task_id, queue, start, len(part)])
+            message = self.messages.predict(
+                task_id,
+                queue,
+                (route.name, [[task_id, part, submitted_at]]),
+                time_limit=route.time_limit_s,
+                soft_time_limit=route.soft_time_limit_s,
+                group_id=job_id,
+                group_index=index,
+            )
+            pipe.lpush(queue, message)
+        record = {
+            "model": route.name,
+            "rows": len(rows),
+            "chunk_rows": size,
+            "chunks": chunks,
+            "submitted_at": submitted_at,
+        }
+        pipe.set(keys.batch(job_id), json.dumps(record), ex=self.settings.result_ttl_s)
+        try:
+            await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise BrokerUnavailable(
+                f"could not queue the batch: the broker is unreachable ({exc})"
+            ) from None
+        return {
+            "batch_id": job_id,
+            "status": "PENDING",
+            "model": route.name,
+            "rows": len(rows),
+            "chunks": len(chunks),
+            "status_url": f"/v1/batches/{job_id}",
+        }
+
+    async def status(self, job_id: str) -> dict[str, Any]:
+        try:
+            uuid.UUID(job_id)
+        except ValueError:
+            raise UnknownBatch(f"no batch {job_id!r}: batch ids are UUIDs") from None
+        raw = await self.client.get(keys.batch(job_id))
+        if raw is None:
+            raise UnknownBatch(f"no batch {job_id}: this router never issued it, or it expired")
+        record = json.loads(raw)
+        chunks = record["chunks"]
+        metas = await self.client.mget([keys.result(c[0]) for c in chunks]) if chunks else []
+        total = record["rows"]
+        done_rows = failed_rows = started = 0
+        predictions: list[Any] = [None] * total
+        probabilities: list[Any] = [None] * total
+        any_proba = False
+        errors: list[dict[str, Any]] = []
+        for index, ((_, _, start, count), raw_meta) in enumerate(zip(chunks, metas, strict=True)):
+            meta = json.loads(raw_meta) if raw_meta else None
+            state = meta["status"] if meta else "PENDING"
+            if state == "STARTED":
+                started += 1
+            if state not in READY_STATES or meta is None:
+                continue
+            done_rows += count
+            error = _chunk_error(meta)
+            if error is not None:
+                failed_rows += count
+                errors.append(
+                    {"chunk": index, "rows": [start, start + count], "error": error}
+                )
+                continue
+            entry = meta["result"]["results"][0]
+            predictions[start : start + count] = entry["predictions"]
+            if "probabilities" in entry:
+                any_proba = True
+                probabilities[start : start + count] = entry["probabilities"]
+        finished = done_rows == total
+        if finished:
+            status = "FAILURE" if errors else "SUCCESS"
+        elif done_rows or started:
+            status = "STARTED"
+        else:
+            status = "PENDING"
+        view: dict[str, Any] = {
+            "batch_id": job_id,
+            "status": status,
+            "model": record["model"],
+            "rows": total,
+            "rows_done": done_rows,
+            "rows_failed": failed_rows,
+            "chunks": len(chunks),
+            "chunk_rows": record["chunk_rows"],
+        }
+        if errors:
+            first = errors[0]
+            view["error"] = (
+                f"{len(errors)} of {len(chunks)} chunks failed; first: chunk {first['chunk']} "
+                f"(rows {first['rows'][0]}-{first['rows'][1] - 1}): {first['error']}"
+            )
+            view["failed_chunks"] = errors
+        if finished:
+            # Rows of a failed chunk stay null, so every other row keeps its place.
+            view["predictions"] = predictions
+            if any_proba:
+                view["probabilities"] = probabilities
+        return view
+
+
+def _chunk_error(meta: dict[str, Any]) -> str | None:
+    if meta["status"] == "REVOKED":
+        return "revoked"
+    if meta["status"] == "FAILURE":
+        return error_text(meta.get("result"))
+    entry = (meta.get("result") or {}).get("results", [{}])[0]
+    if "error" in entry:
+        return str(entry["error"])
+    return None
