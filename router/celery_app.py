@@ -40,7 +40,13 @@ def celery_config(redis: RedisSettings, settings: Settings, table: RouteTable) -
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "task_acks_on_failure_or_timeout": True,
-        "task_track_started": True,
+        # The predict task writes STARTED and its result itself, each in a
+        # pipeline with its own bookkeeping (workers/runtime.py): Celery's
+        # backend would read the key back before every write, two round trips
+        # more per task. Failures are still stored by Celery.
+        "task_track_started": False,
+        "task_ignore_result": True,
+        "task_store_errors_even_if_ignored": True,
         "result_expires": settings.result_ttl_s,
         "result_extended": False,
         # kombu reads the visibility timeout from the broker's transport options;

@@ -52,6 +52,9 @@ class TaskMessages:
             group_id=group_id,
             group_index=group_index,
             origin=_ORIGIN,
+            # The worker stores the result itself (workers/runtime.py); Celery
+            # still stores failures (task_store_errors_even_if_ignored).
+            ignore_result=True,
             # The default repr of the arguments costs more than the rest of
             # the message for a large batch; the rows are not worth logging.
             argsrepr=f"({args[0]!r}, …)",

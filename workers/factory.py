@@ -65,10 +65,12 @@ def build_worker_app(spec: WorkerSpec, settings: Settings, table: RouteTable) ->
     app.conf.worker_disable_prefetch = spec.disable_prefetch
 
     @app.task(name=TASK_PREDICT, bind=True)
-    def predict(self: Any, model: str, requests: list[list[Any]]) -> dict[str, Any]:
+    def predict(self: Any, model: str, requests: list[list[Any]]) -> None:
         if _runtime is None:
             raise RuntimeError("the worker's models are not loaded")
-        return _runtime.run(self, model, requests)
+        # The runtime has stored the result itself; returning it too would only
+        # pickle it through the pool's pipe to the parent, which drops it.
+        _runtime.run(self, model, requests)
 
     board = Board(spec.concurrency)
 
@@ -208,6 +210,11 @@ def run_worker(spec: WorkerSpec, settings: Settings, table: RouteTable) -> int:
         spec.device_label,
         settings.redis().redacted,
     )
+    if settings.log_level.upper() != "DEBUG":
+        # Two INFO lines per task ("received", "succeeded") cost more than
+        # a small model's forward pass at a few thousand tasks a second.
+        for name in ("celery.app.trace", "celery.worker.strategy"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     worker = app.Worker(
         hostname=spec.name,
         queues=list(spec.queues),

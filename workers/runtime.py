@@ -7,7 +7,9 @@ never at import time and never per task.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -123,13 +125,16 @@ class WorkerRuntime:
         if route is None or loaded is None:
             raise ModelNotServed(f"worker {self.spec.name} does not serve model {model!r}")
         task_id = task.request.id
+        hostname = task.request.hostname or self.spec.name
         assert self.client is not None and self.memory is not None
+        # One round trip: count the delivery, look for revocations, say STARTED.
         pipe = self.client.pipeline(transaction=False)
+        self._store(pipe, task_id, "STARTED", {"pid": os.getpid(), "hostname": hostname})
         pipe.incr(keys.deliveries(task_id))
         pipe.expire(keys.deliveries(task_id), self.settings.result_ttl_s)
         for request_id, _, _ in requests:
             pipe.exists(keys.revoked(request_id))
-        deliveries, _, *revoked = pipe.execute()
+        _, _, deliveries, _, *revoked = pipe.execute()
         if all(revoked):
             # Celery stored STARTED just before this body ran; put REVOKED back
             # so that the result backend agrees with what the router said.
@@ -174,13 +179,36 @@ class WorkerRuntime:
                 "total": round(max(0.0, finished_at - submitted_at) * 1000, 3),
             }
             results[i] = entry
-        return {
+        body = {
             "results": results,
-            "worker": task.request.hostname or self.spec.name,
+            "worker": hostname,
             "device": self.spec.device_label,
             "batch_size": len(requests),
             "rows": len(rows),
         }
+        pipe = self.client.pipeline(transaction=False)
+        self._store(pipe, task_id, "SUCCESS", body)
+        pipe.execute()
+        return body
+
+    def _store(self, pipe: redis.client.Pipeline, task_id: str, status: str, result: Any) -> None:
+        """Write a state as Celery's Redis backend would (same key, same
+        document, published on the same channel), inside ``pipe``."""
+        done = time.strftime("%Y-%m-%dT%H:%M:%S.000000+00:00", time.gmtime())
+        meta = json.dumps(
+            {
+                "status": status,
+                "result": result,
+                "traceback": None,
+                "children": [],
+                "date_done": done if status == "SUCCESS" else None,
+                "task_id": task_id,
+            },
+            separators=(",", ":"),
+        )
+        key = keys.result(task_id)
+        pipe.set(key, meta, ex=self.settings.result_ttl_s)
+        pipe.publish(key, meta)
 
     def _predict(
         self, model: str, loaded: LoadedModel, groups: list[list[Any]]
