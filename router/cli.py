@@ -35,10 +35,10 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
-    from router.api.app import create_app
+    from router.api.app import create_asgi
 
     _logging(settings)
-    app = create_app(settings, _table(settings))
+    app = create_asgi(settings, _table(settings))
     uvicorn.run(
         app,
         host=args.host or settings.api_host,
@@ -89,6 +89,16 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
         limit_native_threads()
         spec = cpu_spec(concurrency=args.concurrency, name=args.name)
+    if args.queues:
+        import dataclasses
+
+        from router.routes import check_queue
+
+        try:
+            queues = tuple(check_queue(q.strip()) for q in args.queues.split(",") if q.strip())
+        except ValueError as exc:
+            raise ConfigError(f"--queues: {exc}") from None
+        spec = dataclasses.replace(spec, queues=queues)
     from workers.factory import run_worker
 
     _logging(settings)
@@ -163,12 +173,20 @@ def parser() -> argparse.ArgumentParser:
     worker.add_argument("--concurrency", type=int, help="cpu: pool size (default: cores)")
     worker.add_argument("--name", help="Celery node name (default cpu@host, gpuN@host)")
     worker.add_argument(
+        "--queues",
+        help="consume these queues (comma-separated) instead of the kind's own: "
+        "e.g. a GPU worker that also serves the CPU queue",
+    )
+    worker.add_argument(
         "--memory-limit-mb",
         type=float,
         help="gpu: the most device memory this worker's models may use; a model that "
         "does not fit is refused, and the allocator enforces the cap",
     )
     worker.set_defaults(func=cmd_worker)
+
+    # Parsed by the benchmark itself (main() hands it the rest of the line).
+    sub.add_parser("bench", help="the benchmark script: turnout bench --help", add_help=False)
 
     routes = sub.add_parser("routes", help="the route table")
     routes_sub = routes.add_subparsers(dest="action", required=True)
@@ -186,6 +204,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        # Imported here: the benchmark pulls in matplotlib and its baselines.
+        from benchmarks.run import main as bench_main
+
+        return bench_main(argv[1:])
     args = parser().parse_args(argv)
     try:
         settings = load_settings()

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from router.api import batches, models, ops, tasks
 from router.api.deps import Services
 from router.api.errors import install_error_handlers
+from router.api.fastpath import PredictFastPath
 from router.api.limits import BodyLimit
 from router.celery_app import make_celery
 from router.dispatch import Dispatcher
@@ -20,6 +21,11 @@ from router.metrics import Metrics
 from router.results import ResultWatcher
 from router.routes import RouteTable
 from router.settings import Settings
+
+
+def create_asgi(settings: Settings, table: RouteTable) -> PredictFastPath:
+    """The API as served: FastAPI behind the predict fast path."""
+    return PredictFastPath(create_app(settings, table), settings.max_body_bytes)
 
 
 def create_app(settings: Settings, table: RouteTable) -> FastAPI:

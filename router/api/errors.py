@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -15,13 +16,25 @@ from router.errors import QueueFull, TurnoutError
 log = logging.getLogger(__name__)
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(TurnoutError)
-    async def turnout_error(request: Request, exc: TurnoutError) -> JSONResponse:
+def error_response(exc: Exception) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """(status, body, headers) for an error a request ran into: Turnout's own
+    family by its status code, a broker failure as 503. Used by FastAPI's
+    handlers and by the predict fast path alike."""
+    if isinstance(exc, TurnoutError):
         headers = {}
         if isinstance(exc, QueueFull):
             headers["Retry-After"] = str(exc.retry_after_s)
-        return JSONResponse({"detail": exc.message}, status_code=exc.status_code, headers=headers)
+        return exc.status_code, {"detail": exc.message}, headers
+    if isinstance(exc, RedisError | OperationalError):
+        return 503, {"detail": f"the broker is unreachable or failing: {exc}"}, {}
+    raise exc
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(TurnoutError)
+    async def turnout_error(request: Request, exc: TurnoutError) -> JSONResponse:
+        status, body, headers = error_response(exc)
+        return JSONResponse(body, status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -35,6 +48,5 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OperationalError)
     async def broker_error(request: Request, exc: Exception) -> JSONResponse:
         log.warning("broker error on %s %s: %s", request.method, request.url.path, exc)
-        return JSONResponse(
-            {"detail": f"the broker is unreachable or failing: {exc}"}, status_code=503
-        )
+        status, body, headers = error_response(exc)
+        return JSONResponse(body, status_code=status, headers=headers)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from router.api.deps import ServicesDep
+from router.api.deps import Services, ServicesDep
 from router.errors import NoCapacity, QueueFull, TurnoutError
 from router.routing import choose_queue
 from router.validation import parse_predict_body
@@ -73,9 +73,18 @@ async def list_models(services: ServicesDep) -> dict[str, Any]:
     },
 )
 async def predict(name: str, request: Request, services: ServicesDep) -> JSONResponse:
+    status, body, headers = await predict_response(services, name, await request.body())
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def predict_response(
+    services: Services, name: str, raw: bytes
+) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """The predict endpoint, free of any framework: (status, body, headers).
+    Turnout's errors propagate, to be answered by ``error_response``."""
     label = name if name in services.table.routes else "(unknown)"
     try:
-        inputs, wait = parse_predict_body(await request.body(), services.settings.max_wait_s)
+        inputs, wait = parse_predict_body(raw, services.settings.max_wait_s)
         submitted, view = await services.dispatcher.predict(name, inputs, wait)
     except TurnoutError as exc:
         services.metrics.requests[(label, exc.status_code)] += 1
@@ -84,17 +93,14 @@ async def predict(name: str, request: Request, services: ServicesDep) -> JSONRes
         services.metrics.fallbacks[name] += 1
     if view is not None:
         services.metrics.requests[(label, 200)] += 1
-        return JSONResponse(view)
+        return 200, view, {}
     services.metrics.requests[(label, 202)] += 1
     url = f"/v1/tasks/{submitted.task_id}"
-    return JSONResponse(
-        {
-            "task_id": submitted.task_id,
-            "status": "PENDING",
-            "model": submitted.model,
-            "queue": submitted.queue,
-            "status_url": url,
-        },
-        status_code=202,
-        headers={"Location": url},
-    )
+    body = {
+        "task_id": submitted.task_id,
+        "status": "PENDING",
+        "model": submitted.model,
+        "queue": submitted.queue,
+        "status_url": url,
+    }
+    return 202, body, {"Location": url}

@@ -48,6 +48,9 @@ def gpu_spec(
             disable_prefetch=True,
             device="cpu",
             device_label="cpu",
+            # It stands in for a GPU, which would barely use the host's cores:
+            # half of them, so that it does not starve the CPU queue's workers.
+            torch_threads=max(1, (os.cpu_count() or 2) // 2),
             gpu_index=stand_in,
             memory_limit_mb=memory_limit_mb,
         )
