@@ -1,0 +1,47 @@
+"""`turnout bench` end to end: against the running test stack (--url), and
+every scenario on a stack of its own, in its quick form."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import Stack
+from tests.support.procs import REPO
+
+pytestmark = pytest.mark.integration
+
+
+def test_bench_against_a_running_stack(stack: Stack, tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "router", "bench", "--url", stack.url, "--quick", "--scenarios", "ab",
+         "--out", str(tmp_path)],
+        check=False, cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    results = json.loads((tmp_path / "latest.json").read_text())
+    rows = results["scenarios"]["a"] + results["scenarios"]["b"]
+    assert [r["model"] for r in results["scenarios"]["a"]] == ["iris", "digits-cnn", "minilm"]
+    assert all(r["errors"] == 0 and r["requests"] > 0 for r in rows), rows
+    assert "turnout" in out.stdout and (tmp_path / "latency.png").exists()
+
+
+def test_every_scenario_runs_on_its_own_stack(models_dir: Path, tmp_path: Path) -> None:
+    env = {"TURNOUT_MODELS_DIR": str(models_dir), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-m", "router", "bench", "--quick", "--out", str(tmp_path / "out")],
+        check=False, cwd=REPO, capture_output=True, text=True, timeout=600, env=env,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = json.loads((tmp_path / "out" / "latest.json").read_text())
+    assert sorted(results["scenarios"]) == ["a", "b", "c", "d", "e"]
+    for rows in results["scenarios"].values():
+        assert all(r["errors"] == 0 and r["requests"] > 0 for r in rows), rows
+    systems = {r["system"] for r in results["scenarios"]["b"]}
+    assert systems == {"turnout", "tutorial", "handwritten"}
+    assert all(t["value"] is not None for t in results["targets"])
+    assert {p.name for p in (tmp_path / "out").glob("*.png")} == {"latency.png", "batching-isolation.png"}
