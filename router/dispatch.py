@@ -9,6 +9,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 from celery import Celery
 from redis.exceptions import RedisError
@@ -123,7 +124,7 @@ class Dispatcher:
                 "index": job.index,
                 "size": len(batch.jobs),
             }
-            pipe.set(keys.task(job.id), json.dumps(record), ex=self.settings.result_ttl_s)
+            pipe.set(keys.task(job.id), orjson.dumps(record), ex=self.settings.result_ttl_s)
         pipe.lpush(batch.queue, message)
         try:
             await pipe.execute()
@@ -170,11 +171,11 @@ class Dispatcher:
         )
         if raw_record is None:
             raise UnknownTask(f"no task {task_id}: this router never issued it, or it expired")
-        record = json.loads(raw_record)
+        record = orjson.loads(raw_record)
         batch_id = record.get("batch", task_id)
         if batch_id != task_id:
             raw_meta = await self.client.get(keys.result(batch_id))
-        return record, json.loads(raw_meta) if raw_meta else None, revoked is not None
+        return record, orjson.loads(raw_meta) if raw_meta else None, revoked is not None
 
     @staticmethod
     def _view(

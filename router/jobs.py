@@ -14,6 +14,7 @@ import time
 import uuid
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
@@ -110,7 +111,7 @@ class BatchJobs:
         raw = await self.client.get(keys.batch(job_id))
         if raw is None:
             raise UnknownBatch(f"no batch {job_id}: this router never issued it, or it expired")
-        record = json.loads(raw)
+        record = orjson.loads(raw)
         chunks = record["chunks"]
         metas = await self.client.mget([keys.result(c[0]) for c in chunks]) if chunks else []
         total = record["rows"]
@@ -120,7 +121,7 @@ class BatchJobs:
         any_proba = False
         errors: list[dict[str, Any]] = []
         for index, ((_, _, start, count), raw_meta) in enumerate(zip(chunks, metas, strict=True)):
-            meta = json.loads(raw_meta) if raw_meta else None
+            meta = orjson.loads(raw_meta) if raw_meta else None
             state = meta["status"] if meta else "PENDING"
             if state == "STARTED":
                 started += 1

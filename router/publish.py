@@ -13,12 +13,12 @@ JSON only, as everywhere in Turnout.
 from __future__ import annotations
 
 import base64
-import json
 import os
 import socket
 import uuid
 from typing import Any
 
+import orjson
 from celery import Celery
 
 from router.celery_app import TASK_PREDICT
@@ -60,7 +60,7 @@ class TaskMessages:
             argsrepr=f"({args[0]!r}, …)",
             kwargsrepr="{}",
         )
-        body = json.dumps(message.body, separators=(",", ":")).encode()
+        body = orjson.dumps(message.body)
         envelope = {
             "body": base64.b64encode(body).decode(),
             "content-encoding": "utf-8",
@@ -75,4 +75,4 @@ class TaskMessages:
                 "delivery_tag": str(uuid.uuid4()),
             },
         }
-        return json.dumps(envelope, separators=(",", ":"))
+        return orjson.dumps(envelope).decode()

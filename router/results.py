@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
@@ -97,7 +97,7 @@ class ResultWatcher:
 
     async def lookup(self, task_id: str) -> dict[str, Any] | None:
         raw = await self._client.get(keys.result(task_id))
-        return json.loads(raw) if raw else None
+        return orjson.loads(raw) if raw else None
 
     def _resolve(self, task_id: str, meta: dict[str, Any]) -> None:
         for future in self._waiters.get(task_id, ()):
@@ -122,7 +122,7 @@ class ResultWatcher:
                     task_id = channel[len(_PREFIX) :].decode()
                     if task_id not in self._waiters:
                         continue
-                    meta = json.loads(message["data"])
+                    meta = orjson.loads(message["data"])
                     if meta.get("status") in READY_STATES:
                         self._resolve(task_id, meta)
             except asyncio.CancelledError:
@@ -144,7 +144,7 @@ class ResultWatcher:
         for start in range(0, len(waiting), 500):
             ids = waiting[start : start + 500]
             for task_id, raw in zip(ids, await self._client.mget([keys.result(i) for i in ids]), strict=True):
-                meta = json.loads(raw) if raw else None
+                meta = orjson.loads(raw) if raw else None
                 if meta is not None and meta.get("status") in READY_STATES:
                     self._resolve(task_id, meta)
 

@@ -7,13 +7,13 @@ never at import time and never per task.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import redis
 from celery import Task
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
@@ -195,7 +195,9 @@ class WorkerRuntime:
         """Write a state as Celery's Redis backend would (same key, same
         document, published on the same channel), inside ``pipe``."""
         done = time.strftime("%Y-%m-%dT%H:%M:%S.000000+00:00", time.gmtime())
-        meta = json.dumps(
+        # orjson: a batch of embeddings is hundreds of kB of floats, which
+        # the stdlib encodes ten times slower.
+        meta = orjson.dumps(
             {
                 "status": status,
                 "result": result,
@@ -204,7 +206,6 @@ class WorkerRuntime:
                 "date_done": done if status == "SUCCESS" else None,
                 "task_id": task_id,
             },
-            separators=(",", ":"),
         )
         key = keys.result(task_id)
         pipe.set(key, meta, ex=self.settings.result_ttl_s)

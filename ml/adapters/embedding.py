@@ -36,7 +36,9 @@ class SentenceEncoder:
             weights = mask.unsqueeze(-1).to(tokens.dtype)
             pooled = (tokens * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
             vectors = torch.nn.functional.normalize(pooled, p=2, dim=1)
-            return Prediction(vectors.float().cpu().tolist())
+            # Seven decimals is float32's precision for numbers below 1; the
+            # JSON is half the size, and as exact as the model.
+            return Prediction(vectors.float().cpu().double().numpy().round(7).tolist())
 
 
 class EmbeddingAdapter:

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI
+from fastapi.responses import ORJSONResponse
 
 from router.api import batches, models, ops, tasks
 from router.api.deps import Services
@@ -63,6 +64,8 @@ def create_app(settings: Settings, table: RouteTable) -> FastAPI:
 
     app = FastAPI(
         title="Turnout",
+        # Task views can carry hundreds of kB of floats (embeddings, batch jobs).
+        default_response_class=ORJSONResponse,
         version="1",
         summary="A GPU-aware, multi-queue inference router",
         lifespan=lifespan,

@@ -11,11 +11,11 @@ stays with FastAPI.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from typing import Any
 
+import orjson
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
@@ -79,7 +79,7 @@ class PredictFastPath:
 
 
 async def _respond(send: Send, status: int, body: dict[str, Any], headers: dict[str, str]) -> None:
-    data = json.dumps(body, separators=(",", ":")).encode()
+    data = orjson.dumps(body)
     raw_headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(data)).encode()),
