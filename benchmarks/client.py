@@ -34,6 +34,25 @@ class Run:
     client_cpu_s: float = 0.0
     bodies: list[bytes] = field(default_factory=list)
 
+    async def send(self, conn: Connection, raw: bytes, keep_bodies: int = 0) -> bool:
+        """One request on ``conn``, recorded; False if the connection failed."""
+        t0 = time.perf_counter()
+        try:
+            status, reply = await conn.request(raw)
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            self.errors += 1
+            conn.close()
+            return False
+        elapsed = (time.perf_counter() - t0) * 1000
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+        if status == 200:
+            self.latencies_ms.append(elapsed)
+            if len(self.bodies) < keep_bodies:
+                self.bodies.append(reply)
+        else:
+            self.errors += 1
+        return True
+
     @property
     def ok(self) -> int:
         return len(self.latencies_ms)
@@ -167,21 +186,7 @@ async def closed_loop(
             if now >= deadline or (requests is not None and sent >= requests):
                 return
             sent += 1
-            t0 = time.perf_counter()
-            try:
-                status, reply = await conn.request(raw)
-            except (OSError, asyncio.IncompleteReadError, ValueError):
-                run.errors += 1
-                conn.close()
-                continue
-            elapsed = (time.perf_counter() - t0) * 1000
-            run.statuses[status] = run.statuses.get(status, 0) + 1
-            if status == 200:
-                run.latencies_ms.append(elapsed)
-                if len(run.bodies) < keep_bodies:
-                    run.bodies.append(reply)
-            else:
-                run.errors += 1
+            await run.send(conn, raw, keep_bodies)
             if progress is not None:
                 done = (now - started) if duration_s else sent
                 progress.update(done, f"{run.ok} ok")
@@ -216,19 +221,8 @@ async def open_loop(
 
     async def one() -> None:
         conn = idle.pop() if idle else Connection(host, port)
-        t0 = time.perf_counter()
-        try:
-            status, _ = await conn.request(raw)
-        except (OSError, asyncio.IncompleteReadError, ValueError):
-            run.errors += 1
-            conn.close()
-            return
-        run.statuses[status] = run.statuses.get(status, 0) + 1
-        if status == 200:
-            run.latencies_ms.append((time.perf_counter() - t0) * 1000)
-        else:
-            run.errors += 1
-        idle.append(conn)
+        if await run.send(conn, raw):
+            idle.append(conn)
 
     n = 0
     while True:

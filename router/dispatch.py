@@ -16,7 +16,7 @@ from redis.exceptions import RedisError
 
 from router import keys
 from router.batching import Batch, Batcher, Job
-from router.errors import BrokerUnavailable, TaskFinished, UnknownModel, UnknownTask
+from router.errors import BrokerUnavailable, TaskFinished, UnknownTask
 from router.live import LiveView
 from router.publish import TaskMessages
 from router.results import ResultWatcher, error_text
@@ -79,10 +79,7 @@ class Dispatcher:
     ) -> tuple[Submitted, dict[str, Any] | None]:
         """Validate, route and queue one request; with ``wait_s`` > 0, wait that
         long for its result. Returns the submission and the task view if finished."""
-        route = self.table.get(model)
-        if route is None:
-            known = ", ".join(sorted(self.table.routes)) or "none"
-            raise UnknownModel(f"unknown model {model!r}; known models: {known}")
+        route = self.table.require(model)
         rows = validate_inputs(route, inputs)
         decision = choose_queue(route, self.table, self.live.state)
         # Counted at once: requests routed while this one is being sent see it.

@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from router import keys
-from router.errors import BrokerUnavailable, UnknownBatch, UnknownModel
+from router.errors import BrokerUnavailable, UnknownBatch
 from router.live import LiveView
 from router.publish import TaskMessages
 from router.results import READY_STATES, error_text
@@ -52,10 +52,7 @@ class BatchJobs:
         return route.max_rows if route is not None else DEFAULT_CHUNK_ROWS
 
     async def submit(self, model: str, inputs: Any, chunk_rows: int | None) -> dict[str, Any]:
-        route = self.table.get(model)
-        if route is None:
-            known = ", ".join(sorted(self.table.routes)) or "none"
-            raise UnknownModel(f"unknown model {model!r}; known models: {known}")
+        route = self.table.require(model)
         rows = validate_inputs(route, inputs, max_rows=self.settings.max_batch_rows)
         size = chunk_rows or min(route.max_batch or DEFAULT_CHUNK_ROWS, route.max_rows)
         job_id = str(uuid.uuid4())

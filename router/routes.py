@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from router.errors import ConfigError
+from router.errors import ConfigError, UnknownModel
 
 QUEUE_RE = re.compile(r"^(cpu|gpu|gpu\.(0|[1-9][0-9]*))$")
 MODEL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -176,6 +176,14 @@ class RouteTable(_Strict):
 
     def get(self, name: str) -> Route | None:
         return self.routes.get(name)
+
+    def require(self, name: str) -> Route:
+        """The route for model ``name``, or ``UnknownModel`` naming the known ones."""
+        route = self.routes.get(name)
+        if route is None:
+            known = ", ".join(sorted(self.routes)) or "none"
+            raise UnknownModel(f"unknown model {name!r}; known models: {known}")
+        return route
 
     def queue_config(self, queue: str) -> QueueConfig:
         return self.queues.get(queue) or QueueConfig(max_depth=self.defaults.max_depth)
