@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 
 ROUTES = REPO / "tests" / "support" / "routes-gpu.yaml"
 ROWS = load_digits().data[:2].tolist()
-# Room for digits-cnn (~32 MiB estimated) but not for minilm (~162 MiB).
+# Room for digits-cnn (~33 MiB estimated) but not for minilm (~163 MiB).
 LIMIT_MB = "100"
 
 
