@@ -22,16 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from router.results import ResultWatcher
 from router.routes import Route
-
-log = logging.getLogger(__name__)
 
 # A batch whose result never came (its worker and the message were lost) stops
 # counting as in flight after its time limit times this, plus a margin.
@@ -76,8 +74,9 @@ class Batcher:
         # (model, queue) -> batch id -> (when to stop counting it, its result's future)
         self._inflight: dict[tuple[str, str], dict[str, tuple[float, asyncio.Future[Any]]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self.sent_batches = 0
-        self.sent_jobs = 0
+        # Per model, for /metrics: requests per batch is what batching buys.
+        self.sent_batches: Counter[str] = Counter()
+        self.sent_jobs: Counter[str] = Counter()
 
     def add(self, route: Route, queue: str, job: Job) -> Batch:
         """Put ``job`` in the open batch for its route and queue (opening one if
@@ -101,9 +100,6 @@ class Batcher:
             delay = (route.max_delay_ms or 0.0) / 1000
             batch.timer = asyncio.get_running_loop().call_later(delay, self._flush_if, key, batch)
         return batch
-
-    def inflight(self, model: str, queue: str) -> int:
-        return len(self._prune((model, queue)))
 
     def _has_room(self, key: tuple[str, str]) -> bool:
         return len(self._prune(key)) < max(1, self._capacity(*key))
@@ -130,11 +126,11 @@ class Batcher:
         deadline = time.monotonic() + batch.route.time_limit_s * _INFLIGHT_GRACE + 5
         self._inflight.setdefault(key, {})[batch.id] = (deadline, done)
         done.add_done_callback(lambda _: self._finished(key, batch.id))
-        task = asyncio.get_running_loop().create_task(self._send(key, batch, done))
+        task = asyncio.get_running_loop().create_task(self._send(batch, done))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, key: tuple[str, str], batch: Batch, done: asyncio.Future[Any]) -> None:
+    async def _send(self, batch: Batch, done: asyncio.Future[Any]) -> None:
         try:
             await self._publish(batch)
         except BaseException as exc:
@@ -144,8 +140,8 @@ class Batcher:
             if not isinstance(exc, Exception):
                 raise
             return
-        self.sent_batches += 1
-        self.sent_jobs += len(batch.jobs)
+        self.sent_batches[batch.route.name] += 1
+        self.sent_jobs[batch.route.name] += len(batch.jobs)
         batch.sent.set_result(None)
 
     def _finished(self, key: tuple[str, str], batch_id: str) -> None:

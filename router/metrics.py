@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from router.batching import Batcher
 from router.live import LiveView
 
 
@@ -13,7 +14,7 @@ class Metrics:
         self.requests: Counter[tuple[str, int]] = Counter()  # (model, status code)
         self.fallbacks: Counter[str] = Counter()  # model
 
-    def render(self, live: LiveView) -> str:
+    def render(self, live: LiveView, batcher: Batcher) -> str:
         out = [
             "# HELP turnout_predict_requests_total Predict requests by model and HTTP status.",
             "# TYPE turnout_predict_requests_total counter",
@@ -38,6 +39,18 @@ class Metrics:
         ]
         for queue in live.known_queues():
             out.append(f'turnout_queue_workers{{queue="{queue}"}} {len(live.state.consumers(queue))}')
+        out += [
+            "# HELP turnout_batches_total Tasks sent per model (each a batch of requests).",
+            "# TYPE turnout_batches_total counter",
+        ]
+        for model, n in sorted(batcher.sent_batches.items()):
+            out.append(f'turnout_batches_total{{model="{model}"}} {n}')
+        out += [
+            "# HELP turnout_batched_requests_total Requests sent in those tasks, per model.",
+            "# TYPE turnout_batched_requests_total counter",
+        ]
+        for model, n in sorted(batcher.sent_jobs.items()):
+            out.append(f'turnout_batched_requests_total{{model="{model}"}} {n}')
         out += [
             "# HELP turnout_broker_up Whether the last look at Redis succeeded.",
             "# TYPE turnout_broker_up gauge",

@@ -8,7 +8,6 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,16 +92,15 @@ class Heartbeat:
         self,
         spec: WorkerSpec,
         settings: Settings,
-        models: list[str],
-        ready: Callable[[], bool],
-        board: Board | None = None,
+        worker: WorkerApp,
         telemetry: DeviceTelemetry | None = None,
     ) -> None:
         self.spec = spec
         self.settings = settings
-        self.ready = ready
-        self.board = board
+        self.ready = worker.all_loaded
+        self.board = worker.board
         self.telemetry = telemetry
+        models = worker.models
         self.doc: dict[str, Any] = {
             "name": spec.name,
             "kind": spec.kind,
@@ -150,8 +148,6 @@ class Heartbeat:
     def current(self) -> dict[str, Any]:
         """The heartbeat document now: the fixed part plus the children's posts."""
         doc = dict(self.doc)
-        if self.board is None:
-            return doc
         children = self.board.read()
         ready = [c for c in children if c.get("ready")]
         if ready:
@@ -195,9 +191,7 @@ def run_worker(spec: WorkerSpec, settings: Settings, table: RouteTable) -> int:
     worker_app = build_worker_app(spec, settings, table)
     app = worker_app.app
     telemetry = DeviceTelemetry() if spec.device == "cuda" else None
-    heartbeat = Heartbeat(
-        spec, settings, worker_app.models, worker_app.all_loaded, worker_app.board, telemetry
-    )
+    heartbeat = Heartbeat(spec, settings, worker_app, telemetry)
     # Announce the worker only once its pool is up, and take it back first thing
     # on shutdown, so the router never routes to a worker that is going away.
     signals.worker_ready.connect(lambda **_: heartbeat.start(), weak=False)

@@ -24,9 +24,13 @@ from router.routes import RouteTable
 from router.settings import Settings
 
 
-def create_asgi(settings: Settings, table: RouteTable) -> PredictFastPath:
-    """The API as served: FastAPI behind the predict fast path."""
-    return PredictFastPath(create_app(settings, table), settings.max_body_bytes)
+def create_asgi(settings: Settings, table: RouteTable) -> BodyLimit:
+    """The API as served: the body limit, then the predict fast path, then FastAPI."""
+    return BodyLimit(
+        PredictFastPath(create_app(settings, table)),
+        max_bytes=settings.max_body_bytes,
+        batch_bytes=settings.max_batch_body_bytes,
+    )
 
 
 def create_app(settings: Settings, table: RouteTable) -> FastAPI:
@@ -75,7 +79,4 @@ def create_app(settings: Settings, table: RouteTable) -> FastAPI:
     app.include_router(batches.router)
     app.include_router(tasks.router)
     app.include_router(ops.router)
-    app.add_middleware(
-        BodyLimit, max_bytes=settings.max_body_bytes, batch_bytes=settings.max_batch_body_bytes
-    )
     return app

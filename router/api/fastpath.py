@@ -4,7 +4,7 @@ At a few thousand requests a second, FastAPI's per-request machinery (route
 matching over every route, dependency solving, its middleware stack) costs
 more CPU than everything Turnout does for a request. This ASGI wrapper sends
 ``POST /v1/models/{name}/predict`` straight to the same function the FastAPI
-route calls (``predict_response``), with the same body limit and the same
+route calls (``predict_response``), behind the same body limit, with the same
 error mapping; every other request, and the OpenAPI description of this one,
 stays with FastAPI.
 """
@@ -21,7 +21,6 @@ from starlette.types import Receive, Scope, Send
 
 from router.api.errors import error_response
 from router.api.models import predict_response
-from router.errors import PayloadTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +28,8 @@ _PREDICT = re.compile(r"^/v1/models/([^/]+)/predict$")
 
 
 class PredictFastPath:
-    def __init__(self, app: FastAPI, max_body_bytes: int) -> None:
+    def __init__(self, app: FastAPI) -> None:
         self.app = app
-        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -43,7 +41,7 @@ class PredictFastPath:
 
     async def _predict(self, name: str, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            raw = await self._body(scope, receive)
+            raw = await _body(receive)
             status, body, headers = await predict_response(self.app.state.services, name, raw)
         except Exception as exc:  # noqa: BLE001 - mapped exactly as FastAPI's handlers map it
             try:
@@ -53,29 +51,18 @@ class PredictFastPath:
                 status, body, headers = 500, {"detail": "internal error"}, {}
         await _respond(send, status, body, headers)
 
-    async def _body(self, scope: Scope, receive: Receive) -> bytes:
-        limit = self.max_body_bytes
-        for key, value in scope["headers"]:
-            if key == b"content-length" and value.isdigit() and int(value) > limit:
-                raise PayloadTooLarge(
-                    f"request body too large: {int(value)} bytes, the limit is {limit}"
-                )
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(
-                    f"request body too large: more than {size} bytes, the limit is {limit}"
-                )
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        return b"".join(chunks)
+
+async def _body(receive: Receive) -> bytes:
+    # The body limit is enforced around this (``BodyLimit``), for both paths.
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
 
 
 async def _respond(send: Send, status: int, body: dict[str, Any], headers: dict[str, str]) -> None:

@@ -97,5 +97,5 @@ async def readyz(services: ServicesDep) -> JSONResponse:
 @router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(services: ServicesDep) -> PlainTextResponse:
     return PlainTextResponse(
-        services.metrics.render(services.live), media_type="text/plain; version=0.0.4"
+        services.metrics.render(services.live, services.dispatcher.batcher), media_type="text/plain; version=0.0.4"
     )

@@ -50,6 +50,14 @@ def test_concurrent_requests_share_tasks_and_keep_their_own_results(stack: Stack
         assert again["status"] == "SUCCESS" and again["predictions"] == view["predictions"]
     records = [json.loads(stack.cluster.client.get(keys.task(v["task_id"]))) for v in views]
     assert len({r["batch"] for r in records}) < 24
+    # /metrics counts it too: more requests than tasks for this model.
+    lines = dict(
+        line.rsplit(" ", 1) for line in stack.http.get("/metrics").text.splitlines()
+        if line.startswith("turnout_batch") and 'model="digits-batched"' in line
+    )
+    tasks = int(lines['turnout_batches_total{model="digits-batched"}'])
+    requests = int(lines['turnout_batched_requests_total{model="digits-batched"}'])
+    assert 0 < tasks < requests
 
 
 def test_a_bad_request_fails_alone_in_its_batch(stack: Stack) -> None:
