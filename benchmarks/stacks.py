@@ -10,12 +10,15 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from router.redis_server import EmbeddedRedis, free_port
-from router.settings import RedisSettings
+import yaml
+
+from turnout.redis_server import EmbeddedRedis, free_port
+from turnout.settings import RedisSettings
 
 
 @dataclass
@@ -108,3 +111,108 @@ def python() -> list[str]:
 
 
 __all__ = ["Proc", "Procs", "free_port", "get_json", "python", "start_redis", "wait_http", "wait_workers"]
+
+
+# -- the stacks of one run --------------------------------------------------------
+
+
+def routes_variant(source: Path, target: Path, change: Callable[[dict[str, Any]], None]) -> Path:
+    data = yaml.safe_load(source.read_text())
+    for route in data["models"].values():
+        change(route)
+    target.write_text(yaml.safe_dump(data, sort_keys=False))
+    return target
+
+
+def no_batching(route: dict[str, Any]) -> None:
+    route.pop("max_batch", None)
+    route.pop("max_delay_ms", None)
+
+
+def one_queue(route: dict[str, Any]) -> None:
+    route["queue"] = "cpu"
+    route.pop("fallback", None)
+    route.pop("devices", None)
+
+
+class BenchStack:
+    """The processes of one run, on one embedded Redis."""
+
+    def __init__(self, folder: Path) -> None:
+        from turnout.settings import load_settings
+
+        self.folder = folder
+        self.settings = load_settings()
+        self.redis, self.broker = start_redis(folder)
+        self.procs = Procs(folder, {
+            **os.environ,
+            "TURNOUT_BROKER_URL": self.broker.url,
+            "TURNOUT_HOME": str(folder / "home"),
+            "TURNOUT_MODELS_DIR": str(self.settings.models_dir),
+            "PYTHONUNBUFFERED": "1",
+            "BENCH_BROKER_URL": self.broker.url,
+            "BENCH_MODELS_DIR": str(self.settings.models_dir),
+        })
+
+    def turnout_cmd(self, *args: str) -> list[str]:
+        return [*python(), "-m", "turnout", *args]
+
+    def build_models(self) -> None:
+        import subprocess
+
+        subprocess.run(self.turnout_cmd("models", "build", "--missing"), check=True,
+                       env=self.procs.env)
+
+    def api(self, name: str, routes: Path) -> str:
+        port = free_port()
+        proc = self.procs.spawn(name, self.turnout_cmd("api", "--port", str(port)),
+                                env={"TURNOUT_ROUTES_FILE": str(routes)})
+        url = f"http://127.0.0.1:{port}"
+        wait_http(url, proc, path="/readyz")
+        return url
+
+    def turnout(self, routes: Path, shared: bool = False) -> tuple[str, list[str]]:
+        """Turnout's workers (a CPU worker and one GPU worker per device, or one
+        on the CPU) and an API; with ``shared``, every worker on the cpu queue."""
+        from workers.gpu.nvml import device_count
+
+        env = {"TURNOUT_ROUTES_FILE": str(routes)}
+        tag = "shared" if shared else "bench"
+        names = [f"cpu@{tag}"]
+        self.procs.spawn(names[0], self.turnout_cmd("worker", "cpu", "--name", names[0]), env=env)
+        gpus, _ = device_count()
+        devices = [str(i) for i in range(gpus)] or ["cpu"]
+        for device in devices:
+            name = f"gpu{device}@{tag}" if device != "cpu" else f"gpu-cpu@{tag}"
+            argv = ["worker", "gpu", "--device", device, "--name", name]
+            if shared:
+                argv += ["--queues", "cpu"]
+            self.procs.spawn(name, self.turnout_cmd(*argv), env=env)
+            names.append(name)
+        url = self.api(f"api-{tag}", routes)
+        wait_workers(url, len(names))
+        return url, names
+
+    def baselines(self) -> dict[str, str]:
+        urls = {}
+        for kind in ("floor", "tutorial", "handwritten"):
+            port = free_port()
+            env = {"BENCH_PORT": str(port)}
+            proc = self.procs.spawn(f"{kind}-api", [*python(), "-m", "benchmarks.baselines", kind, "api"], env=env)
+            urls[kind] = f"http://127.0.0.1:{port}"
+            if kind == "tutorial":
+                self.procs.spawn("tutorial-worker", [
+                    *python(), "-m", "celery", "-A", "benchmarks.baselines", "worker",
+                    "-c", "2", "-Q", "tutorial", "--without-gossip", "--without-mingle",
+                    "--without-heartbeat", "-l", "WARNING",
+                ], env={"BENCH_TUTORIAL": "1"})
+            if kind == "handwritten":
+                for i in range(2):
+                    self.procs.spawn(f"handwritten-worker-{i}",
+                                     [*python(), "-m", "benchmarks.baselines", kind, "worker"])
+            wait_http(urls[kind], proc, path="/docs")
+        return urls
+
+    def close(self) -> None:
+        self.procs.stop()
+        self.redis.stop()

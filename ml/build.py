@@ -16,13 +16,14 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ml.artifacts import META_FILE, ModelMeta, sha256_file
+from ml.artifacts import META_FILE, ModelMeta, model_dir, sha256_file
+from turnout.routes import RouteTable
 
 log = logging.getLogger(__name__)
 
@@ -214,3 +215,21 @@ def build(models_dir: Path, name: str, version: str = "1", folder: str | None = 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return Built(name, version, target, meta.metrics, time.perf_counter() - started)
+
+
+def build_table(
+    models_dir: Path, table: RouteTable, names: Sequence[str] = (), missing: bool = False
+) -> Iterator[Built | str]:
+    """Build ``names`` (default: every routed model with a builder), each at its
+    route's version and folder. Yields what was built, or a message for a name
+    with no builder; with ``missing``, models already built are skipped."""
+    for name in names or [n for n in table.routes if n in BUILDERS]:
+        if name not in BUILDERS:
+            yield f"no builder for model {name!r}; known: {', '.join(BUILDERS)}"
+            continue
+        route = table.get(name)
+        version = route.version if route else "1"
+        folder = route.artifact_dir if route else f"{name}/{version}"
+        if missing and route and (model_dir(models_dir, route) / META_FILE).exists():
+            continue
+        yield build(models_dir, name, version, folder)

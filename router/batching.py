@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from router.results import ResultWatcher
-from router.routes import Route
+from turnout.routes import Route
 
 # A batch whose result never came (its worker and the message were lost) stops
 # counting as in flight after its time limit times this, plus a margin.

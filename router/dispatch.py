@@ -14,16 +14,16 @@ import redis.asyncio as aioredis
 from celery import Celery
 from redis.exceptions import RedisError
 
-from router import keys
 from router.batching import Batch, Batcher, Job
-from router.errors import BrokerUnavailable, TaskFinished, UnknownTask
 from router.live import LiveView
 from router.publish import TaskMessages
 from router.results import ResultWatcher, error_text
-from router.routes import RouteTable
 from router.routing import choose_queue
-from router.settings import Settings
 from router.validation import validate_inputs
+from turnout import keys
+from turnout.errors import BrokerUnavailable, TaskFinished, UnknownTask
+from turnout.routes import RouteTable
+from turnout.settings import Settings
 
 # Celery states that the v1 contract folds into its five.
 _STATUS = {"RECEIVED": "PENDING", "RETRY": "PENDING"}

@@ -18,15 +18,15 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from router import keys
-from router.errors import BrokerUnavailable, UnknownBatch
 from router.live import LiveView
 from router.publish import TaskMessages
 from router.results import READY_STATES, error_text
-from router.routes import RouteTable
 from router.routing import choose_queue
-from router.settings import Settings
 from router.validation import validate_inputs
+from turnout import keys
+from turnout.errors import BrokerUnavailable, UnknownBatch
+from turnout.routes import RouteTable
+from turnout.settings import Settings
 
 # Rows per chunk when the route has no max_batch and the client names none.
 DEFAULT_CHUNK_ROWS = 256

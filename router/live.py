@@ -12,9 +12,9 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from router import heartbeats
-from router.routes import RouteTable
 from router.routing import LiveState, LiveWorker
+from turnout import heartbeats
+from turnout.routes import RouteTable
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 from celery import Celery
 
-from router.celery_app import TASK_PREDICT
+from turnout.celery_app import TASK_PREDICT
 
 _ORIGIN = f"{os.getpid()}@{socket.gethostname()}"
 

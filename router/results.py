@@ -18,8 +18,8 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from router import keys
-from router.settings import RedisSettings
+from turnout import keys
+from turnout.settings import RedisSettings
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from router.errors import NoCapacity, QueueFull
-from router.routes import Route, RouteTable
+from turnout.errors import NoCapacity, QueueFull
+from turnout.routes import Route, RouteTable
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ import json
 import math
 from typing import Any
 
-from router.errors import InvalidInput
-from router.routes import Route
+from turnout.errors import InvalidInput
+from turnout.routes import Route
 
 _SHOWN = 40  # how much of an offending value a message quotes
 

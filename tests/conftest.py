@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from router.redis_server import EmbeddedRedis
-from router.settings import RedisSettings
+from turnout.redis_server import EmbeddedRedis
+from turnout.settings import RedisSettings
 
 
 @pytest.fixture(scope="session")

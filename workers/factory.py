@@ -15,11 +15,11 @@ import redis
 from celery import Celery, signals
 
 from ml.artifacts import verify
-from router import heartbeats
-from router.celery_app import TASK_PREDICT, make_celery
-from router.errors import ArtifactError, ConfigError
-from router.routes import RouteTable
-from router.settings import Settings
+from turnout import heartbeats
+from turnout.celery_app import TASK_PREDICT, make_celery
+from turnout.errors import ArtifactError, ConfigError
+from turnout.routes import RouteTable
+from turnout.settings import Settings
 from workers.board import Board
 from workers.gpu.nvml import DeviceTelemetry
 from workers.runtime import WorkerRuntime

@@ -22,9 +22,9 @@ from ml.adapters import LoadedModel, get_adapter
 from ml.adapters.base import TransientError
 from ml.artifacts import verify
 from ml.oom import predict_splitting
-from router import keys
-from router.routes import Route, RouteTable
-from router.settings import Settings
+from turnout import keys
+from turnout.routes import Route, RouteTable
+from turnout.settings import Settings
 from workers.board import Slot
 from workers.memory import DeviceMemory, estimate_mb
 from workers.spec import WorkerSpec

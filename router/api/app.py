@@ -14,14 +14,14 @@ from router.api.deps import Services
 from router.api.errors import install_error_handlers
 from router.api.fastpath import PredictFastPath
 from router.api.limits import BodyLimit
-from router.celery_app import make_celery
 from router.dispatch import Dispatcher
 from router.jobs import BatchJobs
 from router.live import LiveView
 from router.metrics import Metrics
 from router.results import ResultWatcher
-from router.routes import RouteTable
-from router.settings import Settings
+from turnout.celery_app import make_celery
+from turnout.routes import RouteTable
+from turnout.settings import Settings
 
 
 def create_asgi(settings: Settings, table: RouteTable) -> BodyLimit:

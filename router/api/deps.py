@@ -12,8 +12,8 @@ from router.dispatch import Dispatcher
 from router.jobs import BatchJobs
 from router.live import LiveView
 from router.metrics import Metrics
-from router.routes import RouteTable
-from router.settings import Settings
+from turnout.routes import RouteTable
+from turnout.settings import Settings
 
 
 @dataclass

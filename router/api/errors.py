@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
-from router.errors import QueueFull, TurnoutError
+from turnout.errors import QueueFull, TurnoutError
 
 log = logging.getLogger(__name__)
 

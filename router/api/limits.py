@@ -6,7 +6,7 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from router.errors import PayloadTooLarge
+from turnout.errors import PayloadTooLarge
 
 
 class BodyLimit:

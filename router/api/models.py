@@ -9,9 +9,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from router.api.deps import Services, ServicesDep
-from router.errors import NoCapacity, QueueFull, TurnoutError
 from router.routing import choose_queue
 from router.validation import parse_predict_body
+from turnout.errors import NoCapacity, QueueFull, TurnoutError
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from router.settings import RedisSettings
 from tests.support.procs import REPO, Cluster
+from turnout.settings import RedisSettings
 
 ROUTES = REPO / "tests" / "support" / "routes.yaml"
 

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits, load_iris
 
-from router import keys
 from tests.integration.conftest import Stack
 from tests.support.procs import poll_task
+from turnout import keys
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 def test_bench_against_a_running_stack(stack: Stack, tmp_path: Path) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "router", "bench", "--url", stack.url, "--quick", "--scenarios", "ab",
+        [sys.executable, "-m", "turnout", "bench", "--url", stack.url, "--quick", "--scenarios", "ab",
          "--out", str(tmp_path)],
         check=False, cwd=REPO, capture_output=True, text=True, timeout=300,
     )
@@ -33,7 +33,7 @@ def test_bench_against_a_running_stack(stack: Stack, tmp_path: Path) -> None:
 def test_every_scenario_runs_on_its_own_stack(models_dir: Path, tmp_path: Path) -> None:
     env = {"TURNOUT_MODELS_DIR": str(models_dir), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     out = subprocess.run(
-        [sys.executable, "-m", "router", "bench", "--quick", "--out", str(tmp_path / "out")],
+        [sys.executable, "-m", "turnout", "bench", "--quick", "--out", str(tmp_path / "out")],
         check=False, cwd=REPO, capture_output=True, text=True, timeout=600, env=env,
     )
     assert out.returncode == 0, out.stderr[-3000:]

@@ -16,9 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from router.redis_server import free_port
-from router.settings import RedisSettings
 from tests.support.procs import REPO, alive, descendants
+from turnout.redis_server import free_port
+from turnout.settings import RedisSettings
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +27,7 @@ class Up:
     def __init__(self, env: dict[str, str]) -> None:
         self.port = free_port()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "router", "up", "--port", str(self.port)],
+            [sys.executable, "-m", "turnout", "up", "--port", str(self.port)],
             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         self.lines: queue.Queue[str] = queue.Queue()
@@ -97,7 +97,7 @@ def test_up_serves_iris_and_ctrl_c_stops_everything(tmp_path: Path, models_dir: 
     assert len(family) >= 6  # redis, 2 workers and their pool children, the API
 
     second = subprocess.run(
-        [sys.executable, "-m", "router", "up", "--port", str(free_port())],
+        [sys.executable, "-m", "turnout", "up", "--port", str(free_port())],
         cwd=REPO, env=_env(tmp_path, models_dir), capture_output=True, text=True, timeout=60, check=False,
     )
     assert second.returncode == 2
@@ -130,7 +130,7 @@ def test_up_refuses_a_bad_route_table_before_starting_anything(tmp_path: Path, m
     routes = tmp_path / "routes.yaml"
     routes.write_text("models:\n  iris:\n    framework: sklearn\n    version: 1\n    queue: gpux\n    input: {width: 4}\n")
     result = subprocess.run(
-        [sys.executable, "-m", "router", "up"],
+        [sys.executable, "-m", "turnout", "up"],
         cwd=REPO, env=_env(tmp_path, models_dir, TURNOUT_ROUTES_FILE=str(routes)),
         capture_output=True, text=True, timeout=60, check=False,
     )

@@ -15,9 +15,9 @@ import httpx
 import pytest
 from sklearn.datasets import load_digits
 
-from router import keys
 from tests.conftest import start_redis
 from tests.support.procs import REPO, Cluster, alive, descendants, poll_task, wait_for
+from turnout import keys
 
 pytestmark = pytest.mark.integration
 

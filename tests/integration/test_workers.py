@@ -48,7 +48,7 @@ def test_a_gpu_worker_for_a_device_that_is_not_there_refuses_to_start(stack: Sta
     from tests.support.procs import REPO
 
     result = subprocess.run(
-        [sys.executable, "-m", "router", "worker", "gpu", "--device", "7"],
+        [sys.executable, "-m", "turnout", "worker", "gpu", "--device", "7"],
         cwd=REPO, env=stack.cluster.env, capture_output=True, text=True, timeout=60, check=False,
     )
     assert result.returncode == 2

@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 import redis
 
-from router import keys
-from router.redis_server import free_port
-from router.settings import RedisSettings
+from turnout import keys
+from turnout.redis_server import free_port
+from turnout.settings import RedisSettings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -116,7 +116,7 @@ class Cluster:
         log = self.tmp / f"{name.replace('@', '_')}.log"
         fh = log.open("ab")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "router", *args],
+            [sys.executable, "-m", "turnout", *args],
             cwd=REPO,
             env={**self.env, **(env or {})},
             stdout=fh,

@@ -11,8 +11,8 @@ import yaml
 
 from ml.adapters import get_adapter
 from ml.artifacts import verify
-from router.errors import ArtifactError
-from router.routes import Route, parse_routes
+from turnout.errors import ArtifactError
+from turnout.routes import Route, parse_routes
 
 
 def _route(**changes: object) -> Route:

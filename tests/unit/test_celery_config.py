@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import yaml
 
-from router.celery_app import celery_config, make_celery, visibility_timeout_s
-from router.routes import parse_routes
-from router.settings import RedisSettings, Settings
+from turnout.celery_app import celery_config, make_celery, visibility_timeout_s
+from turnout.routes import parse_routes
+from turnout.settings import RedisSettings, Settings
 
 TABLE = parse_routes(
     yaml.safe_load(

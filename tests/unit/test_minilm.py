@@ -9,7 +9,7 @@ import pytest
 
 from ml.adapters import get_adapter
 from ml.artifacts import verify
-from router.routes import load_routes
+from turnout.routes import load_routes
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -46,7 +46,7 @@ def test_vectors_equal_sentence_transformers(models_dir: Path, route, monkeypatc
 def test_a_tampered_tokenizer_is_refused(models_dir: Path, route, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     import shutil
 
-    from router.errors import ArtifactError
+    from turnout.errors import ArtifactError
 
     copy = tmp_path / "models"
     shutil.copytree(models_dir / "minilm", copy / "minilm")

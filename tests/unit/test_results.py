@@ -9,8 +9,8 @@ import uuid
 import redis
 import redis.asyncio as aioredis
 
-from router import keys
 from router.results import ResultWatcher
+from turnout import keys
 
 
 def _publish(client: redis.Redis, task_id: str, status: str) -> None:
@@ -25,7 +25,7 @@ def _url(client: redis.Redis) -> str:
 
 
 def test_a_waiter_hears_its_result_and_ignores_started(redis_client: redis.Redis) -> None:
-    from router.settings import RedisSettings
+    from turnout.settings import RedisSettings
 
     settings = RedisSettings.from_url(_url(redis_client))
 
@@ -58,7 +58,7 @@ def test_a_waiter_hears_its_result_and_ignores_started(redis_client: redis.Redis
 
 
 def test_a_result_published_before_the_subscription_is_found(redis_client: redis.Redis) -> None:
-    from router.settings import RedisSettings
+    from turnout.settings import RedisSettings
 
     settings = RedisSettings.from_url(_url(redis_client))
     task_id = str(uuid.uuid4())

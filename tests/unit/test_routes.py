@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from router.errors import ConfigError
-from router.routes import load_routes, parse_routes
+from turnout.errors import ConfigError
+from turnout.routes import load_routes, parse_routes
 
 REPO = Path(__file__).resolve().parents[2]
 

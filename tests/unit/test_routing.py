@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from router.errors import NoCapacity, QueueFull
-from router.routes import parse_routes
 from router.routing import LiveState, LiveWorker, candidates, choose_queue
+from turnout.errors import NoCapacity, QueueFull
+from turnout.routes import parse_routes
 
 TABLE = parse_routes(
     yaml.safe_load(

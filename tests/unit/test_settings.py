@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from router.errors import ConfigError
-from router.settings import RedisSettings, Settings
+from turnout.errors import ConfigError
+from turnout.settings import RedisSettings, Settings
 
 
 @pytest.mark.parametrize(

@@ -5,9 +5,9 @@ from typing import Any
 import pytest
 import yaml
 
-from router.errors import InvalidInput
-from router.routes import parse_routes
 from router.validation import parse_predict_body, validate_inputs
+from turnout.errors import InvalidInput
+from turnout.routes import parse_routes
 
 TABLE = parse_routes(
     yaml.safe_load(

@@ -13,7 +13,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from router import keys
+from turnout import keys
 
 
 def publish(client: redis.Redis, doc: dict[str, Any], ttl_s: float) -> None:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from router.errors import ConfigError
+from turnout.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -150,9 +151,11 @@ class Settings(BaseSettings):
             ) from None
 
 
-def load_settings() -> Settings:
+def load_settings(**overrides: Any) -> Settings:
+    """The settings from the environment, with ``overrides`` (by field name, as
+    the command line gives them) laid over it and validated like the rest."""
     try:
-        return Settings()
+        return Settings(**overrides)
     except ConfigError:
         raise
     except ValueError as exc:  # pydantic's ValidationError

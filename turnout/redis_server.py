@@ -16,8 +16,8 @@ from typing import IO
 
 import redis
 
-from router.errors import ConfigError
-from router.settings import RedisSettings
+from turnout.errors import ConfigError
+from turnout.settings import RedisSettings
 
 
 def find_redis_server(configured: str = "") -> str:

@@ -11,8 +11,8 @@ from typing import Any
 
 from celery import Celery
 
-from router.routes import RouteTable
-from router.settings import RedisSettings, Settings
+from turnout.routes import RouteTable
+from turnout.settings import RedisSettings, Settings
 
 TASK_PREDICT = "turnout.predict"
 

@@ -8,10 +8,8 @@ them, process groups included, so that nothing is left behind.
 
 from __future__ import annotations
 
-import ctypes
 import fcntl
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -19,90 +17,16 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections import deque
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO, Any
 
-from router.errors import ConfigError
-from router.redis_server import EmbeddedRedis
-from router.settings import RedisSettings, Settings
-
-log = logging.getLogger("turnout.up")
+from turnout.errors import ConfigError
+from turnout.redis_server import EmbeddedRedis
+from turnout.settings import RedisSettings, Settings
+from turnout.supervisor import Part
 
 READY_TIMEOUT_S = 300.0
 STOP_GRACE_S = 20.0
 MAX_RESTARTS_PER_MINUTE = 5
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGTERM if `turnout up` itself dies, even
-    by SIGKILL, so that no part outlives it (Linux only; elsewhere a no-op)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
-@dataclass
-class Part:
-    name: str
-    argv: list[str]
-    log_path: Path
-    env: dict[str, str]
-    proc: subprocess.Popen[bytes] | None = None
-    log_file: IO[bytes] | None = None
-    restarts: deque[float] = field(default_factory=deque)
-
-    def start(self) -> None:
-        self.log_file = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            self.argv,
-            stdout=self.log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=self.env,
-            start_new_session=True,  # its own process group: Ctrl-C reaches us, not it
-            # `up` runs no threads, so preexec_fn cannot deadlock here.
-            preexec_fn=_die_with_parent,  # noqa: PLW1509
-        )
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def signal_group(self, sig: int) -> None:
-        if self.proc is None:
-            return
-        try:
-            os.killpg(self.proc.pid, sig)
-        except ProcessLookupError:
-            pass
-
-    def stop(self, grace_s: float) -> None:
-        if self.proc is not None:
-            # A Celery worker's SIGTERM is a warm shutdown: it finishes the job
-            # in hand (late acks give back any it had not started).
-            self.signal_group(signal.SIGTERM)
-            try:
-                self.proc.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                log.warning("%s did not stop in %.0f s; killing it", self.name, grace_s)
-            # Kill what is left of the group: pool children, stragglers.
-            self.signal_group(signal.SIGKILL)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                pass
-        if self.log_file is not None:
-            self.log_file.close()
-            self.log_file = None
-
-    def tail(self, lines: int = 15) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
 
 
 class Stack:
@@ -173,7 +97,7 @@ class Stack:
 
     def _build_models(self) -> None:
         env = {**os.environ, "TURNOUT_MODELS_DIR": str(self.settings.models_dir)}
-        cmd = [sys.executable, "-m", "router", "models", "build", "--missing"]
+        cmd = [sys.executable, "-m", "turnout", "models", "build", "--missing"]
         if subprocess.run(cmd, env=env, check=False).returncode != 0:
             raise ConfigError("building the models failed (see above)")
 
@@ -206,6 +130,7 @@ class Stack:
             "TURNOUT_HOME": str(self.settings.home),
             "TURNOUT_MODELS_DIR": str(self.settings.models_dir),
             "TURNOUT_ROUTES_FILE": str(self.settings.routes_file),
+            "TURNOUT_LOG_LEVEL": self.settings.log_level,
             "PYTHONUNBUFFERED": "1",
         }
 
@@ -213,7 +138,7 @@ class Stack:
         from workers.gpu.nvml import device_count
 
         logs = self.settings.logs_dir
-        me = [sys.executable, "-m", "router"]
+        me = [sys.executable, "-m", "turnout"]
         self.parts.append(Part("worker cpu", me + ["worker", "cpu"], logs / "worker-cpu.log", env))
         count, why = device_count()
         if count:

@@ -1,0 +1,126 @@
+"""The benchmark's scenarios (a to e) and how one figure is measured: the
+medians of ``--repeats`` closed-loop runs."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks.client import Progress, Run, closed_loop, open_loop
+
+IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
+DIGITS_ROW = [0.0, 0.0, 5.0, 13.0, 9.0, 1.0, 0.0, 0.0] * 8
+SENTENCE = "Turnout sends each job down the right track."
+SCENARIOS = "abcde"
+BODIES: dict[str, dict[str, Any]] = {
+    "iris": {"inputs": [IRIS_ROW], "wait": 30},
+    "digits-cnn": {"inputs": [DIGITS_ROW], "wait": 30},
+    "minilm": {"inputs": [SENTENCE], "wait": 30},
+}
+
+
+@dataclass
+class Options:
+    out: Path
+    repeats: int
+    duration_s: float
+    concurrencies: list[int]
+    isolation_s: float
+    warmup_s: float
+    isolation_rate: float
+    progress: bool | None
+    scenarios: str
+
+
+def predict_path(model: str) -> str:
+    return f"/v1/models/{model}/predict"
+
+
+class Bench:
+    def __init__(self, options: Options) -> None:
+        self.o = options
+        self.results: dict[str, Any] = {}
+
+    def measure(self, label: str, url: str, model: str, concurrency: int,
+                duration_s: float | None = None, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Closed-loop runs, ``repeats`` times; the medians of each figure."""
+        runs: list[Run] = []
+        # Unrecorded warm-up: connections, caches, and any worker still busy
+        # with the previous figure's stragglers.
+        asyncio.run(closed_loop(url, predict_path(model), body or BODIES[model], concurrency,
+                                duration_s=self.o.warmup_s))
+        for i in range(self.o.repeats):
+            bar = Progress(f"{label} c={concurrency} ({i + 1}/{self.o.repeats})",
+                           duration_s or self.o.duration_s, self.o.progress)
+            runs.append(asyncio.run(closed_loop(
+                url, predict_path(model), body or BODIES[model], concurrency,
+                duration_s=duration_s or self.o.duration_s, progress=bar,
+            )))
+        return _median(runs) | {"system": label, "model": model, "concurrency": concurrency}
+
+
+def _median(runs: list[Run]) -> dict[str, Any]:
+    summaries = [r.summary() for r in runs]
+    out: dict[str, Any] = {}
+    for key in ("throughput_rps", "p50_ms", "p90_ms", "p99_ms", "client_cpu_per_request_us"):
+        out[key] = round(statistics.median(s[key] for s in summaries), 3)
+    out["requests"] = sum(s["requests"] for s in summaries)
+    out["errors"] = sum(s["errors"] for s in summaries)
+    out["client_cpu_s"] = round(sum(s["client_cpu_s"] for s in summaries), 3)
+    out["wall_s"] = round(sum(s["wall_s"] for s in summaries), 3)
+    out["runs"] = len(runs)
+    return out
+
+
+def scenario_a(bench: Bench, url: str) -> list[dict[str, Any]]:
+    return [bench.measure("turnout", url, model, 1) for model in ("iris", "digits-cnn", "minilm")]
+
+
+def scenario_b(bench: Bench, url: str, baselines: dict[str, str]) -> list[dict[str, Any]]:
+    rows = []
+    for c in bench.o.concurrencies:
+        rows.append(bench.measure("turnout", url, "iris", c))
+        for name in ("tutorial", "handwritten"):
+            if name in baselines:
+                rows.append(bench.measure(name, baselines[name], "iris", c))
+    return rows
+
+
+def scenario_c(bench: Bench, floor: str) -> list[dict[str, Any]]:
+    return [bench.measure("floor", floor, "iris", c) for c in bench.o.concurrencies]
+
+
+def scenario_d(bench: Bench, on: str, off: str) -> list[dict[str, Any]]:
+    return [
+        bench.measure("batching on", on, "digits-cnn", 64),
+        bench.measure("batching off", off, "digits-cnn", 64),
+    ]
+
+
+def isolation_run(bench: Bench, url: str, label: str, saturate: bool) -> dict[str, Any]:
+    """iris at a steady rate; with ``saturate``, minilm work flooding its
+    route's queue at the same time."""
+
+    async def go() -> tuple[Run, Run | None]:
+        bar = Progress(f"isolation: {label}", bench.o.isolation_s, bench.o.progress)
+        iris = open_loop(url, predict_path("iris"), BODIES["iris"], bench.o.isolation_rate,
+                         bench.o.isolation_s, progress=bar)
+        if not saturate:
+            return await iris, None
+        flood_body = {"inputs": [SENTENCE] * 8, "wait": 60}
+        flood = closed_loop(url, predict_path("minilm"), flood_body, 16,
+                            duration_s=bench.o.isolation_s + 1)
+        # The flood starts first and outlasts the iris run.
+        flood_task = asyncio.create_task(flood)
+        await asyncio.sleep(1.0)
+        iris_run = await iris
+        return iris_run, await flood_task
+
+    iris_run, flood_run = asyncio.run(go())
+    row = iris_run.summary() | {"system": label, "model": "iris", "rate_rps": bench.o.isolation_rate}
+    if flood_run is not None:
+        row["flood_minilm_rps"] = round(flood_run.throughput, 1)
+    return row

@@ -1,0 +1,47 @@
+"""The ``turnout`` command's front: options, their environment variables, and
+errors that name what was wrong (no processes are started here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from turnout.cli import main
+
+
+def test_help_shows_each_options_environment_variable(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["api", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "TURNOUT_API_HOST" in out and "TURNOUT_API_PORT" in out
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for var in ("TURNOUT_HOME", "TURNOUT_ROUTES_FILE", "TURNOUT_MODELS_DIR", "TURNOUT_LOG_LEVEL"):
+        assert var in out
+
+
+def test_a_bad_route_table_given_as_an_option_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "routes.yaml"
+    bad.write_text("models:\n  iris:\n    framework: sklearn\n    version: 1\n    queue: gpux\n"
+                   "    input: {kind: tabular, width: 4}\n")
+    assert main(["--routes", str(bad), "routes", "check"]) == 2
+    err = capsys.readouterr().err
+    assert "models.iris.queue (line 5)" in err and "gpux" in err
+
+
+def test_options_are_validated_with_the_settings(capsys: pytest.CaptureFixture[str]) -> None:
+    # The port goes through the same pydantic settings as TURNOUT_API_PORT.
+    assert main(["up", "--port", "70000"]) == 2
+    assert "api_port" in capsys.readouterr().err
+
+
+def test_a_gpu_worker_needs_a_device(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["worker", "gpu"]) == 2
+    assert "--device" in capsys.readouterr().err
+
+
+def test_an_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["frobnicate"]) == 2
+    assert "No such command" in capsys.readouterr().err

@@ -1,0 +1,63 @@
+"""The command group and what every subcommand shares: the settings, built
+once from the environment with the group's options laid over it."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from turnout.routes import RouteTable, load_routes
+from turnout.settings import Settings, load_settings
+
+
+@dataclass
+class Context:
+    # Options given on the command line (or by their environment variables);
+    # pydantic validates them with the rest of the settings.
+    overrides: dict[str, Any] = field(default_factory=dict)
+    _settings: Settings | None = None
+
+    def settings(self, **more: Any) -> Settings:
+        if more:
+            return load_settings(**self.overrides, **{k: v for k, v in more.items() if v is not None})
+        if self._settings is None:
+            self._settings = load_settings(**self.overrides)
+        return self._settings
+
+    def table(self) -> RouteTable:
+        return load_routes(self.settings().routes_file)
+
+    def logging(self) -> None:
+        logging.basicConfig(
+            level=self.settings().log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.option("--home", type=click.Path(path_type=Path), envvar="TURNOUT_HOME", show_envvar=True,
+              help="State folder: Redis data, logs, generated passwords.")
+@click.option("--routes", "routes_file", type=click.Path(path_type=Path),
+              envvar="TURNOUT_ROUTES_FILE", show_envvar=True,
+              help="The route table (default: configs/routes.yaml).")
+@click.option("--models-dir", type=click.Path(path_type=Path), envvar="TURNOUT_MODELS_DIR",
+              show_envvar=True, help="Model artifacts (default: models/).")
+@click.option("--log-level", envvar="TURNOUT_LOG_LEVEL", show_envvar=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+              help="Log level (default: INFO).")
+@click.version_option(package_name="turnout")
+@click.pass_context
+def cli(ctx: click.Context, **options: Any) -> None:
+    """Turnout: a GPU-aware, multi-queue inference router on Celery and Redis.
+
+    Every setting is a TURNOUT_* environment variable (the README lists them);
+    the options here override them for one command.
+    """
+    ctx.obj = Context(overrides={k: v for k, v in options.items() if v is not None})

@@ -1,0 +1,89 @@
+"""The commands that run a part of the stack: ``up``, ``api``, ``worker``,
+and ``bench``, which hands its arguments to the benchmark."""
+
+from __future__ import annotations
+
+import click
+
+from turnout.cli.context import Context, pass_context
+
+_port = click.option("--port", type=int, envvar="TURNOUT_API_PORT", show_envvar=True,
+                     help="API port (default 8000).")
+
+
+@click.command()
+@_port
+@pass_context
+def up(ctx: Context, port: int | None) -> int:
+    """Run the whole stack on this machine: Redis, workers and the API."""
+    from turnout.stack import Stack
+
+    settings = ctx.settings(api_port=port)
+    ctx.table()  # a bad route table stops `up` before anything starts
+    return Stack(settings, port=settings.api_port).run()
+
+
+@click.command()
+@click.option("--host", envvar="TURNOUT_API_HOST", show_envvar=True,
+              help="Address to bind (default 127.0.0.1).")
+@_port
+@click.option("--access-log", is_flag=True, help="Log every request.")
+@pass_context
+def api(ctx: Context, host: str | None, port: int | None, access_log: bool) -> int:
+    """Run the HTTP API."""
+    import uvicorn
+
+    from router.api.app import create_asgi
+
+    settings = ctx.settings(api_host=host, api_port=port)
+    ctx.logging()
+    uvicorn.run(
+        create_asgi(settings, ctx.table()),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level=settings.log_level.lower(),
+        access_log=access_log,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+@click.command()
+@click.argument("kind", type=click.Choice(["cpu", "gpu"]))
+@click.option("--device", help="gpu: the GPU index to pin to; 'cpu' to run on the CPU; 'cpu:N' "
+              "to run on the CPU in device N's place (it consumes gpu.N).")
+@click.option("--concurrency", type=click.IntRange(min=1),
+              help="cpu: pool size (default: cores).")
+@click.option("--name", help="Celery node name (default cpu@host, gpuN@host).")
+@click.option("--queues", help="Consume these queues (comma-separated) instead of the kind's "
+              "own: e.g. a GPU worker that also serves the CPU queue.")
+@click.option("--memory-limit-mb", type=float, help="gpu: the most device memory this "
+              "worker's models may use; a model that does not fit is refused, and the "
+              "allocator enforces the cap.")
+@pass_context
+def worker(ctx: Context, kind: str, device: str | None, concurrency: int | None,
+           name: str | None, queues: str | None, memory_limit_mb: float | None) -> int:
+    """Run a CPU or GPU worker."""
+    from workers.start import worker_spec
+
+    spec = worker_spec(kind, device=device, concurrency=concurrency, name=name, queues=queues,
+                       memory_limit_mb=memory_limit_mb)
+    # Imported after the spec: a GPU worker pins its device before torch loads.
+    from workers.factory import run_worker
+
+    ctx.logging()
+    return run_worker(spec, ctx.settings(), ctx.table())
+
+
+@click.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                      "help_option_names": []},
+    add_help_option=False,
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def bench(args: tuple[str, ...]) -> int:
+    """The benchmark: turnout bench --help."""
+    # Imported here: the benchmark pulls in matplotlib and its baselines.
+    from benchmarks.run import main as bench_main
+
+    return bench_main(list(args))
