@@ -15,12 +15,17 @@ from turnout.routes import RouteTable
 from turnout.settings import RedisSettings, Settings
 
 TASK_PREDICT = "turnout.predict"
+TRANSPORT = "turnout.transport:Transport"
+BACKEND = "turnout.backend:FencedRedisBackend"
 
 
 def visibility_timeout_s(settings: Settings, table: RouteTable) -> int:
-    """How long an unacknowledged message stays with its worker before Redis
-    hands it to another one. It must outlast the longest time limit plus the
-    longest queue wait, or a slow job would be run twice."""
+    """kombu's visibility timeout: after it, an unacknowledged message *with no
+    owner* is given to another worker. Owned deliveries come back only when
+    their worker is declared dead (turnout.delivery), so this is a last
+    backstop; it still outlasts the longest time limit plus queue wait."""
+    if settings.visibility_timeout_s is not None:
+        return settings.visibility_timeout_s
     return int(table.max_time_limit_s + settings.max_queue_wait_s)
 
 
@@ -28,7 +33,10 @@ def celery_config(redis: RedisSettings, settings: Settings, table: RouteTable) -
     vt = visibility_timeout_s(settings, table)
     conf: dict[str, Any] = {
         "broker_url": redis.url,
-        "result_backend": redis.url,
+        # kombu's Redis transport with owned deliveries, and Celery's Redis
+        # backend with fenced results (turnout/delivery.py says why).
+        "broker_transport": TRANSPORT,
+        "result_backend": f"{BACKEND}+{redis.url}",
         # JSON only, both ways: a worker never unpickles what the broker hands it.
         "task_serializer": "json",
         "result_serializer": "json",
@@ -73,6 +81,8 @@ def celery_config(redis: RedisSettings, settings: Settings, table: RouteTable) -
         "task_default_queue": "cpu",
         "task_create_missing_queues": True,
         "worker_send_task_events": False,
+        # Read by the result backend: record each result in the ledger.
+        "turnout_ledger": settings.ledger,
         "task_send_sent_event": False,
         # A child that loads a deep model needs longer than Celery's default 4 s
         # to say it is alive.

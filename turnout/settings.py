@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from turnout.errors import ConfigError
@@ -109,9 +109,19 @@ class Settings(BaseSettings):
     # The longest a job may sit in a queue before it runs; with the longest
     # route time limit it bounds the broker's visibility timeout.
     max_queue_wait_s: int = Field(default=3600, ge=1)
+    # kombu's visibility timeout, when set: only `turnout chaos` and tests set
+    # it short, to show that a live worker's long job is never taken from it.
+    visibility_timeout_s: int | None = Field(default=None, ge=1)
     # A message that killed its worker this many times is failed, not retried.
     max_deliveries: int = Field(default=3, ge=1)
-    heartbeat_s: float = Field(default=2.0, gt=0)
+    # Workers beat every heartbeat_s; one silent for dead_after_s, on the
+    # observer's own clock, is declared dead and its jobs are given back.
+    heartbeat_s: float = Field(default=1.0, gt=0)
+    dead_after_s: float = Field(default=5.0, gt=0)
+    reap_interval_s: float = Field(default=0.5, gt=0)
+    # The execution ledger: every run and every result of every task, in Redis
+    # (turnout:ledger). For `turnout chaos`; off in production.
+    ledger: bool = False
     log_level: str = "INFO"
 
     @field_validator("broker_url")
@@ -120,6 +130,21 @@ class Settings(BaseSettings):
         if value:
             RedisSettings.from_url(value)  # raises ConfigError naming the variable
         return value or None
+
+    @model_validator(mode="after")
+    def _death_after_beats(self) -> Settings:
+        if self.dead_after_s < 2.5 * self.heartbeat_s:
+            raise ValueError(
+                f"TURNOUT_DEAD_AFTER_S ({self.dead_after_s:g}) must be at least 2.5 heartbeats "
+                f"(TURNOUT_HEARTBEAT_S is {self.heartbeat_s:g}), or a slow beat kills a live worker"
+            )
+        return self
+
+    @property
+    def fence_after_s(self) -> float:
+        """A worker that could not beat for this long kills its running
+        children: it stops itself before anyone can declare it dead."""
+        return self.dead_after_s - 1.5 * self.heartbeat_s
 
     @field_validator("api_host")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -15,7 +16,7 @@ import redis
 from celery import Celery, signals
 
 from ml.artifacts import verify
-from turnout import heartbeats
+from turnout import delivery, heartbeats
 from turnout.celery_app import TASK_PREDICT, make_celery
 from turnout.errors import ArtifactError, ConfigError
 from turnout.routes import RouteTable
@@ -38,13 +39,18 @@ class WorkerApp:
     concurrency: int
     # What each pool child posts for the heartbeat (shared across the fork).
     board: Board
+    incarnation: str = ""
 
     def all_loaded(self) -> bool:
         return self.board.ready() >= self.concurrency
 
 
-def build_worker_app(spec: WorkerSpec, settings: Settings, table: RouteTable) -> WorkerApp:
-    """The Celery app with the predict task bound to this process's runtime."""
+def build_worker_app(
+    spec: WorkerSpec, settings: Settings, table: RouteTable, incarnation: str = ""
+) -> WorkerApp:
+    """The Celery app with the predict task bound to this process's runtime.
+    ``incarnation`` names this start of the worker in its deliveries' owners
+    and its tasks' leases (turnout.delivery)."""
     routes = table.routes_for_queues(set(spec.queues))
     if not routes:
         raise ConfigError(f"worker {spec.name}: no route in {table.source} uses {spec.queues}")
@@ -60,6 +66,13 @@ def build_worker_app(spec: WorkerSpec, settings: Settings, table: RouteTable) ->
         raise ConfigError(f"worker {spec.name} cannot start: " + "; ".join(problems))
 
     app = make_celery(settings, table)
+    if incarnation:
+        # Read by the transport's QoS (owners) and the result backend (leases);
+        # the pool children inherit it across the fork.
+        app.conf.broker_transport_options = {
+            **app.conf.broker_transport_options, "turnout_incarnation": incarnation,
+        }
+        app.conf.turnout_incarnation = incarnation
     app.conf.worker_prefetch_multiplier = spec.prefetch_multiplier
     app.conf.worker_disable_prefetch = spec.disable_prefetch
 
@@ -75,18 +88,28 @@ def build_worker_app(spec: WorkerSpec, settings: Settings, table: RouteTable) ->
 
     def init_child(**_: Any) -> None:
         global _runtime
-        runtime = WorkerRuntime(spec, settings, table, routes, slot=board.claim())
+        runtime = WorkerRuntime(
+            spec, settings, table, routes, slot=board.claim(), incarnation=incarnation
+        )
         runtime.load()
         _runtime = runtime
 
     signals.worker_process_init.connect(init_child, weak=False)
-    return WorkerApp(app, [r.name for r in routes], spec.concurrency, board)
+    return WorkerApp(app, [r.name for r in routes], spec.concurrency, board, incarnation)
 
 
 class Heartbeat:
-    """A thread in the worker's parent that says, every few seconds, that the
+    """A thread in the worker's parent that says, every second or so, that the
     worker is alive, which queues it consumes, which models it serves (and
-    refused), what its children are running and, for a GPU, NVML's figures."""
+    refused), what its children are running and, for a GPU, NVML's figures.
+
+    It runs in the parent, never in a pool child, so a long forward pass cannot
+    starve it. Each beat also moves the incarnation's counter, by which
+    reapers judge it alive (turnout.delivery), and runs one reaper look.
+    Fencing: a worker that could not beat for ``fence_after_s`` kills its
+    running children before anyone can declare it dead, and one that learns
+    it was declared dead stops at once, so that a fresh incarnation replaces it.
+    """
 
     def __init__(
         self,
@@ -101,8 +124,10 @@ class Heartbeat:
         self.board = worker.board
         self.telemetry = telemetry
         models = worker.models
+        self.incarnation = worker.incarnation
         self.doc: dict[str, Any] = {
             "name": spec.name,
+            "incarnation": worker.incarnation,
             "kind": spec.kind,
             "queues": list(spec.queues),
             "device": spec.device_label,
@@ -131,19 +156,61 @@ class Heartbeat:
 
     def _loop(self) -> None:
         interval = self.settings.heartbeat_s
-        # Celery says "ready" once it consumes, which can be before the pool
-        # children have loaded their models: announce only after they have.
-        while not self.ready():
-            if self._stop.wait(0.05):
-                return
-        log.info("worker %s: all models loaded; announcing it", self.spec.name)
+        assert self._client is not None
+        scripts = delivery.Scripts(self._client)
+        reaper = delivery.Reaper(self._client, self.settings.dead_after_s, name=self.spec.name)
+        last_beat = time.monotonic()
+        fenced = False
+        announced = False
         while not self._stop.is_set():
             try:
-                assert self._client is not None
-                heartbeats.publish(self._client, self.current(), ttl_s=interval * 3)
+                if self.incarnation and delivery.beat(scripts, self.incarnation) < 0:
+                    self._declared_dead()
+                    return
+                last_beat = time.monotonic()
+                fenced = False
+                # Celery says "ready" once it consumes, which can be before the
+                # pool children have loaded their models: announce only after.
+                if announced or self.ready():
+                    if not announced:
+                        log.info("worker %s: all models loaded; announcing it", self.spec.name)
+                        announced = True
+                    heartbeats.publish(self._client, self.current(), ttl_s=interval * 3)
+                reaper.tick()
             except redis.RedisError as exc:
                 log.warning("heartbeat not sent: %s", exc)
-            self._stop.wait(interval)
+                silent = time.monotonic() - last_beat
+                if not fenced and silent >= self.settings.fence_after_s:
+                    fenced = True
+                    self._kill_running(f"no heartbeat for {silent:.1f} s")
+            self._stop.wait(interval if announced else min(interval, 0.05))
+
+    def _kill_running(self, why: str) -> None:
+        """SIGKILL the children that are running a job: after this long
+        without a beat, the job may be given to another worker at any moment,
+        and it must not run on here. The pool replaces the children."""
+        for child in self.board.read():
+            if child.get("current") and child.get("pid"):
+                log.error("worker %s: %s; killing child %s running %s", self.spec.name, why,
+                          child["pid"], child["current"].get("task_id"))
+                try:
+                    os.kill(int(child["pid"]), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+    def _declared_dead(self) -> None:
+        """Our jobs have been given to others: stop everything now. Whatever
+        the children would write is fenced off anyway; killing them saves the
+        device. A supervisor (`turnout up`, systemd) starts a fresh worker."""
+        log.error("worker %s was declared dead (its beats stopped for %.0f s); its jobs went "
+                  "to other workers; stopping", self.incarnation, self.settings.dead_after_s)
+        for child in self.board.read():
+            if child.get("pid"):
+                try:
+                    os.kill(int(child["pid"]), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        os.kill(os.getpid(), signal.SIGKILL)
 
     def current(self) -> dict[str, Any]:
         """The heartbeat document now: the fixed part plus the children's posts."""
@@ -177,28 +244,49 @@ class Heartbeat:
         return doc
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        """Withdraw the announcement (the worker is going away). The beats go
+        on until ``retire``: a warm shutdown still finishes its jobs."""
         if self._client is not None:
             try:
                 heartbeats.withdraw(self._client, self.spec.name)
             except redis.RedisError:
                 pass  # the key expires on its own
 
+    def retire(self) -> None:
+        """After the consumer has stopped: give back whatever is still held,
+        and strike the incarnation off."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self._client is not None and self.incarnation:
+            try:
+                moved = delivery.retire(self._client, self.incarnation)
+                if moved:
+                    log.info("worker %s: %d job(s) given back at shutdown", self.spec.name, moved)
+            except redis.RedisError as exc:
+                log.warning("worker %s: could not retire (%s); reapers will", self.spec.name, exc)
+
 
 def run_worker(spec: WorkerSpec, settings: Settings, table: RouteTable) -> int:
-    worker_app = build_worker_app(spec, settings, table)
+    incarnation = delivery.new_incarnation(spec.name)
+    worker_app = build_worker_app(spec, settings, table, incarnation)
     app = worker_app.app
     telemetry = DeviceTelemetry() if spec.device == "cuda" else None
     heartbeat = Heartbeat(spec, settings, worker_app, telemetry)
     # Announce the worker only once its pool is up, and take it back first thing
     # on shutdown, so the router never routes to a worker that is going away.
-    signals.worker_ready.connect(lambda **_: heartbeat.start(), weak=False)
+    # Registered before the consumer starts, so that its first message has an
+    # owner; beating from then on, before the children have loaded.
+    client = redis.Redis.from_url(settings.redis().url, socket_timeout=5)
+    delivery.register(client, incarnation)
+    client.close()
+    heartbeat.start()
     signals.worker_shutting_down.connect(lambda **_: heartbeat.stop(), weak=False)
+    signals.worker_shutdown.connect(lambda **_: heartbeat.retire(), weak=False)
     log.info(
-        "starting worker %s: queues %s, concurrency %d, device %s, broker %s",
+        "starting worker %s (incarnation %s): queues %s, concurrency %d, device %s, broker %s",
         spec.name,
+        incarnation,
         ",".join(spec.queues),
         spec.concurrency,
         spec.device_label,

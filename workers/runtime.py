@@ -22,7 +22,7 @@ from ml.adapters import LoadedModel, get_adapter
 from ml.adapters.base import TransientError
 from ml.artifacts import verify
 from ml.oom import predict_splitting
-from turnout import keys
+from turnout import delivery, keys
 from turnout.routes import Route, RouteTable
 from turnout.settings import Settings
 from workers.board import Slot
@@ -59,6 +59,9 @@ class WorkerRuntime:
     refused: dict[str, str] = field(default_factory=dict)
     client: redis.Redis | None = None
     memory: DeviceMemory | None = None
+    # The worker's incarnation (turnout.delivery): what its leases name.
+    incarnation: str = ""
+    scripts: delivery.Scripts | None = None
 
     def load(self) -> None:
         if self.spec.torch_threads and any(r.framework != "sklearn" for r in self.routes):
@@ -94,6 +97,7 @@ class WorkerRuntime:
             )
         self.memory.mark_baseline()
         self.client = redis.Redis.from_url(self.settings.redis().url)
+        self.scripts = delivery.Scripts(self.client)
         self._post(
             ready=True,
             models=sorted(self.models),
@@ -127,17 +131,14 @@ class WorkerRuntime:
         task_id = task.request.id
         hostname = task.request.hostname or self.spec.name
         assert self.client is not None and self.memory is not None
-        # One round trip: count the delivery, look for revocations, say STARTED.
-        pipe = self.client.pipeline(transaction=False)
-        self._store(pipe, task_id, "STARTED", {"pid": os.getpid(), "hostname": hostname})
-        pipe.incr(keys.deliveries(task_id))
-        pipe.expire(keys.deliveries(task_id), self.settings.result_ttl_s)
-        for request_id, _, _ in requests:
-            pipe.exists(keys.revoked(request_id))
-        _, _, deliveries, _, *revoked = pipe.execute()
+        # One round trip, under the task's lease: say STARTED, count the
+        # delivery, look for revocations, and record the run in the ledger.
+        started = self._start(task_id, hostname, requests, started_at)
+        if started is None:
+            raise Ignore()
+        deliveries, revoked = started
         if all(revoked):
-            # Celery stored STARTED just before this body ran; put REVOKED back
-            # so that the result backend agrees with what the router said.
+            # Put REVOKED in the result so that it agrees with what the router said.
             task.backend.mark_as_revoked(task_id, reason="revoked through the API")
             raise Ignore()
         limit = self.settings.max_deliveries + route.retries.max
@@ -186,18 +187,63 @@ class WorkerRuntime:
             "batch_size": len(requests),
             "rows": len(rows),
         }
-        pipe = self.client.pipeline(transaction=False)
-        self._store(pipe, task_id, "SUCCESS", body)
-        pipe.execute()
+        self._finish(task_id, body)
         return body
 
-    def _store(self, pipe: redis.client.Pipeline, task_id: str, status: str, result: Any) -> None:
-        """Write a state as Celery's Redis backend would (same key, same
-        document, published on the same channel), inside ``pipe``."""
+    def _start(
+        self, task_id: str, hostname: str, requests: list[list[Any]], started_at: float
+    ) -> tuple[int, list[int]] | None:
+        """STARTED, under the lease: (deliveries so far, revoked flag per
+        request), or None when this run must not happen: the worker no longer
+        owns the task, or the task already has its result."""
+        assert self.scripts is not None
+        entry = ""
+        if self.settings.ledger:
+            entry = orjson.dumps({
+                "event": "start", "task": task_id, "incarnation": self.incarnation,
+                "requests": [r[0] for r in requests], "t": started_at, "pid": os.getpid(),
+            }).decode()
+        code, deliveries, *revoked = self.scripts.start(
+            keys=[delivery.LEASES, delivery.done(task_id), keys.result(task_id), delivery.STATS,
+                  keys.deliveries(task_id), delivery.LEDGER,
+                  *(keys.revoked(r[0]) for r in requests)],
+            args=[self.incarnation, task_id,
+                  self._meta(task_id, "STARTED", {"pid": os.getpid(), "hostname": hostname}),
+                  self.settings.result_ttl_s, entry],
+        )
+        if code == 0:
+            log.warning("task %s: not run: worker %s no longer owns it", task_id, self.incarnation)
+            return None
+        if code == -1:
+            log.warning("task %s: not run again: it already has its result", task_id)
+            return None
+        return int(deliveries), [int(r) for r in revoked]
+
+    def _finish(self, task_id: str, body: dict[str, Any]) -> None:
+        """The result, under the lease, if it is the task's first."""
+        assert self.scripts is not None
+        entry = ""
+        if self.settings.ledger:
+            entry = orjson.dumps({"event": "result", "task": task_id, "state": "SUCCESS",
+                                  "incarnation": self.incarnation, "t": time.time()}).decode()
+        stored = self.scripts.store(
+            keys=[delivery.LEASES, delivery.done(task_id), keys.result(task_id), delivery.STATS,
+                  delivery.LEDGER],
+            args=[self.incarnation, task_id, self._meta(task_id, "SUCCESS", body),
+                  self.settings.result_ttl_s, entry],
+        )
+        if stored != 1:
+            log.warning("task %s: result dropped (%s)", task_id,
+                        "no longer owned" if stored == 0 else "a result was already stored")
+
+    @staticmethod
+    def _meta(task_id: str, status: str, result: Any) -> bytes:
+        """A state as Celery's Redis backend writes it (same key, same
+        document, published on the same channel)."""
         done = time.strftime("%Y-%m-%dT%H:%M:%S.000000+00:00", time.gmtime())
         # orjson: a batch of embeddings is hundreds of kB of floats, which
         # the stdlib encodes ten times slower.
-        meta = orjson.dumps(
+        return orjson.dumps(
             {
                 "status": status,
                 "result": result,
@@ -207,9 +253,6 @@ class WorkerRuntime:
                 "task_id": task_id,
             },
         )
-        key = keys.result(task_id)
-        pipe.set(key, meta, ex=self.settings.result_ttl_s)
-        pipe.publish(key, meta)
 
     def _predict(
         self, model: str, loaded: LoadedModel, groups: list[list[Any]]

@@ -20,6 +20,7 @@ from router.live import LiveView
 from router.metrics import Metrics
 from router.results import ResultWatcher
 from turnout.celery_app import make_celery
+from turnout.delivery import ReaperThread
 from turnout.routes import RouteTable
 from turnout.settings import Settings
 
@@ -47,6 +48,10 @@ def create_app(settings: Settings, table: RouteTable) -> FastAPI:
         live = LiveView(client, table)
         await watcher.start()
         await live.start()
+        # Every API process also gives a dead worker's jobs back (any number of
+        # reapers may run at once; each give-back is one transaction).
+        reaper = ReaperThread(redis.url, settings.dead_after_s, settings.reap_interval_s, "api")
+        reaper.start()
         dispatcher = Dispatcher(settings, table, celery, client, watcher, live)
         app.state.services = Services(
             settings=settings,
@@ -60,6 +65,7 @@ def create_app(settings: Settings, table: RouteTable) -> FastAPI:
         try:
             yield
         finally:
+            reaper.stop()
             await app.state.services.dispatcher.close()
             await live.stop()
             await watcher.stop()

@@ -16,10 +16,10 @@ import click
 
 from turnout.cli.context import cli
 from turnout.cli.models import models, routes
-from turnout.cli.run import api, bench, up, worker
+from turnout.cli.run import api, bench, chaos, up, worker
 from turnout.errors import ConfigError
 
-for command in (up, api, worker, routes, models, bench):
+for command in (up, api, worker, routes, models, bench, chaos):
     cli.add_command(command)
 
 

@@ -87,3 +87,16 @@ def bench(args: tuple[str, ...]) -> int:
     from benchmarks.run import main as bench_main
 
     return bench_main(list(args))
+
+
+@click.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                      "help_option_names": []},
+    add_help_option=False,
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def chaos(args: tuple[str, ...]) -> int:
+    """The reliability suite: turnout chaos --help."""
+    from benchmarks.chaos.run import main as chaos_main
+
+    return chaos_main(list(args))

@@ -1,0 +1,378 @@
+"""The fault scenarios. Each runs load against the stack, injects its fault,
+waits for every accepted job to end, and returns one row of counts:
+submitted, accepted, refused, completed, lost, runs beyond one, results
+beyond one, and the time from the fault to the last job done."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import signal
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from benchmarks.chaos.load import Ledger, Load, settle, submit
+from benchmarks.chaos.stack import CPU_WORKER, GPU_WORKERS, ChaosStack
+from benchmarks.scenarios import DIGITS_ROW, IRIS_ROW
+from turnout import keys
+
+IRIS = {"inputs": [IRIS_ROW]}
+DIGITS = {"inputs": [DIGITS_ROW]}
+
+
+@dataclass
+class Options:
+    quick: bool
+
+    def pick(self, quick: Any, full: Any) -> Any:
+        return quick if self.quick else full
+
+
+def _post(stack: ChaosStack, path: str, body: Any) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(
+        stack.url + path, data=json.dumps(body).encode(), method="POST",
+        headers={"content-type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def _one(stack: ChaosStack, model: str, body: dict[str, Any], load: Load) -> str:
+    status, reply = _post(stack, f"/v1/models/{model}/predict", body)
+    load.sent.append(_sent(status, reply.get("task_id"), model))
+    assert status == 202, (status, reply)
+    return str(reply["task_id"])
+
+
+def _sent(status: int, task_id: str | None, model: str) -> Any:
+    from benchmarks.chaos.load import Sent
+
+    return Sent(time.time(), status, task_id, 0.0, model)
+
+
+def tally(
+    stack: ChaosStack,
+    name: str,
+    load: Load,
+    fault_at: float | None,
+    timeout_s: float = 120,
+    expect: Callable[[str, dict[str, Any]], bool] = lambda _id, v: v.get("status") == "SUCCESS",
+    extra_ids: list[str] | None = None,
+) -> dict[str, Any]:
+    """Wait for every accepted job, then count."""
+    ids = [s.task_id for s in load.accepted if s.task_id] + list(extra_ids or [])
+    views, last_done = settle(stack.url, ids, timeout_s)
+    ledger = Ledger.read(stack.client)
+    final = {i: v for i, v in views.items() if v.get("status") in {"SUCCESS", "FAILURE", "REVOKED"}}
+    unexpected = [i for i, v in final.items() if not expect(i, v)]
+    row: dict[str, Any] = {
+        "scenario": name,
+        "submitted": len(load.sent) + len(extra_ids or []),
+        "accepted": len(ids),
+        "refused": load.refused(),
+        "completed": len(final),
+        "lost": len(ids) - len(final),
+        "unexpected": len(unexpected),
+        "runs_beyond_one": sum(max(0, ledger.runs[i] - 1) for i in ids),
+        "results_beyond_one": sum(max(0, n - 1) for n in ledger.stored.values()),
+        "second_results_dropped": ledger.stats.get("duplicate_results", 0)
+        + ledger.stats.get("fenced_results", 0),
+        "given_back": sum(v for k, v in ledger.stats.items() if k.startswith("given_back")),
+        "recovery_s": round(last_done - fault_at, 2) if fault_at else None,
+        "restarts": [n for t, n in stack.restarts if fault_at and t >= fault_at - 1],
+    }
+    if unexpected:
+        row["first_unexpected"] = views[unexpected[0]]
+    row["timeline"] = {"results_t": ledger.results_t}
+    return row
+
+
+def _drain(stack: ChaosStack) -> None:
+    """Before a scenario: every worker live, queues empty, counts reset."""
+    stack.wait_healthy()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if not any(stack.client.llen(q) for q in ("cpu", "gpu")) and not stack.client.hlen("unacked"):
+            break
+        time.sleep(0.2)
+    stack.reset_counts()
+    stack.restarts.clear()
+
+
+# -- the scenarios ------------------------------------------------------------------------
+
+
+def gpu_kill_during_batch(stack: ChaosStack, o: Options) -> dict[str, Any]:
+    """1. A whole GPU worker SIGKILLed mid-job, several times in a row, during
+    a batch job; each killed chunk's time from the kill to its result."""
+    _drain(stack)
+    kills = o.pick(2, 5)
+    chunks = o.pick(24, 60)
+    status, reply = _post(stack, "/v1/models/slow-digits/batch",
+                          {"inputs": [DIGITS_ROW] * (chunks * 16), "chunk_rows": 16})
+    assert status == 202, reply
+    record = json.loads(stack.client.get(keys.batch(reply["batch_id"])) or b"{}")
+    chunk_ids = [c[0] for c in record["chunks"]]
+    killed: list[tuple[float, str]] = []
+    first_fault = None
+    for _ in range(kills):
+        time.sleep(1.5)
+        victim = stack.busy_gpu_worker()
+        running = [t["task_id"] for t in stack.heartbeat(victim).get("current_tasks", [])]
+        at = stack.kill(victim)
+        first_fault = first_fault or at
+        killed += [(at, t) for t in running]
+    load = Load()
+    row = tally(stack, f"1 gpu worker SIGKILL x{kills} in a batch", load, first_fault,
+                extra_ids=chunk_ids)
+    ledger = Ledger.read(stack.client)
+    backs = []
+    for at, task in killed:
+        done = [e["t"] for e in ledger.by_task.get(task, [])
+                if e["event"] == "result" and e.get("stored") == 1]
+        backs.append(round(min(done) - at, 2) if done else None)
+    row["kill_to_result_s"] = backs
+    row["max_kill_to_result_s"] = max((b for b in backs if b is not None), default=None)
+    row["ok_extra"] = all(b is not None and b <= 10 for b in backs)
+    return row
+
+
+def cpu_kill_under_load(stack: ChaosStack, o: Options) -> dict[str, Any]:
+    """2. The CPU worker SIGKILLed under a steady rate of iris."""
+    _drain(stack)
+    rate, duration = o.pick(100, 300), o.pick(8.0, 20.0)
+    load = Load()
+    fault: list[float] = []
+
+    async def go() -> None:
+        async def fault_later() -> None:
+            await asyncio.sleep(duration / 3)
+            fault.append(stack.kill(CPU_WORKER))
+
+        await asyncio.gather(submit(stack.url, "iris", IRIS, rate, duration, load), fault_later())
+
+    asyncio.run(go())
+    return tally(stack, f"2 cpu worker SIGKILL at {rate} req/s", load, fault[0])
+
+
+def gpu_frozen(stack: ChaosStack, o: Options) -> dict[str, Any]:
+    """3. A GPU worker frozen (SIGSTOP, parent and child) mid-job, then woken."""
+    _drain(stack)
+    frozen_s = o.pick(8.0, 30.0)
+    load = Load()
+    victim: list[str] = []
+    fault: list[float] = []
+
+    async def go() -> None:
+        async def freeze() -> None:
+            await asyncio.sleep(1.0)
+            name = await asyncio.to_thread(stack.busy_gpu_worker)
+            stack.held.add(name)  # a stopped process is not dead: no restart
+            victim.append(name)
+            fault.append(stack.kill(name, signal.SIGSTOP))
+            await asyncio.sleep(frozen_s)
+            stack.kill(name, signal.SIGCONT)
+            stack.held.discard(name)
+
+        await asyncio.gather(
+            submit(stack.url, "slow-digits", DIGITS, 2.0, frozen_s + 4, load), freeze())
+
+    asyncio.run(go())
+    row = tally(stack, f"3 gpu worker SIGSTOP {frozen_s:.0f} s", load, fault[0])
+    row["frozen_worker"] = victim[0]
+    return row
+
+
+def long_job(stack: ChaosStack, o: Options) -> dict[str, Any]:
+    """4. Jobs longer than the visibility timeout (set to 2 s for the suite)."""
+    _drain(stack)
+    load = Load()
+    for _ in range(o.pick(2, 4)):
+        _one(stack, "long-digits", DIGITS, load)
+    row = tally(stack, "4 5 s jobs, visibility timeout 2 s", load, None)
+    row["ok_extra"] = row["runs_beyond_one"] == 0
+    return row
+
+
+def redis_kill(stack: ChaosStack, o: Options) -> dict[str, Any]:
+    """5. Redis kill -9 under load; restarted from its AOF by the supervisor."""
+    _drain(stack)
+    rate, duration = o.pick(150, 500), o.pick(8.0, 15.0)
+    pids = {name: stack.pid(name) for name in stack.parts}
+    load = Load()
+    fault: list[float] = []
+
+    async def go() -> None:
+        async def fault_later() -> None:
+            await asyncio.sleep(duration / 3)
+            fault.append(stack.kill_redis())
+
+        await asyncio.gather(submit(stack.url, "iris", IRIS, rate, duration, load), fault_later())
+
+    asyncio.run(go())
+    row = tally(stack, f"5 redis kill -9 at {rate} req/s", load, fault[0], timeout_s=120)
+    views = {s.task_id: s for s in load.accepted}
+    ids_before = [i for i, s in views.items() if s.t < fault[0] - 1]
+    done, _ = settle(stack.url, [i for i in ids_before if i], 5)
+    row["lost_accepted_1s_before"] = sum(
+        1 for v in done.values() if v.get("status") not in {"SUCCESS", "FAILURE", "REVOKED"})
+    row["parts_restarted"] = sorted(n for n, pid in pids.items() if stack.pid(n) != pid)
+    row["ok_extra"] = row["lost_accepted_1s_before"] == 0 and not row["parts_restarted"]
+    return row
+
+
+def redis_down(stack: ChaosStack, o: Options) -> dict[str, Any]:
+    """6. Redis stopped for a while: submits refused at once with 503,
+    workers stay up and serve again once it is back."""
+    _drain(stack)
+    down_s = o.pick(8.0, 30.0)
+    pids = {name: stack.pid(name) for name in stack.parts}
+    load = Load()
+    fault: list[float] = []
+    back: list[float] = []
+
+    async def go() -> None:
+        async def outage() -> None:
+            await asyncio.sleep(2)
+            fault.append(await asyncio.to_thread(stack.stop_redis))
+            await asyncio.sleep(down_s)
+            back.append(await asyncio.to_thread(stack.start_redis))
+
+        await asyncio.gather(submit(stack.url, "iris", IRIS, 50, down_s + 8, load), outage())
+
+    asyncio.run(go())
+    during = [s for s in load.sent if fault[0] + 0.5 < s.t < back[0]]
+    row = tally(stack, f"6 redis down {down_s:.0f} s", load, back[0])
+    row["refused_during_outage"] = len([s for s in during if s.status == 503])
+    row["max_refusal_s"] = round(max((s.latency_s for s in during if s.status == 503), default=0), 3)
+    row["parts_restarted"] = sorted(n for n, pid in pids.items() if stack.pid(n) != pid)
+    # None hangs: each worker serves again (a fresh job on every queue).
+    after = Load()
+    ids = [_one(stack, "iris", IRIS, after), _one(stack, "digits-cnn", DIGITS, after)]
+    views, _ = settle(stack.url, ids, 60)
+    row["served_after"] = all(v.get("status") == "SUCCESS" for v in views.values())
+    row["ok_extra"] = (row["served_after"] and not row["parts_restarted"]
+                       and row["max_refusal_s"] < 1.0 and len(during) == row["refused_during_outage"])
+    return row
+
+
+def hang(stack: ChaosStack, o: Options) -> dict[str, Any]:
+    """7. A job that hangs past its hard time limit."""
+    _drain(stack)
+    load = Load()
+    hung = _one(stack, "hang-digits", DIGITS, load)
+    views, _ = settle(stack.url, [hung], 60)
+    _one(stack, "digits-cnn", DIGITS, load)  # the next job, on a replaced child
+
+    def expect(task_id: str, view: dict[str, Any]) -> bool:
+        if task_id == hung:
+            return view.get("status") == "FAILURE" and "TaskTimeout" in view.get("error", "")
+        return view.get("status") == "SUCCESS"
+
+    row = tally(stack, "7 hang past the hard time limit", load, None, expect=expect)
+    row["hung_error"] = views[hung].get("error")
+    return row
+
+
+def poison(stack: ChaosStack, o: Options) -> dict[str, Any]:
+    """8. A job that kills its worker's process every time, among others."""
+    _drain(stack)
+    load = Load()
+    bad = [666.0] + DIGITS_ROW[1:]
+    poisoned: list[str] = []
+
+    async def go() -> None:
+        async def poison_once() -> None:
+            await asyncio.sleep(0.5)
+            poisoned.append(await asyncio.to_thread(
+                _one, stack, "poison-digits", {"inputs": [bad]}, load))
+
+        await asyncio.gather(submit(stack.url, "iris", IRIS, 50, o.pick(8.0, 15.0), load),
+                             submit(stack.url, "digits-cnn", DIGITS, 10, o.pick(8.0, 15.0), load),
+                             poison_once())
+
+    asyncio.run(go())
+
+    def expect(task_id: str, view: dict[str, Any]) -> bool:
+        if task_id in poisoned:
+            return view.get("status") == "FAILURE" and "TooManyDeliveries" in view.get("error", "")
+        return view.get("status") == "SUCCESS"
+
+    row = tally(stack, "8 poison job kills its worker", load, None, expect=expect)
+    row["poison_runs"] = Ledger.read(stack.client).runs[poisoned[0]]
+    return row
+
+
+def revoke_then_restart(stack: ChaosStack, o: Options) -> dict[str, Any]:
+    """9. A queued job revoked, then every GPU worker restarted: it never runs."""
+    _drain(stack)
+    load = Load()
+    for _ in GPU_WORKERS:  # keep both GPU workers busy
+        _one(stack, "long-digits", DIGITS, load)
+    time.sleep(1)
+    queued = _one(stack, "digits-cnn", DIGITS, load)
+    request = urllib.request.Request(f"{stack.url}/v1/tasks/{queued}", method="DELETE")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 202
+    for name in GPU_WORKERS:
+        stack.kill(name, signal.SIGTERM)
+
+    def expect(task_id: str, view: dict[str, Any]) -> bool:
+        return view.get("status") == ("REVOKED" if task_id == queued else "SUCCESS")
+
+    row = tally(stack, "9 revoke, then restart the workers", load, None, expect=expect)
+    row["revoked_runs"] = Ledger.read(stack.client).runs[queued]
+    row["ok_extra"] = row["revoked_runs"] == 0
+    return row
+
+
+def soak(stack: ChaosStack, o: Options) -> dict[str, Any]:
+    """10. Many mixed jobs with random kills of any worker."""
+    _drain(stack)
+    total = o.pick(1500, 10_000)
+    rate = 150.0
+    duration = total / rate
+    load = Load()
+    faults: list[float] = []
+    rng = random.Random(7)
+
+    async def go() -> None:
+        async def killer() -> None:
+            start = time.monotonic()
+            while time.monotonic() - start < duration - 4:
+                await asyncio.sleep(rng.uniform(3, 6))
+                name = rng.choice([CPU_WORKER, *GPU_WORKERS])
+                faults.append(stack.kill(name))
+
+        await asyncio.gather(
+            submit(stack.url, "iris", IRIS, rate * 0.8, duration, load),
+            submit(stack.url, "digits-cnn", DIGITS, rate * 0.2, duration, load),
+            killer(),
+        )
+
+    asyncio.run(go())
+    row = tally(stack, f"10 soak: {total} mixed jobs, random kills", load,
+                faults[-1] if faults else None, timeout_s=240)
+    row["kills"] = len(faults)
+    return row
+
+
+SCENARIOS: dict[str, Callable[[ChaosStack, Options], dict[str, Any]]] = {
+    "1": gpu_kill_during_batch,
+    "2": cpu_kill_under_load,
+    "3": gpu_frozen,
+    "4": long_job,
+    "5": redis_kill,
+    "6": redis_down,
+    "7": hang,
+    "8": poison,
+    "9": revoke_then_restart,
+    "10": soak,
+}

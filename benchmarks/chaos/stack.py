@@ -1,0 +1,166 @@
+"""The chaos suite's stack: its own Redis (AOF on, a fixed port so that a
+restart comes back where clients look), a CPU worker, two GPU workers on the
+CPU, and the API, each a real process under a supervisor that restarts what
+dies, as ``turnout up`` does."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import IO, Any
+
+import redis
+
+from turnout import delivery, keys
+from turnout.redis_server import EmbeddedRedis, free_port
+from turnout.settings import RedisSettings, load_settings
+from turnout.supervisor import Part
+
+ROUTES = Path(__file__).with_name("routes.yaml")
+GPU_WORKERS = ("gpu-a@chaos", "gpu-b@chaos")
+CPU_WORKER = "cpu@chaos"
+WORKERS = (CPU_WORKER, *GPU_WORKERS)
+
+
+class ChaosStack:
+    def __init__(self, folder: Path, env: dict[str, str]) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.settings = load_settings()
+        self.redis = EmbeddedRedis(folder / "redis", free_port())
+        self.redis_log: IO[bytes] = (folder / "redis.log").open("ab")
+        self.broker: RedisSettings = self.redis.start(log=self.redis_log)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "TURNOUT_BROKER_URL": self.broker.url,
+            "TURNOUT_HOME": str(folder / "home"),
+            "TURNOUT_MODELS_DIR": str(self.settings.models_dir),
+            "TURNOUT_ROUTES_FILE": str(ROUTES),
+            "TURNOUT_LEDGER": "1",
+            "PYTHONUNBUFFERED": "1",
+            **env,
+        }
+        me = [sys.executable, "-m", "turnout"]
+        self.parts: dict[str, Part] = {}
+        self.parts[CPU_WORKER] = self._part(CPU_WORKER, me + ["worker", "cpu", "--name", CPU_WORKER,
+                                                             "--concurrency", "2"])
+        for name in GPU_WORKERS:
+            self.parts[name] = self._part(name, me + ["worker", "gpu", "--device", "cpu", "--name", name])
+        self.parts["api"] = self._part("api", me + ["api", "--port", str(self.port)])
+        self.client = redis.Redis.from_url(self.broker.url, socket_timeout=5)
+        self.restarts: list[tuple[float, str]] = []
+        self.faults: list[tuple[float, str]] = []
+        self.held: set[str] = set()  # parts the supervisor must leave down
+        self.redis_down = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._supervise, daemon=True)
+
+    def _part(self, name: str, argv: list[str]) -> Part:
+        return Part(name, argv, self.folder / f"{name.replace('@', '_')}.log", self.env)
+
+    def start(self) -> None:
+        for part in self.parts.values():
+            part.start()
+        self._thread.start()
+        self.wait_healthy(timeout_s=240)
+
+    def _supervise(self) -> None:
+        while not self._stop.wait(0.2):
+            if not self.redis_down and self.redis.proc is not None and self.redis.proc.poll() is not None:
+                self.restarts.append((time.time(), "redis"))
+                self.redis.start(log=self.redis_log)
+            for name, part in self.parts.items():
+                if name not in self.held and not part.running():
+                    self.restarts.append((time.time(), name))
+                    if part.log_file is not None:
+                        part.log_file.close()
+                    part.start()
+
+    # -- looking at it -------------------------------------------------------------
+
+    def get(self, path: str, timeout: float = 2) -> Any:
+        with urllib.request.urlopen(self.url + path, timeout=timeout) as response:
+            return json.loads(response.read())
+
+    def live_workers(self) -> set[str]:
+        try:
+            return {w["name"] for w in self.get("/v1/workers")["workers"]}
+        except OSError:
+            return set()
+
+    def wait_healthy(self, timeout_s: float = 120) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.live_workers() >= set(WORKERS):
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"the chaos stack was not healthy in {timeout_s:.0f} s; logs in {self.folder}")
+
+    def heartbeat(self, name: str) -> dict[str, Any]:
+        raw = self.client.get(keys.worker(name))
+        return json.loads(raw) if raw else {}
+
+    def busy_gpu_worker(self, timeout_s: float = 30) -> str:
+        """A GPU worker that is running a job now."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for name in GPU_WORKERS:
+                if self.heartbeat(name).get("current_tasks") and self.parts[name].running():
+                    return name
+            time.sleep(0.05)
+        raise RuntimeError("no GPU worker became busy")
+
+    def pid(self, name: str) -> int:
+        proc = self.parts[name].proc
+        assert proc is not None
+        return proc.pid
+
+    # -- faults -----------------------------------------------------------------------
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> float:
+        """Signal a whole part (its process group: parent and pool children)."""
+        at = time.time()
+        self.parts[name].signal_group(sig)
+        if sig != signal.SIGCONT:
+            self.faults.append((at, f"{signal.Signals(sig).name} {name}"))
+        return at
+
+    def kill_redis(self) -> float:
+        assert self.redis.proc is not None
+        at = time.time()
+        self.redis.proc.kill()
+        self.faults.append((at, "SIGKILL redis"))
+        return at
+
+    def stop_redis(self) -> float:
+        self.redis_down = True
+        at = time.time()
+        self.redis.stop()
+        self.faults.append((at, "stop redis"))
+        return at
+
+    def start_redis(self) -> float:
+        self.redis.start(log=self.redis_log)
+        self.redis_down = False
+        return time.time()
+
+    def reset_counts(self) -> None:
+        """A clean slate for the next scenario's counts."""
+        self.client.delete(delivery.LEDGER, delivery.STATS)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        for part in reversed(list(self.parts.values())):
+            part.stop(10)
+        self.client.close()
+        self.redis.stop()
+        self.redis_log.close()

@@ -1,0 +1,209 @@
+"""The ownership rules of turnout.delivery, on a real Redis: who may ack, who
+may write a result, how a dead worker's deliveries come back, and races
+between acks, give-backs and reapers."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections import Counter
+
+import pytest
+import redis
+
+from turnout import delivery, keys
+from turnout.redis_server import free_port
+
+
+def _message(task_id: str, queue: str = "gpu") -> tuple[str, str]:
+    tag = str(uuid.uuid4())
+    raw = {
+        "body": "e30=",
+        "headers": {"id": task_id, "task": "turnout.predict"},
+        "properties": {"delivery_tag": tag, "delivery_info": {"exchange": "", "routing_key": queue}},
+    }
+    return tag, json.dumps([raw, "", queue])
+
+
+def _take(scripts: delivery.Scripts, incarnation: str, task_id: str | None = None) -> tuple[str, str]:
+    task_id = task_id or str(uuid.uuid4())
+    tag, payload = _message(task_id)
+    assert delivery.append(scripts, incarnation, tag, payload, task_id)
+    return tag, task_id
+
+
+def _queued(client: redis.Redis, queue: str = "gpu") -> list[dict]:
+    return [json.loads(m) for m in client.lrange(queue, 0, -1)]
+
+
+def test_only_the_owner_may_ack(redis_client: redis.Redis) -> None:
+    scripts = delivery.Scripts(redis_client)
+    delivery.register(redis_client, "a#1")
+    delivery.register(redis_client, "b#1")
+    tag, task_id = _take(scripts, "a#1")
+
+    assert delivery.ack(scripts, "b#1", tag) == 0  # refused
+    assert redis_client.hexists("unacked", tag)
+    assert delivery.ack(scripts, "a#1", tag) == 1
+    assert not redis_client.hexists("unacked", tag)
+    assert not redis_client.zscore("unacked_index", tag)
+    assert not redis_client.hexists(delivery.OWNERS, tag)
+    assert not redis_client.hexists(delivery.LEASES, task_id)
+    assert redis_client.scard(delivery.held("a#1")) == 0
+    assert delivery.stats(redis_client)["ack_refused"] == 1
+
+
+def test_a_reaped_incarnation_takes_nothing_and_cannot_beat(redis_client: redis.Redis) -> None:
+    scripts = delivery.Scripts(redis_client)
+    delivery.register(redis_client, "a#1")
+    tag, _ = _take(scripts, "a#1")
+    assert delivery.beat(scripts, "a#1") == 1
+
+    assert delivery.give_back(redis_client, "a#1") == 1
+
+    assert delivery.beat(scripts, "a#1") == -1
+    late_tag, payload = _message("late")
+    assert not delivery.append(scripts, "a#1", late_tag, payload, "late")
+    assert not redis_client.hexists("unacked", late_tag)
+    # Its old delivery's ack is refused: the message is someone else's now.
+    assert delivery.ack(scripts, "a#1", tag) == 2
+    assert len(_queued(redis_client)) == 1
+
+
+def test_a_given_back_message_is_a_new_delivery_at_the_head(redis_client: redis.Redis) -> None:
+    scripts = delivery.Scripts(redis_client)
+    delivery.register(redis_client, "a#1")
+    tag, task_id = _take(scripts, "a#1")
+    redis_client.lpush("gpu", json.dumps({"waiting": True}))  # an older job, still queued
+
+    assert delivery.give_back(redis_client, "a#1") == 1
+
+    # kombu pops from the right: the head of the queue is the last element.
+    head = json.loads(redis_client.lindex("gpu", -1))
+    assert head["headers"]["id"] == task_id
+    assert head["headers"]["redelivered"] is True
+    assert head["properties"]["delivery_info"]["redelivered"] is True
+    assert head["properties"]["delivery_tag"] != tag  # tells the two deliveries apart
+    assert redis_client.hlen("unacked") == 0 and redis_client.hlen(delivery.LEASES) == 0
+    assert not redis_client.hexists(delivery.INCARNATIONS, "a#1")
+    assert delivery.stats(redis_client)["given_back_reaped"] == 1
+
+
+def test_a_result_is_written_only_under_the_lease_and_only_once(redis_client: redis.Redis) -> None:
+    scripts = delivery.Scripts(redis_client)
+    delivery.register(redis_client, "a#1")
+    delivery.register(redis_client, "b#1")
+    _, task_id = _take(scripts, "a#1")
+
+    def store(incarnation: str, value: str) -> int:
+        return int(scripts.store(
+            keys=[delivery.LEASES, delivery.done(task_id), keys.result(task_id), delivery.STATS,
+                  delivery.LEDGER],
+            args=[incarnation, task_id, value, 60, ""],
+        ))
+
+    assert store("b#1", "from b") == 0  # b holds no lease on it
+    assert redis_client.get(keys.result(task_id)) is None
+    assert store("a#1", "from a") == 1
+    assert store("a#1", "again") == -1  # the first result wins
+    assert store("", "from the router") == -1
+    assert redis_client.get(keys.result(task_id)) == b"from a"
+    counters = delivery.stats(redis_client)
+    assert counters["fenced_results"] == 1 and counters["duplicate_results"] == 2
+
+
+def test_ack_racing_give_back_each_message_ends_exactly_once(redis_client: redis.Redis) -> None:
+    """An ack and a give-back of the same deliveries at the same time: each
+    message is either acked or back in its queue, never both, never neither."""
+    scripts = delivery.Scripts(redis_client)
+    delivery.register(redis_client, "a#1")
+    taken = [_take(scripts, "a#1") for _ in range(300)]
+    acked: list[str] = []
+
+    def acker() -> None:
+        client = redis.Redis(connection_pool=redis_client.connection_pool)
+        own = delivery.Scripts(client)
+        for tag, task_id in taken:
+            if delivery.ack(own, "a#1", tag) == 1:
+                acked.append(task_id)
+
+    threads = [threading.Thread(target=acker),
+               threading.Thread(target=lambda: delivery.give_back(redis.Redis(connection_pool=redis_client.connection_pool), "a#1"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    queued = [m["headers"]["id"] for m in _queued(redis_client)]
+    assert len(queued) + len(acked) == len(taken)
+    assert Counter(queued + acked) == Counter(task_id for _, task_id in taken)
+    assert redis_client.hlen("unacked") == 0
+
+
+def test_two_reapers_racing_give_each_message_back_once(redis_client: redis.Redis) -> None:
+    scripts = delivery.Scripts(redis_client)
+    delivery.register(redis_client, "a#1")
+    taken = [_take(scripts, "a#1") for _ in range(300)]
+    moved: list[int] = []
+    barrier = threading.Barrier(4)
+
+    def reaper() -> None:
+        client = redis.Redis(connection_pool=redis_client.connection_pool)
+        barrier.wait()
+        moved.append(delivery.give_back(client, "a#1"))
+
+    threads = [threading.Thread(target=reaper) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert max(moved) == 300 and sum(moved) == 300
+    queued = [m["headers"]["id"] for m in _queued(redis_client)]
+    assert Counter(queued) == Counter(task_id for _, task_id in taken)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_reaper_judges_silence_by_its_own_clock(redis_client: redis.Redis) -> None:
+    scripts = delivery.Scripts(redis_client)
+    clock = _Clock()
+    reaper = delivery.Reaper(redis_client, dead_after_s=5, clock=clock)
+    for name in ("alive#1", "silent#1"):
+        delivery.register(redis_client, name)
+        _take(scripts, name)
+
+    assert reaper.tick() == []  # first sight: nothing is judged yet
+    reaped_at = {}
+    for _ in range(8):
+        clock.now += 1
+        delivery.beat(scripts, "alive#1")
+        for name, moved in reaper.tick():
+            reaped_at[name] = (clock.now - 100, moved)
+    assert reaped_at == {"silent#1": (5, 1)}  # at 5 s of silence, not before, and once
+    assert redis_client.hexists(delivery.INCARNATIONS, "alive#1")
+    assert not redis_client.hexists(delivery.INCARNATIONS, "silent#1")
+
+
+def test_a_reaper_that_lost_redis_starts_its_observations_over(redis_client: redis.Redis) -> None:
+    clock = _Clock()
+    reaper = delivery.Reaper(redis_client, dead_after_s=5, clock=clock)
+    delivery.register(redis_client, "w#1")
+    reaper.tick()
+    clock.now += 4
+    reaper.client = redis.Redis(port=free_port(), socket_connect_timeout=1)
+    with pytest.raises(redis.ConnectionError):
+        reaper.tick()
+    reaper.client = redis_client
+    reaper.tick()  # looks again: a new first sight
+    clock.now += 4  # 8 s since the first sight, but only 4 since it could look again
+    assert reaper.tick() == []
+    clock.now += 5
+    assert reaper.tick() == [("w#1", 0)]

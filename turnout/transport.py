@@ -1,0 +1,162 @@
+"""kombu's Redis transport with owned deliveries (see ``turnout.delivery``).
+
+Selected with Celery's ``broker_transport`` as a dotted path, so the broker
+URL stays a plain ``redis://``. A worker names its incarnation in the
+transport options (``turnout_incarnation``); without one (the router, Celery's
+own tools) the QoS behaves exactly as kombu's.
+
+What changes against kombu's ``QoS``:
+
+- ``append`` writes the unacked entry and its owner in one Lua call, and only
+  while the incarnation is registered;
+- ``ack`` and ``reject`` remove a delivery only while this incarnation owns it;
+- ``restore_by_tag`` (a requeue, or the restore at shutdown) gives back only
+  what this incarnation owns;
+- ``restore_visible``, kombu's visibility-timeout sweep, skips deliveries that
+  have an owner: those come back through the reaper when their owner dies,
+  and never while it lives, however long the job runs;
+- an ack or requeue that cannot reach Redis is kept and tried again on the
+  next sweep, and the sweep also gives back anything Redis says this worker
+  holds that the worker no longer has in hand (a delivery must never stay
+  owned by a live worker that has forgotten it: nothing else would free it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from time import time
+from typing import Any
+
+from kombu.transport import redis as kombu_redis
+from kombu.utils.json import dumps
+
+from turnout import delivery
+
+log = logging.getLogger("turnout.transport")
+
+
+class OwningQoS(kombu_redis.QoS):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        options = self.channel.connection.client.transport_options
+        self.incarnation: str | None = options.get("turnout_incarnation")
+        self._scripts: delivery.Scripts | None = None
+        # tag -> "ack" | "requeue": what could not reach Redis yet.
+        self._deferred: dict[str, str] = {}
+
+    def _owned(self) -> bool:
+        return self.incarnation is not None
+
+    def scripts(self, client: Any) -> delivery.Scripts:
+        if self._scripts is None or self._scripts.client is not client:
+            self._scripts = delivery.Scripts(client)
+        return self._scripts
+
+    def append(self, message: Any, delivery_tag: str) -> None:
+        if not self._owned():
+            return super().append(message, delivery_tag)
+        assert self.incarnation is not None
+        info = message.delivery_info
+        payload = dumps([message._raw, info["exchange"], info["routing_key"]])
+        task_id = (message.headers or {}).get("id") or ""
+        with self.channel.conn_or_acquire() as client:
+            taken = delivery.append(
+                self.scripts(client), self.incarnation, delivery_tag, payload, task_id
+            )
+            if not taken:
+                # This incarnation was declared dead: the message goes back to
+                # the head of its queue at once, and the worker stops (a fresh
+                # incarnation takes its place). The task's start finds no lease
+                # and does not run.
+                queue, restored, _ = delivery._restored(payload)
+                client.rpush(queue, restored)
+                log.error("worker %s was declared dead; stopping it", self.incarnation)
+                os.kill(os.getpid(), signal.SIGTERM)
+        # kombu's in-memory bookkeeping (prefetch counts, restore at shutdown).
+        super(kombu_redis.QoS, self).append(message, delivery_tag)
+
+    def _settle(self, tag: str, how: str) -> None:
+        """Ack (or requeue) ``tag`` in Redis now, or keep it for the next sweep."""
+        assert self.incarnation is not None
+        try:
+            with self.channel.conn_or_acquire() as client:
+                if how == "requeue":
+                    delivery.give_back(client, self.incarnation, [tag], why="requeued",
+                                       leftmost=True, forget=False)
+                elif delivery.ack(self.scripts(client), self.incarnation, tag) == 0:
+                    log.warning("ack of %s refused: worker %s no longer owns it", tag,
+                                self.incarnation)
+            self._deferred.pop(tag, None)
+        except self.channel.connection_errors as exc:
+            log.warning("%s of %s deferred: Redis unreachable (%s)", how, tag, exc)
+            self._deferred[tag] = how
+
+    def ack(self, delivery_tag: str) -> None:
+        if not self._owned():
+            return super().ack(delivery_tag)
+        self._settle(delivery_tag, "ack")
+        super(kombu_redis.QoS, self).ack(delivery_tag)
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        if not self._owned():
+            return super().reject(delivery_tag, requeue)
+        self._settle(delivery_tag, "requeue" if requeue else "ack")
+        super(kombu_redis.QoS, self).ack(delivery_tag)
+
+    def _audit(self, client: Any) -> None:
+        """Settle what was deferred, then give back what Redis says we hold
+        but this worker no longer has in hand. Runs in the consumer's thread,
+        like ``append``, so the two views cannot disagree mid-delivery."""
+        assert self.incarnation is not None
+        for tag, how in list(self._deferred.items()):
+            self._settle(tag, how)
+        held = {t.decode() if isinstance(t, bytes) else t
+                for t in client.smembers(delivery.held(self.incarnation))}
+        forgotten = held - set(self._delivered) - set(self._deferred)
+        if forgotten:
+            moved = delivery.give_back(client, self.incarnation, forgotten, why="forgotten",
+                                       forget=False)
+            log.warning("worker %s: %d held job(s) it no longer had in hand given back",
+                        self.incarnation, moved)
+
+    def restore_by_tag(self, tag: str, client: Any = None, leftmost: bool = False) -> None:
+        if not self._owned():
+            return super().restore_by_tag(tag, client=client, leftmost=leftmost)
+        assert self.incarnation is not None
+        with self.channel.conn_or_acquire(client) as conn:
+            delivery.give_back(
+                conn, self.incarnation, [tag], why="restored", leftmost=leftmost, forget=False
+            )
+
+    def restore_visible(self, start: int = 0, num: int = 10, interval: int = 10) -> None:
+        self._vrestore_count += 1
+        if (self._vrestore_count - 1) % (interval or 1):
+            return
+        with self.channel.conn_or_acquire() as client:
+            if self._owned():
+                self._audit(client)
+            ceil = time() - self.visibility_timeout
+            try:
+                with kombu_redis.Mutex(client, self.unacked_mutex_key, self.unacked_mutex_expire):
+                    visible = client.zrange(
+                        self.unacked_index_key, ceil, 0, desc=True, byscore=True,
+                        offset=num and start, num=num, withscores=True,
+                    )
+                    for tag, _score in visible or []:
+                        # An owned delivery is its owner's until the owner is
+                        # declared dead; only ownerless ones age out here.
+                        if client.hexists(delivery.OWNERS, tag):
+                            continue
+                        super().restore_by_tag(tag, client)
+            except kombu_redis.MutexHeld:
+                pass
+
+
+class Channel(kombu_redis.Channel):
+    QoS = OwningQoS
+
+
+class Transport(kombu_redis.Transport):
+    Channel = Channel
