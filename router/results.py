@@ -151,6 +151,14 @@ class ResultWatcher:
 
 def error_text(result: Any) -> str:
     """Celery stores a failure as {exc_type, exc_message, exc_module} in JSON."""
+    if isinstance(result, dict) and result.get("exc_type") == "TimeLimitExceeded":
+        # The pool killed the job's process at the hard limit (the job had
+        # ignored the soft one): say so in the words of the soft limit's error.
+        limit = result.get("exc_message")
+        if isinstance(limit, list | tuple):
+            limit = limit[0] if limit else "?"
+        return (f"TaskTimeout: the job ran past its hard time limit of {limit} s; "
+                "its worker process was replaced")
     if isinstance(result, dict) and "exc_type" in result:
         message = result.get("exc_message")
         if isinstance(message, list | tuple):

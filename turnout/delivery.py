@@ -56,6 +56,12 @@ STATS = f"{keys.PREFIX}:delivery-stats"  # hash of counters
 LEDGER = f"{keys.PREFIX}:ledger"  # list of JSON run records (when the ledger is on)
 
 
+def bell(queue: str) -> str:
+    """One token per message pushed onto ``queue``: what idle workers block
+    on (BRPOP), so that the message itself is only ever taken by ``claim``."""
+    return f"{keys.PREFIX}:bell:{queue}"
+
+
 def held(incarnation: str) -> str:
     """The delivery tags an incarnation holds (a set)."""
     return f"{keys.PREFIX}:held:{incarnation}"
@@ -69,6 +75,43 @@ def done(task_id: str) -> str:
 def new_incarnation(name: str) -> str:
     return f"{name}#{secrets.token_hex(6)}"
 
+
+# The one way a worker takes a message: popped from its queue and recorded as
+# unacked and owned in the same script, so that no moment exists in which the
+# message is out of Redis and owned by no one (kombu's BRPOP, then a MULTI,
+# had one: a worker killed between the two lost the message).
+# KEYS: incarnations, unacked_index, unacked, owners, held, leases,
+#       then n queues, then their n bells
+# ARGV: incarnation, now, n, index of the bell already taken (0: none)
+# Returns -1: the incarnation was reaped; 0: nothing; {queue, message}.
+_CLAIM = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return -1 end
+local n = tonumber(ARGV[3])
+for i = 1, n do
+  local queue = KEYS[6 + i]
+  local msg = redis.call('RPOP', queue)
+  if msg then
+    if tonumber(ARGV[4]) ~= i then redis.call('RPOP', KEYS[6 + n + i]) end
+    local ok, m = pcall(cjson.decode, msg)
+    local tag, task = nil, ''
+    if ok and type(m) == 'table' then
+      if type(m.properties) == 'table' and type(m.properties.delivery_tag) == 'string' then
+        tag = m.properties.delivery_tag
+      end
+      if type(m.headers) == 'table' and type(m.headers.id) == 'string' then task = m.headers.id end
+    end
+    if tag then
+      redis.call('ZADD', KEYS[2], ARGV[2], tag)
+      redis.call('HSET', KEYS[3], tag, '[' .. msg .. ',"",' .. cjson.encode(queue) .. ']')
+      redis.call('HSET', KEYS[4], tag, ARGV[1] .. '\t' .. task)
+      redis.call('SADD', KEYS[5], tag)
+      if task ~= '' then redis.call('HSET', KEYS[6], task, ARGV[1] .. '\t' .. tag) end
+    end
+    return {queue, msg}
+  end
+end
+return 0
+"""
 
 # KEYS: incarnations, unacked_index, unacked, owners, held, leases
 # ARGV: incarnation, tag, unacked payload, score, task id
@@ -116,8 +159,8 @@ if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return -1 end
 return redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
 """
 
-# KEYS: leases, done, result key, stats, deliveries, ledger, then revoked keys
-# ARGV: incarnation, task id, STARTED meta, ttl, ledger entry (or '')
+# KEYS: leases, done, result key, stats, deliveries, then revoked keys
+# ARGV: incarnation, task id, STARTED meta, ttl
 # Returns {code, deliveries, revoked...}: code 1 run, 0 fenced, -1 already done.
 _START = """
 if ARGV[1] ~= '' then
@@ -135,9 +178,8 @@ redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[4])
 redis.call('PUBLISH', KEYS[3], ARGV[3])
 local n = redis.call('INCR', KEYS[5])
 redis.call('EXPIRE', KEYS[5], ARGV[4])
-if ARGV[5] ~= '' then redis.call('RPUSH', KEYS[6], ARGV[5]) end
 local out = {1, n}
-for i = 7, #KEYS do out[#out + 1] = redis.call('EXISTS', KEYS[i]) end
+for i = 6, #KEYS do out[#out + 1] = redis.call('EXISTS', KEYS[i]) end
 return out
 """
 
@@ -175,6 +217,7 @@ class Scripts:
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
+        self.claim = client.register_script(_CLAIM)
         self.append = client.register_script(_APPEND)
         self.ack = client.register_script(_ACK)
         self.beat = client.register_script(_BEAT)
@@ -204,6 +247,25 @@ def append(
         args=[incarnation, tag, payload, time.time(), task_id],
         client=client,
     ))
+
+
+def claim(
+    scripts: Scripts, incarnation: str, queues: list[str], bell_index: int = 0
+) -> tuple[str, str] | int:
+    """Take the next message from the first of ``queues`` that has one, owned
+    by ``incarnation``: (queue, message JSON); 0 when all are empty; -1 when
+    the incarnation was reaped. ``bell_index`` (1-based) names the queue whose
+    bell the caller already popped; otherwise one bell of the claimed queue is
+    popped here, so that bells and messages stay about one to one."""
+    got = scripts.claim(
+        keys=[INCARNATIONS, UNACKED_INDEX, UNACKED, OWNERS, held(incarnation), LEASES,
+              *queues, *(bell(q) for q in queues)],
+        args=[incarnation, time.time(), len(queues), bell_index],
+    )
+    if isinstance(got, list):
+        queue, message = (x.decode() if isinstance(x, bytes) else x for x in got)
+        return queue, message
+    return int(got)
 
 
 def ack(scripts: Scripts, incarnation: str, tag: str, client: Any = None) -> int:
@@ -279,6 +341,7 @@ def give_back(
                         continue
                     queue, message, _ = _restored(payload)
                     (pipe.lpush if leftmost else pipe.rpush)(queue, message)
+                    pipe.lpush(bell(queue), 1)
                     moved += 1
                 if moved:
                     pipe.hincrby(STATS, f"given_back_{why}", moved)

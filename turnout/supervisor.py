@@ -65,9 +65,14 @@ class Part:
 
     def stop(self, grace_s: float) -> None:
         if self.proc is not None:
-            # A Celery worker's SIGTERM is a warm shutdown: it finishes the job
-            # in hand (late acks give back any it had not started).
-            self.signal_group(signal.SIGTERM)
+            # SIGTERM to the leader alone: a Celery worker's SIGTERM is a warm
+            # shutdown, which finishes the jobs in hand, but its pool children
+            # die of a SIGTERM of their own (Celery resets it in them), so the
+            # group must not get it.
+            try:
+                self.proc.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
             try:
                 self.proc.wait(grace_s)
             except subprocess.TimeoutExpired:

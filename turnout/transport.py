@@ -5,10 +5,16 @@ URL stays a plain ``redis://``. A worker names its incarnation in the
 transport options (``turnout_incarnation``); without one (the router, Celery's
 own tools) the QoS behaves exactly as kombu's.
 
-What changes against kombu's ``QoS``:
+What changes against kombu:
 
-- ``append`` writes the unacked entry and its owner in one Lua call, and only
-  while the incarnation is registered;
+- the channel never BRPOPs a message: idle workers block on the queues'
+  *bells* (one token per message), then take the message with
+  ``delivery.claim``, which pops it and records it as unacked and owned in
+  one Lua call. kombu's BRPOP-then-MULTI left a moment in which a killed
+  worker lost the message it had just popped; here there is none;
+- ``append`` (for a message that did not come through ``claim``) writes the
+  unacked entry and its owner in one Lua call, and only while the
+  incarnation is registered;
 - ``ack`` and ``reject`` remove a delivery only while this incarnation owns it;
 - ``restore_by_tag`` (a requeue, or the restore at shutdown) gives back only
   what this incarnation owns;
@@ -26,11 +32,12 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from time import time
+from queue import Empty
+from time import monotonic, time
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
-from kombu.utils.json import dumps
+from kombu.utils.json import dumps, loads
 
 from turnout import delivery
 
@@ -58,6 +65,12 @@ class OwningQoS(kombu_redis.QoS):
         if not self._owned():
             return super().append(message, delivery_tag)
         assert self.incarnation is not None
+        claimed: set[str] = self.channel.claimed
+        if delivery_tag in claimed:
+            # ``claim`` recorded it in Redis already; only kombu's memory is left.
+            claimed.discard(delivery_tag)
+            super(kombu_redis.QoS, self).append(message, delivery_tag)
+            return
         info = message.delivery_info
         payload = dumps([message._raw, info["exchange"], info["routing_key"]])
         task_id = (message.headers or {}).get("id") or ""
@@ -156,6 +169,70 @@ class OwningQoS(kombu_redis.QoS):
 
 class Channel(kombu_redis.Channel):
     QoS = OwningQoS
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        options = self.connection.client.transport_options
+        self.incarnation: str | None = options.get("turnout_incarnation")
+        self.claimed: set[str] = set()  # tags taken by claim, awaiting append
+        self._bells: list[str] = []
+        self._claim_scripts: delivery.Scripts | None = None
+
+    def _brpop_start(self, timeout: float | None = None) -> None:
+        if self.incarnation is None:
+            return super()._brpop_start(timeout)
+        if timeout is None:
+            timeout = self.brpop_timeout
+        queues = self._queue_cycle.consume(len(self.active_queues))
+        if not queues:
+            return
+        # Priorities are not used by Turnout: one list per queue.
+        self._bells = list(queues)
+        self._in_poll = self.client.connection
+        self._brpop_sent_at = monotonic()  # type: ignore[assignment]
+        self.client.connection.send_command(
+            "BRPOP", *(delivery.bell(q) for q in queues), timeout or 0
+        )
+
+    def _brpop_read(self, **options: Any) -> bool:
+        if self.incarnation is None:
+            return bool(super()._brpop_read(**options))
+        try:
+            try:
+                rang = self.client.parse_response(self.client.connection, "BRPOP", **options)
+            except self.connection_errors:
+                self.client.connection.disconnect()
+                raise
+        finally:
+            self._in_poll = None  # type: ignore[assignment]
+            self._flush_brpop_reauth()
+        queues = list(self._bells)
+        first = 0
+        if rang:
+            # The rung queue first, so that its message is the one taken.
+            key = rang[0].decode() if isinstance(rang[0], bytes) else rang[0]
+            rung = key.removeprefix(delivery.bell(""))
+            if rung in queues:
+                queues.remove(rung)
+                queues.insert(0, rung)
+                first = 1
+        if not queues:
+            raise Empty()
+        if self._claim_scripts is None:
+            self._claim_scripts = delivery.Scripts(self.client)
+        got = delivery.claim(self._claim_scripts, self.incarnation, queues, first)
+        if got == -1:
+            log.error("worker %s was declared dead; stopping it", self.incarnation)
+            os.kill(os.getpid(), signal.SIGTERM)
+            raise Empty()
+        if not isinstance(got, tuple):
+            raise Empty()  # a bell without a message (taken by another worker), or a timeout
+        queue, raw = got
+        message = loads(raw)
+        self.claimed.add(message["properties"]["delivery_tag"])
+        self._queue_cycle.rotate(queue)
+        self.connection._deliver(message, queue)
+        return True
 
 
 class Transport(kombu_redis.Transport):

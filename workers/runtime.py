@@ -132,8 +132,8 @@ class WorkerRuntime:
         hostname = task.request.hostname or self.spec.name
         assert self.client is not None and self.memory is not None
         # One round trip, under the task's lease: say STARTED, count the
-        # delivery, look for revocations, and record the run in the ledger.
-        started = self._start(task_id, hostname, requests, started_at)
+        # delivery, look for revocations.
+        started = self._start(task_id, hostname, requests)
         if started is None:
             raise Ignore()
         deliveries, revoked = started
@@ -149,6 +149,12 @@ class WorkerRuntime:
             )
         live = [i for i, gone in enumerate(revoked) if not gone]
         rows = [row for i in live for row in requests[i][1]]
+        if self.settings.ledger:
+            # Recorded just before the model runs, with the requests it runs.
+            self.client.rpush(delivery.LEDGER, orjson.dumps({
+                "event": "start", "task": task_id, "incarnation": self.incarnation,
+                "requests": [requests[i][0] for i in live], "t": started_at, "pid": os.getpid(),
+            }))
         t0 = time.perf_counter()
         self._post(current={"task_id": task_id, "model": model, "rows": len(rows),
                             "requests": len(live), "since": started_at})
@@ -191,25 +197,19 @@ class WorkerRuntime:
         return body
 
     def _start(
-        self, task_id: str, hostname: str, requests: list[list[Any]], started_at: float
+        self, task_id: str, hostname: str, requests: list[list[Any]]
     ) -> tuple[int, list[int]] | None:
         """STARTED, under the lease: (deliveries so far, revoked flag per
         request), or None when this run must not happen: the worker no longer
         owns the task, or the task already has its result."""
         assert self.scripts is not None
-        entry = ""
-        if self.settings.ledger:
-            entry = orjson.dumps({
-                "event": "start", "task": task_id, "incarnation": self.incarnation,
-                "requests": [r[0] for r in requests], "t": started_at, "pid": os.getpid(),
-            }).decode()
         code, deliveries, *revoked = self.scripts.start(
             keys=[delivery.LEASES, delivery.done(task_id), keys.result(task_id), delivery.STATS,
-                  keys.deliveries(task_id), delivery.LEDGER,
+                  keys.deliveries(task_id),
                   *(keys.revoked(r[0]) for r in requests)],
             args=[self.incarnation, task_id,
                   self._meta(task_id, "STARTED", {"pid": os.getpid(), "hostname": hostname}),
-                  self.settings.result_ttl_s, entry],
+                  self.settings.result_ttl_s],
         )
         if code == 0:
             log.warning("task %s: not run: worker %s no longer owns it", task_id, self.incarnation)

@@ -18,7 +18,7 @@ from typing import Any
 import redis
 
 from benchmarks.client import Connection, post
-from turnout import delivery
+from turnout import delivery, keys
 
 FINAL = {"SUCCESS", "FAILURE", "REVOKED"}
 
@@ -106,15 +106,35 @@ async def _get(url: str, ids: list[str], concurrency: int = 16) -> dict[str, dic
     return out
 
 
-def settle(url: str, ids: list[str], timeout_s: float) -> tuple[dict[str, dict[str, Any]], float]:
+def _from_redis(client: redis.Redis, ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Results read straight from the backend, for tasks the API does not list
+    by id (a batch job's chunks)."""
+    raws = client.mget([keys.result(i) for i in ids]) if ids else []
+    out = {}
+    for task_id, raw in zip(ids, raws, strict=True):
+        meta = json.loads(raw) if raw else {"status": "PENDING"}
+        out[task_id] = {"task_id": task_id, "status": meta["status"]}
+    return out
+
+
+def settle(url: str, ids: list[str], timeout_s: float,
+           client: redis.Redis | None = None) -> tuple[dict[str, dict[str, Any]], float]:
     """Poll until every task is final or ``timeout_s`` passes. Returns the
-    last view of each task and when the last one became final (wall clock)."""
+    last view of each task and when the last one became final (wall clock).
+    With ``client``, results are read from Redis instead of the API."""
     deadline = time.monotonic() + timeout_s
     views: dict[str, dict[str, Any]] = {}
     open_ids = list(ids)
     last_done = time.time()
     while open_ids:
-        views.update(asyncio.run(_get(url, open_ids)))
+        if client is not None:
+            try:
+                views.update(_from_redis(client, open_ids))
+            except redis.RedisError:
+                time.sleep(0.5)
+                continue
+        else:
+            views.update(asyncio.run(_get(url, open_ids)))
         still = [i for i in open_ids if views[i].get("status") not in FINAL]
         if len(still) < len(open_ids):
             last_done = time.time()

@@ -18,7 +18,7 @@ from typing import Any
 from benchmarks.chaos.load import Ledger, Load, settle, submit
 from benchmarks.chaos.stack import CPU_WORKER, GPU_WORKERS, ChaosStack
 from benchmarks.scenarios import DIGITS_ROW, IRIS_ROW
-from turnout import keys
+from turnout import delivery, keys
 
 IRIS = {"inputs": [IRIS_ROW]}
 DIGITS = {"inputs": [DIGITS_ROW]}
@@ -66,9 +66,14 @@ def tally(
     expect: Callable[[str, dict[str, Any]], bool] = lambda _id, v: v.get("status") == "SUCCESS",
     extra_ids: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Wait for every accepted job, then count."""
-    ids = [s.task_id for s in load.accepted if s.task_id] + list(extra_ids or [])
+    """Wait for every accepted job (and ``extra_ids``, read from Redis), then count."""
+    ids = [s.task_id for s in load.accepted if s.task_id]
     views, last_done = settle(stack.url, ids, timeout_s)
+    if extra_ids:
+        more, last_more = settle(stack.url, extra_ids, timeout_s, client=stack.client)
+        views.update(more)
+        last_done = max(last_done, last_more) if ids else last_more
+        ids += extra_ids
     ledger = Ledger.read(stack.client)
     final = {i: v for i, v in views.items() if v.get("status") in {"SUCCESS", "FAILURE", "REVOKED"}}
     unexpected = [i for i, v in final.items() if not expect(i, v)]
@@ -90,8 +95,27 @@ def tally(
     }
     if unexpected:
         row["first_unexpected"] = views[unexpected[0]]
+    lost = [i for i in ids if i not in final]
+    if lost:
+        row["lost_jobs"] = [where(stack, i, views.get(i, {})) for i in lost[:5]]
     row["timeline"] = {"results_t": ledger.results_t}
     return row
+
+
+def where(stack: ChaosStack, task_id: str, view: dict[str, Any]) -> dict[str, Any]:
+    """Where a job that never ended is: its last state, and whether Redis
+    still has its message in a queue or held by a worker."""
+    found: dict[str, Any] = {"task_id": task_id, "status": view.get("status")}
+    needle = task_id.encode()
+    for queue in ("cpu", "gpu"):
+        if any(needle in m for m in stack.client.lrange(queue, 0, -1)):
+            found["in_queue"] = queue
+    for tag, payload in stack.client.hgetall("unacked").items():
+        if needle in payload:
+            found["unacked_owner"] = stack.client.hget(delivery.OWNERS, tag)
+    found["lease"] = stack.client.hget(delivery.LEASES, task_id)
+    found["ledger"] = Ledger.read(stack.client).by_task.get(task_id)
+    return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in found.items()}
 
 
 def _drain(stack: ChaosStack) -> None:
@@ -125,10 +149,16 @@ def gpu_kill_during_batch(stack: ChaosStack, o: Options) -> dict[str, Any]:
     for _ in range(kills):
         time.sleep(1.5)
         victim = stack.busy_gpu_worker()
-        running = [t["task_id"] for t in stack.heartbeat(victim).get("current_tasks", [])]
+        incarnation = stack.heartbeat(victim).get("incarnation")
         at = stack.kill(victim)
         first_fault = first_fault or at
-        killed += [(at, t) for t in running]
+        # What it was running: its runs in the ledger that have no result yet.
+        ledger = Ledger.read(stack.client)
+        killed += [
+            (at, task) for task, entries in ledger.by_task.items()
+            if any(e["event"] == "start" and e["incarnation"] == incarnation for e in entries)
+            and not any(e["event"] == "result" for e in entries)
+        ]
     load = Load()
     row = tally(stack, f"1 gpu worker SIGKILL x{kills} in a batch", load, first_fault,
                 extra_ids=chunk_ids)
@@ -322,7 +352,7 @@ def revoke_then_restart(stack: ChaosStack, o: Options) -> dict[str, Any]:
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 202
     for name in GPU_WORKERS:
-        stack.kill(name, signal.SIGTERM)
+        stack.kill(name, signal.SIGTERM, group=False)  # a restart: warm shutdown
 
     def expect(task_id: str, view: dict[str, Any]) -> bool:
         return view.get("status") == ("REVOKED" if task_id == queued else "SUCCESS")

@@ -8,10 +8,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
 from typing import IO, Any
 
@@ -67,6 +69,9 @@ class ChaosStack:
         return Part(name, argv, self.folder / f"{name.replace('@', '_')}.log", self.env)
 
     def start(self) -> None:
+        subprocess.run([sys.executable, "-m", "turnout", "models", "build", "--missing"],
+                       env={**self.env, "TURNOUT_ROUTES_FILE": str(self.settings.routes_file)},
+                       check=True)
         for part in self.parts.values():
             part.start()
         self._thread.start()
@@ -101,6 +106,11 @@ class ChaosStack:
         while time.monotonic() < deadline:
             if self.live_workers() >= set(WORKERS):
                 return
+            failing = Counter(name for _, name in self.restarts)
+            for name, count in failing.items():
+                if count >= 5 and name in self.parts:
+                    raise RuntimeError(f"{name} keeps exiting; the end of its log:\n"
+                                       + self.parts[name].tail())
             time.sleep(0.2)
         raise RuntimeError(f"the chaos stack was not healthy in {timeout_s:.0f} s; logs in {self.folder}")
 
@@ -109,13 +119,16 @@ class ChaosStack:
         return json.loads(raw) if raw else {}
 
     def busy_gpu_worker(self, timeout_s: float = 30) -> str:
-        """A GPU worker that is running a job now."""
+        """A GPU worker that holds a job now (Redis's record of what it owns,
+        not the heartbeat, which is up to a beat old)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             for name in GPU_WORKERS:
-                if self.heartbeat(name).get("current_tasks") and self.parts[name].running():
+                incarnation = self.heartbeat(name).get("incarnation")
+                if (incarnation and self.parts[name].running()
+                        and self.client.scard(delivery.held(incarnation))):
                     return name
-            time.sleep(0.05)
+            time.sleep(0.02)
         raise RuntimeError("no GPU worker became busy")
 
     def pid(self, name: str) -> int:
@@ -125,10 +138,14 @@ class ChaosStack:
 
     # -- faults -----------------------------------------------------------------------
 
-    def kill(self, name: str, sig: int = signal.SIGKILL) -> float:
-        """Signal a whole part (its process group: parent and pool children)."""
+    def kill(self, name: str, sig: int = signal.SIGKILL, group: bool = True) -> float:
+        """Signal a whole part (its process group: parent and pool children),
+        or with ``group=False`` its leader alone (a warm shutdown's SIGTERM)."""
         at = time.time()
-        self.parts[name].signal_group(sig)
+        if group:
+            self.parts[name].signal_group(sig)
+        else:
+            os.kill(self.pid(name), sig)
         if sig != signal.SIGCONT:
             self.faults.append((at, f"{signal.Signals(sig).name} {name}"))
         return at
