@@ -360,9 +360,10 @@ class Reaper:
 
     Death is judged by this process's monotonic clock alone: an incarnation is
     dead once its beat counter has not moved for ``dead_after_s`` *as seen
-    from here*; no timestamp written by another host is compared with ours.
-    When this process cannot read Redis, its observations restart, so that
-    the time Redis was away never counts as a worker's silence.
+    from here*, over an unbroken watch; no timestamp written by another host
+    is compared with ours. When this process cannot read Redis, or has itself
+    not looked for a while (it was frozen, starved, or busy), its observations
+    start over: time it did not watch never counts as a worker's silence.
 
     Any number of reapers may run at once (each API process, ``turnout up``,
     each worker): each give-back is one transaction (``give_back``).
@@ -372,7 +373,16 @@ class Reaper:
     dead_after_s: float
     name: str = "reaper"
     clock: Any = time.monotonic
+    # A gap longer than this between two looks breaks the watch (default:
+    # half of dead_after_s).
+    max_gap_s: float | None = None
     _seen: dict[str, tuple[Any, float]] = field(default_factory=dict)
+    _last_look: float | None = None
+
+    def forget(self) -> None:
+        """Start the watch over (this process could not look)."""
+        self._seen.clear()
+        self._last_look = None
 
     def tick(self) -> list[tuple[str, int]]:
         """One look: returns the incarnations reaped now, with how many
@@ -380,9 +390,13 @@ class Reaper:
         try:
             counters = self.client.hgetall(INCARNATIONS)
         except redis.RedisError:
-            self._seen.clear()
+            self.forget()
             raise
         now = self.clock()
+        gap = self.max_gap_s if self.max_gap_s is not None else self.dead_after_s / 2
+        if self._last_look is not None and now - self._last_look > gap:
+            self._seen.clear()
+        self._last_look = now
         reaped: list[tuple[str, int]] = []
         current = {
             (k.decode() if isinstance(k, bytes) else k): v for k, v in counters.items()

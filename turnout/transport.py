@@ -143,6 +143,27 @@ class OwningQoS(kombu_redis.QoS):
                 conn, self.incarnation, [tag], why="restored", leftmost=leftmost, forget=False
             )
 
+    def restore_unacked(self, client: Any = None) -> None:
+        """At shutdown, or when the connection is lost: give back what this
+        worker holds and has not acked. kombu's own version raises from a
+        channel whose connection is already gone (and Celery then dies of an
+        "unrecoverable error"); here a failure only logs, since the next
+        channel's audit, or a reaper, gives those jobs back anyway."""
+        if not self._owned():
+            return super().restore_unacked(client)
+        assert self.incarnation is not None
+        tags = [t for t in self._delivered if t not in self._dirty]
+        self._delivered.clear()
+        if not tags:
+            return None
+        try:
+            with self.channel.conn_or_acquire(client) as conn:
+                delivery.give_back(conn, self.incarnation, tags, why="restored", forget=False)
+        except Exception as exc:  # noqa: BLE001 - closing a broken channel; see above
+            log.warning("worker %s: %d job(s) not given back on closing (%s: %s); they will be",
+                        self.incarnation, len(tags), type(exc).__name__, exc)
+        return None
+
     def restore_visible(self, start: int = 0, num: int = 10, interval: int = 10) -> None:
         self._vrestore_count += 1
         if (self._vrestore_count - 1) % (interval or 1):

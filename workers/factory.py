@@ -179,6 +179,7 @@ class Heartbeat:
                 reaper.tick()
             except redis.RedisError as exc:
                 log.warning("heartbeat not sent: %s", exc)
+                reaper.forget()  # it could not watch the others either
                 silent = time.monotonic() - last_beat
                 if not fenced and silent >= self.settings.fence_after_s:
                     fenced = True

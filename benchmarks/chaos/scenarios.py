@@ -11,6 +11,7 @@ import random
 import signal
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -93,6 +94,12 @@ def tally(
         "recovery_s": round(last_done - fault_at, 2) if fault_at else None,
         "restarts": [n for t, n in stack.restarts if fault_at and t >= fault_at - 1],
     }
+    unanswered = [x for x in load.sent if x.status == 0]
+    if unanswered:
+        # A request with no answer is ambiguous to its client: when it was
+        # sent (from the fault) and how long it waited.
+        row["no_answer"] = [[round(x.t - (fault_at or x.t), 2), round(x.latency_s, 2)]
+                            for x in unanswered[:10]]
     if unexpected:
         row["first_unexpected"] = views[unexpected[0]]
     lost = [i for i in ids if i not in final]
@@ -278,8 +285,10 @@ def redis_down(stack: ChaosStack, o: Options) -> dict[str, Any]:
         await asyncio.gather(submit(stack.url, "iris", IRIS, 50, down_s + 8, load), outage())
 
     asyncio.run(go())
-    during = [s for s in load.sent if fault[0] + 0.5 < s.t < back[0]]
+    # Sent while Redis was surely down: after the stop, before the restart began.
+    during = [s for s in load.sent if fault[0] + 0.5 < s.t < fault[0] + down_s]
     row = tally(stack, f"6 redis down {down_s:.0f} s", load, back[0])
+    row["during_outage"] = dict(Counter(str(s.status) for s in during))
     row["refused_during_outage"] = len([s for s in during if s.status == 503])
     row["max_refusal_s"] = round(max((s.latency_s for s in during if s.status == 503), default=0), 3)
     row["parts_restarted"] = sorted(n for n, pid in pids.items() if stack.pid(n) != pid)

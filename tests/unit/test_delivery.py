@@ -196,14 +196,75 @@ def test_a_reaper_that_lost_redis_starts_its_observations_over(redis_client: red
     clock = _Clock()
     reaper = delivery.Reaper(redis_client, dead_after_s=5, clock=clock)
     delivery.register(redis_client, "w#1")
-    reaper.tick()
-    clock.now += 4
+    for _ in range(4):
+        reaper.tick()
+        clock.now += 1
     reaper.client = redis.Redis(port=free_port(), socket_connect_timeout=1)
     with pytest.raises(redis.ConnectionError):
         reaper.tick()
     reaper.client = redis_client
-    reaper.tick()  # looks again: a new first sight
-    clock.now += 4  # 8 s since the first sight, but only 4 since it could look again
-    assert reaper.tick() == []
-    clock.now += 5
-    assert reaper.tick() == [("w#1", 0)]
+    reaped_at = {}
+    for step in range(1, 8):
+        clock.now += 1  # 5 s of silence since the first look, but the watch broke at 4
+        for name, _ in reaper.tick():
+            reaped_at[name] = step
+    assert reaped_at == {"w#1": 6}  # 5 s after it could look again
+
+
+def test_claim_pops_and_owns_in_one_step(redis_client: redis.Redis) -> None:
+    scripts = delivery.Scripts(redis_client)
+    delivery.register(redis_client, "a#1")
+    _, payload = _message("t1", queue="gpu.0")
+    raw = json.loads(payload)[0]
+    redis_client.lpush("gpu.0", json.dumps(raw))
+    redis_client.lpush(delivery.bell("gpu.0"), 1)
+
+    assert delivery.claim(scripts, "a#1", ["gpu", "gpu.0"]) == ("gpu.0", json.dumps(raw))
+
+    tag = raw["properties"]["delivery_tag"]
+    assert redis_client.llen("gpu.0") == 0
+    assert redis_client.llen(delivery.bell("gpu.0")) == 0  # one bell per message taken
+    assert json.loads(redis_client.hget("unacked", tag)) == [raw, "", "gpu.0"]
+    assert redis_client.hget(delivery.OWNERS, tag) == b"a#1\tt1"
+    assert redis_client.hget(delivery.LEASES, "t1") == f"a#1\t{tag}".encode()
+    assert redis_client.sismember(delivery.held("a#1"), tag)
+    assert delivery.claim(scripts, "a#1", ["gpu", "gpu.0"]) == 0  # nothing left
+
+
+def test_a_reaped_incarnation_claims_nothing(redis_client: redis.Redis) -> None:
+    scripts = delivery.Scripts(redis_client)
+    delivery.register(redis_client, "a#1")
+    delivery.give_back(redis_client, "a#1")  # declared dead
+    redis_client.lpush("gpu", json.dumps(json.loads(_message("t1")[1])[0]))
+
+    assert delivery.claim(scripts, "a#1", ["gpu"]) == -1
+    assert redis_client.llen("gpu") == 1  # still there for a live worker
+
+
+def test_a_given_back_message_rings_its_queues_bell(redis_client: redis.Redis) -> None:
+    scripts = delivery.Scripts(redis_client)
+    delivery.register(redis_client, "a#1")
+    delivery.register(redis_client, "b#1")
+    _, task_id = _take(scripts, "a#1")
+    delivery.give_back(redis_client, "a#1")
+
+    assert redis_client.llen(delivery.bell("gpu")) == 1
+    got = delivery.claim(scripts, "b#1", ["gpu"], bell_index=1)
+    assert isinstance(got, tuple) and json.loads(got[1])["headers"]["id"] == task_id
+    assert redis_client.hget(delivery.LEASES, task_id).startswith(b"b#1\t")
+
+
+def test_a_reaper_that_did_not_look_for_a_while_starts_over(redis_client: redis.Redis) -> None:
+    """A reaper frozen for longer than workers may be silent must not wake up
+    and declare every one of them dead."""
+    clock = _Clock()
+    reaper = delivery.Reaper(redis_client, dead_after_s=5, clock=clock)
+    delivery.register(redis_client, "w#1")
+    reaper.tick()
+    clock.now += 30  # this process was frozen; w#1 beat all along, unseen
+    reaped_at = {}
+    for step in range(8):
+        for name, _ in reaper.tick():
+            reaped_at[name] = step
+        clock.now += 1
+    assert reaped_at == {"w#1": 5}  # after 5 s of watched silence, not at once
