@@ -19,6 +19,7 @@ import urllib.error
 import urllib.request
 from typing import IO, Any
 
+from turnout.delivery import ReaperThread
 from turnout.errors import ConfigError
 from turnout.redis_server import EmbeddedRedis
 from turnout.settings import RedisSettings, Settings
@@ -38,6 +39,7 @@ class Stack:
         self.redis_log: IO[bytes] | None = None
         self._stopping = False
         self._lock: IO[str] | None = None
+        self.reaper: ReaperThread | None = None
 
     def say(self, message: str) -> None:
         print(f"turnout: {message}", flush=True)
@@ -68,6 +70,11 @@ class Stack:
         self.say(f"state in {settings.home}")
         self._build_models()
         broker = self._start_redis()
+        # One more reaper beside the API's and the workers': a dead worker's
+        # jobs come back even while the API is down.
+        self.reaper = ReaperThread(broker.url, self.settings.dead_after_s,
+                                   self.settings.reap_interval_s, "up")
+        self.reaper.start()
         env = self._child_env(broker)
         self._plan_parts(env)
         for part in self.parts:
@@ -224,6 +231,9 @@ class Stack:
         for part in reversed(self.parts):
             part.stop(STOP_GRACE_S)
         self.parts = []
+        if self.reaper is not None:
+            self.reaper.stop()
+            self.reaper = None
         if self.redis is not None:
             self.redis.stop()
             self.redis = None

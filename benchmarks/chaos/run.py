@@ -64,7 +64,7 @@ def chart(rows: list[dict[str, Any]], faults: dict[str, list[float]], out: Path)
         if not times:
             continue
         t0 = times[0]
-        width = 0.5
+        width = 1.0
         bins = int((times[-1] - t0) / width) + 1
         counts = [0] * bins
         for t in times:
