@@ -53,14 +53,27 @@ async def submit(url: str, model: str, body: dict[str, Any], rate: float, durati
     pending: set[asyncio.Task[None]] = set()
 
     async def one() -> None:
+        reused = bool(idle)
         conn = idle.pop() if idle else Connection(host, port)
         t, t0 = time.time(), time.perf_counter()
-        try:
-            status, reply = await asyncio.wait_for(conn.request(raw), 10)
-        except (OSError, asyncio.IncompleteReadError, ValueError, TimeoutError):
-            conn.close()
-            load.sent.append(Sent(t, 0, None, time.perf_counter() - t0, model))
-            return
+        for attempt in (1, 2):
+            try:
+                status, reply = await asyncio.wait_for(conn.request(raw), 10)
+                break
+            except asyncio.IncompleteReadError as exc:
+                conn.close()
+                # A kept-alive connection the server had already closed: the
+                # request never reached it (no byte came back), and any HTTP
+                # client sends it again on a new connection.
+                if attempt == 1 and reused and not exc.partial:
+                    conn = Connection(host, port)
+                    continue
+                load.sent.append(Sent(t, 0, None, time.perf_counter() - t0, model))
+                return
+            except (OSError, ValueError, TimeoutError):
+                conn.close()
+                load.sent.append(Sent(t, 0, None, time.perf_counter() - t0, model))
+                return
         task_id = json.loads(reply).get("task_id") if status == 202 else None
         load.sent.append(Sent(t, status, task_id, time.perf_counter() - t0, model))
         idle.append(conn)
