@@ -83,7 +83,7 @@ class OwningQoS(kombu_redis.QoS):
                 # the head of its queue at once, and the worker stops (a fresh
                 # incarnation takes its place). The task's start finds no lease
                 # and does not run.
-                queue, restored, _ = delivery._restored(payload)
+                queue, restored, _ = delivery.restored(payload)
                 client.rpush(queue, restored)
                 log.error("worker %s was declared dead; stopping it", self.incarnation)
                 os.kill(os.getpid(), signal.SIGTERM)

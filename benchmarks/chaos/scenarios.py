@@ -13,128 +13,16 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from benchmarks.chaos.load import Ledger, Load, settle, submit
 from benchmarks.chaos.stack import CPU_WORKER, GPU_WORKERS, ChaosStack
+from benchmarks.chaos.tally import Options, drain, one, post, tally
 from benchmarks.scenarios import DIGITS_ROW, IRIS_ROW
-from turnout import delivery, keys
+from turnout import keys
 
 IRIS = {"inputs": [IRIS_ROW]}
 DIGITS = {"inputs": [DIGITS_ROW]}
-
-
-@dataclass
-class Options:
-    quick: bool
-
-    def pick(self, quick: Any, full: Any) -> Any:
-        return quick if self.quick else full
-
-
-def _post(stack: ChaosStack, path: str, body: Any) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(
-        stack.url + path, data=json.dumps(body).encode(), method="POST",
-        headers={"content-type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
-
-
-def _one(stack: ChaosStack, model: str, body: dict[str, Any], load: Load) -> str:
-    status, reply = _post(stack, f"/v1/models/{model}/predict", body)
-    load.sent.append(_sent(status, reply.get("task_id"), model))
-    assert status == 202, (status, reply)
-    return str(reply["task_id"])
-
-
-def _sent(status: int, task_id: str | None, model: str) -> Any:
-    from benchmarks.chaos.load import Sent
-
-    return Sent(time.time(), status, task_id, 0.0, model)
-
-
-def tally(
-    stack: ChaosStack,
-    name: str,
-    load: Load,
-    fault_at: float | None,
-    timeout_s: float = 120,
-    expect: Callable[[str, dict[str, Any]], bool] = lambda _id, v: v.get("status") == "SUCCESS",
-    extra_ids: list[str] | None = None,
-) -> dict[str, Any]:
-    """Wait for every accepted job (and ``extra_ids``, read from Redis), then count."""
-    ids = [s.task_id for s in load.accepted if s.task_id]
-    views, last_done = settle(stack.url, ids, timeout_s)
-    if extra_ids:
-        more, last_more = settle(stack.url, extra_ids, timeout_s, client=stack.client)
-        views.update(more)
-        last_done = max(last_done, last_more) if ids else last_more
-        ids += extra_ids
-    ledger = Ledger.read(stack.client)
-    final = {i: v for i, v in views.items() if v.get("status") in {"SUCCESS", "FAILURE", "REVOKED"}}
-    unexpected = [i for i, v in final.items() if not expect(i, v)]
-    row: dict[str, Any] = {
-        "scenario": name,
-        "submitted": len(load.sent) + len(extra_ids or []),
-        "accepted": len(ids),
-        "refused": load.refused(),
-        "completed": len(final),
-        "lost": len(ids) - len(final),
-        "unexpected": len(unexpected),
-        "runs_beyond_one": sum(max(0, ledger.runs[i] - 1) for i in ids),
-        "results_beyond_one": sum(max(0, n - 1) for n in ledger.stored.values()),
-        "second_results_dropped": ledger.stats.get("duplicate_results", 0)
-        + ledger.stats.get("fenced_results", 0),
-        "given_back": sum(v for k, v in ledger.stats.items() if k.startswith("given_back")),
-        "recovery_s": round(last_done - fault_at, 2) if fault_at else None,
-        "restarts": [n for t, n in stack.restarts if fault_at and t >= fault_at - 1],
-    }
-    unanswered = [x for x in load.sent if x.status == 0]
-    if unanswered:
-        # A request with no answer is ambiguous to its client: when it was
-        # sent (from the fault) and how long it waited.
-        row["no_answer"] = [[round(x.t - (fault_at or x.t), 2), round(x.latency_s, 2)]
-                            for x in unanswered[:10]]
-    if unexpected:
-        row["first_unexpected"] = views[unexpected[0]]
-    lost = [i for i in ids if i not in final]
-    if lost:
-        row["lost_jobs"] = [where(stack, i, views.get(i, {})) for i in lost[:5]]
-    row["timeline"] = {"results_t": ledger.results_t}
-    return row
-
-
-def where(stack: ChaosStack, task_id: str, view: dict[str, Any]) -> dict[str, Any]:
-    """Where a job that never ended is: its last state, and whether Redis
-    still has its message in a queue or held by a worker."""
-    found: dict[str, Any] = {"task_id": task_id, "status": view.get("status")}
-    needle = task_id.encode()
-    for queue in ("cpu", "gpu"):
-        if any(needle in m for m in stack.client.lrange(queue, 0, -1)):
-            found["in_queue"] = queue
-    for tag, payload in stack.client.hgetall("unacked").items():
-        if needle in payload:
-            found["unacked_owner"] = stack.client.hget(delivery.OWNERS, tag)
-    found["lease"] = stack.client.hget(delivery.LEASES, task_id)
-    found["ledger"] = Ledger.read(stack.client).by_task.get(task_id)
-    return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in found.items()}
-
-
-def _drain(stack: ChaosStack) -> None:
-    """Before a scenario: every worker live, queues empty, counts reset."""
-    stack.wait_healthy()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if not any(stack.client.llen(q) for q in ("cpu", "gpu")) and not stack.client.hlen("unacked"):
-            break
-        time.sleep(0.2)
-    stack.reset_counts()
-    stack.restarts.clear()
 
 
 # -- the scenarios ------------------------------------------------------------------------
@@ -143,10 +31,10 @@ def _drain(stack: ChaosStack) -> None:
 def gpu_kill_during_batch(stack: ChaosStack, o: Options) -> dict[str, Any]:
     """1. A whole GPU worker SIGKILLed mid-job, several times in a row, during
     a batch job; each killed chunk's time from the kill to its result."""
-    _drain(stack)
+    drain(stack)
     kills = o.pick(2, 5)
-    chunks = o.pick(24, 60)
-    status, reply = _post(stack, "/v1/models/slow-digits/batch",
+    chunks = o.pick(40, 110)
+    status, reply = post(stack, "/v1/models/slow-digits/batch",
                           {"inputs": [DIGITS_ROW] * (chunks * 16), "chunk_rows": 16})
     assert status == 202, reply
     record = json.loads(stack.client.get(keys.batch(reply["batch_id"])) or b"{}")
@@ -154,7 +42,10 @@ def gpu_kill_during_batch(stack: ChaosStack, o: Options) -> dict[str, Any]:
     killed: list[tuple[float, str]] = []
     first_fault = None
     for _ in range(kills):
-        time.sleep(1.5)
+        # One worker dies at a time: the next kill waits until the last
+        # victim is back, so each figure is one death's cost.
+        stack.wait_healthy()
+        time.sleep(1.0)
         victim = stack.busy_gpu_worker()
         incarnation = stack.heartbeat(victim).get("incarnation")
         at = stack.kill(victim)
@@ -183,7 +74,7 @@ def gpu_kill_during_batch(stack: ChaosStack, o: Options) -> dict[str, Any]:
 
 def cpu_kill_under_load(stack: ChaosStack, o: Options) -> dict[str, Any]:
     """2. The CPU worker SIGKILLed under a steady rate of iris."""
-    _drain(stack)
+    drain(stack)
     rate, duration = o.pick(100, 300), o.pick(8.0, 20.0)
     load = Load()
     fault: list[float] = []
@@ -201,7 +92,7 @@ def cpu_kill_under_load(stack: ChaosStack, o: Options) -> dict[str, Any]:
 
 def gpu_frozen(stack: ChaosStack, o: Options) -> dict[str, Any]:
     """3. A GPU worker frozen (SIGSTOP, parent and child) mid-job, then woken."""
-    _drain(stack)
+    drain(stack)
     frozen_s = o.pick(8.0, 30.0)
     load = Load()
     victim: list[str] = []
@@ -229,10 +120,10 @@ def gpu_frozen(stack: ChaosStack, o: Options) -> dict[str, Any]:
 
 def long_job(stack: ChaosStack, o: Options) -> dict[str, Any]:
     """4. Jobs longer than the visibility timeout (set to 2 s for the suite)."""
-    _drain(stack)
+    drain(stack)
     load = Load()
     for _ in range(o.pick(2, 4)):
-        _one(stack, "long-digits", DIGITS, load)
+        one(stack, "long-digits", DIGITS, load)
     row = tally(stack, "4 5 s jobs, visibility timeout 2 s", load, None)
     row["ok_extra"] = row["runs_beyond_one"] == 0
     return row
@@ -240,7 +131,7 @@ def long_job(stack: ChaosStack, o: Options) -> dict[str, Any]:
 
 def redis_kill(stack: ChaosStack, o: Options) -> dict[str, Any]:
     """5. Redis kill -9 under load; restarted from its AOF by the supervisor."""
-    _drain(stack)
+    drain(stack)
     rate, duration = o.pick(150, 500), o.pick(8.0, 15.0)
     pids = {name: stack.pid(name) for name in stack.parts}
     load = Load()
@@ -268,7 +159,7 @@ def redis_kill(stack: ChaosStack, o: Options) -> dict[str, Any]:
 def redis_down(stack: ChaosStack, o: Options) -> dict[str, Any]:
     """6. Redis stopped for a while: submits refused at once with 503,
     workers stay up and serve again once it is back."""
-    _drain(stack)
+    drain(stack)
     down_s = o.pick(8.0, 30.0)
     pids = {name: stack.pid(name) for name in stack.parts}
     load = Load()
@@ -294,7 +185,7 @@ def redis_down(stack: ChaosStack, o: Options) -> dict[str, Any]:
     row["parts_restarted"] = sorted(n for n, pid in pids.items() if stack.pid(n) != pid)
     # None hangs: each worker serves again (a fresh job on every queue).
     after = Load()
-    ids = [_one(stack, "iris", IRIS, after), _one(stack, "digits-cnn", DIGITS, after)]
+    ids = [one(stack, "iris", IRIS, after), one(stack, "digits-cnn", DIGITS, after)]
     views, _ = settle(stack.url, ids, 60)
     row["served_after"] = all(v.get("status") == "SUCCESS" for v in views.values())
     row["ok_extra"] = (row["served_after"] and not row["parts_restarted"]
@@ -304,11 +195,11 @@ def redis_down(stack: ChaosStack, o: Options) -> dict[str, Any]:
 
 def hang(stack: ChaosStack, o: Options) -> dict[str, Any]:
     """7. A job that hangs past its hard time limit."""
-    _drain(stack)
+    drain(stack)
     load = Load()
-    hung = _one(stack, "hang-digits", DIGITS, load)
+    hung = one(stack, "hang-digits", DIGITS, load)
     views, _ = settle(stack.url, [hung], 60)
-    _one(stack, "digits-cnn", DIGITS, load)  # the next job, on a replaced child
+    one(stack, "digits-cnn", DIGITS, load)  # the next job, on a replaced child
 
     def expect(task_id: str, view: dict[str, Any]) -> bool:
         if task_id == hung:
@@ -322,7 +213,7 @@ def hang(stack: ChaosStack, o: Options) -> dict[str, Any]:
 
 def poison(stack: ChaosStack, o: Options) -> dict[str, Any]:
     """8. A job that kills its worker's process every time, among others."""
-    _drain(stack)
+    drain(stack)
     load = Load()
     bad = [666.0] + DIGITS_ROW[1:]
     poisoned: list[str] = []
@@ -331,7 +222,7 @@ def poison(stack: ChaosStack, o: Options) -> dict[str, Any]:
         async def poison_once() -> None:
             await asyncio.sleep(0.5)
             poisoned.append(await asyncio.to_thread(
-                _one, stack, "poison-digits", {"inputs": [bad]}, load))
+                one, stack, "poison-digits", {"inputs": [bad]}, load))
 
         await asyncio.gather(submit(stack.url, "iris", IRIS, 50, o.pick(8.0, 15.0), load),
                              submit(stack.url, "digits-cnn", DIGITS, 10, o.pick(8.0, 15.0), load),
@@ -351,12 +242,12 @@ def poison(stack: ChaosStack, o: Options) -> dict[str, Any]:
 
 def revoke_then_restart(stack: ChaosStack, o: Options) -> dict[str, Any]:
     """9. A queued job revoked, then every GPU worker restarted: it never runs."""
-    _drain(stack)
+    drain(stack)
     load = Load()
     for _ in GPU_WORKERS:  # keep both GPU workers busy
-        _one(stack, "long-digits", DIGITS, load)
+        one(stack, "long-digits", DIGITS, load)
     time.sleep(1)
-    queued = _one(stack, "digits-cnn", DIGITS, load)
+    queued = one(stack, "digits-cnn", DIGITS, load)
     request = urllib.request.Request(f"{stack.url}/v1/tasks/{queued}", method="DELETE")
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 202
@@ -374,7 +265,7 @@ def revoke_then_restart(stack: ChaosStack, o: Options) -> dict[str, Any]:
 
 def soak(stack: ChaosStack, o: Options) -> dict[str, Any]:
     """10. Many mixed jobs with random kills of any worker."""
-    _drain(stack)
+    drain(stack)
     total = o.pick(1500, 10_000)
     rate = 150.0
     duration = total / rate
