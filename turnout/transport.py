@@ -36,10 +36,12 @@ from queue import Empty
 from time import monotonic, time
 from typing import Any
 
+import redis
 from kombu.transport import redis as kombu_redis
 from kombu.utils.json import dumps, loads
 
 from turnout import delivery
+from turnout.settings import RedisSettings
 
 log = logging.getLogger("turnout.transport")
 
@@ -49,12 +51,24 @@ class OwningQoS(kombu_redis.QoS):
         super().__init__(*args, **kwargs)
         options = self.channel.connection.client.transport_options
         self.incarnation: str | None = options.get("turnout_incarnation")
+        # A client of our own for the ownership bookkeeping, made from the
+        # connection's URL while it is alive: after a lost connection kombu
+        # closes this channel, yet the pool still finishes (and acks) the jobs
+        # it delivered, and those acks must reach Redis.
+        self._uri = _url(self.channel.connection.client)
+        self._redis: redis.Redis | None = None
         self._scripts: delivery.Scripts | None = None
         # tag -> "ack" | "requeue": what could not reach Redis yet.
         self._deferred: dict[str, str] = {}
 
     def _owned(self) -> bool:
         return self.incarnation is not None
+
+    def _client(self) -> redis.Redis:
+        if self._redis is None:
+            self._redis = redis.Redis.from_url(self._uri, socket_timeout=10,
+                                               socket_connect_timeout=5)
+        return self._redis
 
     def scripts(self, client: Any) -> delivery.Scripts:
         if self._scripts is None or self._scripts.client is not client:
@@ -74,19 +88,18 @@ class OwningQoS(kombu_redis.QoS):
         info = message.delivery_info
         payload = dumps([message._raw, info["exchange"], info["routing_key"]])
         task_id = (message.headers or {}).get("id") or ""
-        with self.channel.conn_or_acquire() as client:
-            taken = delivery.append(
-                self.scripts(client), self.incarnation, delivery_tag, payload, task_id
-            )
-            if not taken:
-                # This incarnation was declared dead: the message goes back to
-                # the head of its queue at once, and the worker stops (a fresh
-                # incarnation takes its place). The task's start finds no lease
-                # and does not run.
-                queue, restored, _ = delivery.restored(payload)
-                client.rpush(queue, restored)
-                log.error("worker %s was declared dead; stopping it", self.incarnation)
-                os.kill(os.getpid(), signal.SIGTERM)
+        client = self._client()
+        taken = delivery.append(self.scripts(client), self.incarnation, delivery_tag, payload,
+                                task_id)
+        if not taken:
+            # This incarnation was declared dead: the message goes back to the
+            # head of its queue at once, and the worker stops (a fresh
+            # incarnation takes its place). The task's start finds no lease
+            # and does not run.
+            queue, restored, _ = delivery.restored(payload)
+            client.rpush(queue, restored)
+            log.error("worker %s was declared dead; stopping it", self.incarnation)
+            os.kill(os.getpid(), signal.SIGTERM)
         # kombu's in-memory bookkeeping (prefetch counts, restore at shutdown).
         super(kombu_redis.QoS, self).append(message, delivery_tag)
 
@@ -94,15 +107,17 @@ class OwningQoS(kombu_redis.QoS):
         """Ack (or requeue) ``tag`` in Redis now, or keep it for the next sweep."""
         assert self.incarnation is not None
         try:
-            with self.channel.conn_or_acquire() as client:
-                if how == "requeue":
-                    delivery.give_back(client, self.incarnation, [tag], why="requeued",
-                                       leftmost=True, forget=False)
-                elif delivery.ack(self.scripts(client), self.incarnation, tag) == 0:
-                    log.warning("ack of %s refused: worker %s no longer owns it", tag,
-                                self.incarnation)
+            client = self._client()
+            if how == "requeue":
+                delivery.give_back(client, self.incarnation, [tag], why="requeued",
+                                   leftmost=True, forget=False)
+            elif delivery.ack(self.scripts(client), self.incarnation, tag) == 0:
+                log.warning("ack of %s refused: worker %s no longer owns it", tag,
+                            self.incarnation)
             self._deferred.pop(tag, None)
-        except self.channel.connection_errors as exc:
+        except redis.RedisError as exc:
+            # Kept for the next sweep; if this channel is gone by then, the
+            # next channel's audit gives the job back once Celery has let go.
             log.warning("%s of %s deferred: Redis unreachable (%s)", how, tag, exc)
             self._deferred[tag] = how
 
@@ -118,16 +133,20 @@ class OwningQoS(kombu_redis.QoS):
         self._settle(delivery_tag, "requeue" if requeue else "ack")
         super(kombu_redis.QoS, self).ack(delivery_tag)
 
-    def _audit(self, client: Any) -> None:
+    def _audit(self) -> None:
         """Settle what was deferred, then give back what Redis says we hold
-        but this worker no longer has in hand. Runs in the consumer's thread,
-        like ``append``, so the two views cannot disagree mid-delivery."""
+        but this worker no longer has in hand: not in this channel's memory,
+        and not among the requests Celery is still running or holding (those
+        may have come through an earlier channel, before a reconnect). Runs
+        in the consumer's thread, like ``append``, so the views cannot
+        disagree mid-delivery."""
         assert self.incarnation is not None
         for tag, how in list(self._deferred.items()):
             self._settle(tag, how)
+        client = self._client()
         held = {t.decode() if isinstance(t, bytes) else t
                 for t in client.smembers(delivery.held(self.incarnation))}
-        forgotten = held - set(self._delivered) - set(self._deferred)
+        forgotten = held - set(self._delivered) - set(self._deferred) - _in_hand()
         if forgotten:
             moved = delivery.give_back(client, self.incarnation, forgotten, why="forgotten",
                                        forget=False)
@@ -138,10 +157,10 @@ class OwningQoS(kombu_redis.QoS):
         if not self._owned():
             return super().restore_by_tag(tag, client=client, leftmost=leftmost)
         assert self.incarnation is not None
-        with self.channel.conn_or_acquire(client) as conn:
-            delivery.give_back(
-                conn, self.incarnation, [tag], why="restored", leftmost=leftmost, forget=False
-            )
+        delivery.give_back(
+            self._client(), self.incarnation, [tag], why="restored", leftmost=leftmost,
+            forget=False,
+        )
 
     def restore_unacked(self, client: Any = None) -> None:
         """At shutdown, or when the connection is lost: give back what this
@@ -157,8 +176,8 @@ class OwningQoS(kombu_redis.QoS):
         if not tags:
             return None
         try:
-            with self.channel.conn_or_acquire(client) as conn:
-                delivery.give_back(conn, self.incarnation, tags, why="restored", forget=False)
+            delivery.give_back(self._client(), self.incarnation, tags, why="restored",
+                               forget=False)
         except Exception as exc:  # noqa: BLE001 - closing a broken channel; see above
             log.warning("worker %s: %d job(s) not given back on closing (%s: %s); they will be",
                         self.incarnation, len(tags), type(exc).__name__, exc)
@@ -168,9 +187,9 @@ class OwningQoS(kombu_redis.QoS):
         self._vrestore_count += 1
         if (self._vrestore_count - 1) % (interval or 1):
             return
+        if self._owned():
+            self._audit()
         with self.channel.conn_or_acquire() as client:
-            if self._owned():
-                self._audit(client)
             ceil = time() - self.visibility_timeout
             try:
                 with kombu_redis.Mutex(client, self.unacked_mutex_key, self.unacked_mutex_expire):
@@ -186,6 +205,32 @@ class OwningQoS(kombu_redis.QoS):
                         super().restore_by_tag(tag, client)
             except kombu_redis.MutexHeld:
                 pass
+
+
+def _url(conn: Any) -> str:
+    """The redis:// URL of a kombu connection (its ``as_uri`` names our
+    transport's import path as the scheme)."""
+    db = str(conn.virtual_host or "0").lstrip("/") or "0"
+    return RedisSettings(
+        host=conn.hostname or "127.0.0.1", port=int(conn.port or 6379), db=int(db),
+        username=conn.userid or None, password=conn.password or None, tls=bool(conn.ssl),
+    ).url
+
+
+def _in_hand() -> set[str]:
+    """The delivery tags of the requests this Celery worker is running or
+    holding (empty outside a worker)."""
+    try:
+        from celery.worker import state
+    except ImportError:
+        return set()
+    tags = set()
+    for request in [*state.active_requests, *state.reserved_requests]:
+        message = getattr(request, "message", None)
+        tag = getattr(message, "delivery_tag", None)
+        if tag:
+            tags.add(str(tag))
+    return tags
 
 
 class Channel(kombu_redis.Channel):

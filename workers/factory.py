@@ -268,6 +268,12 @@ class Heartbeat:
                 log.warning("worker %s: could not retire (%s); reapers will", self.spec.name, exc)
 
 
+def _stuck(name: str, grace_s: float) -> None:
+    log.error("worker %s still not stopped %.0f s after its shutdown began; exiting", name,
+              grace_s)
+    os._exit(1)
+
+
 def run_worker(spec: WorkerSpec, settings: Settings, table: RouteTable) -> int:
     incarnation = delivery.new_incarnation(spec.name)
     worker_app = build_worker_app(spec, settings, table, incarnation)
@@ -282,7 +288,19 @@ def run_worker(spec: WorkerSpec, settings: Settings, table: RouteTable) -> int:
     delivery.register(client, incarnation)
     client.close()
     heartbeat.start()
-    signals.worker_shutting_down.connect(lambda **_: heartbeat.stop(), weak=False)
+    grace_s = table.max_time_limit_s + 30
+
+    def shutting_down(**_: Any) -> None:
+        heartbeat.stop()
+        # A warm shutdown waits for the jobs in hand; one that outlasts the
+        # longest time limit is stuck (Celery can hang after an unrecoverable
+        # consumer error while this thread still beats): end the process, so
+        # that the reapers take its jobs and a supervisor starts a fresh one.
+        timer = threading.Timer(grace_s, _stuck, args=(spec.name, grace_s))
+        timer.daemon = True  # a clean exit does not wait for it
+        timer.start()
+
+    signals.worker_shutting_down.connect(shutting_down, weak=False)
     signals.worker_shutdown.connect(lambda **_: heartbeat.retire(), weak=False)
     log.info(
         "starting worker %s (incarnation %s): queues %s, concurrency %d, device %s, broker %s",

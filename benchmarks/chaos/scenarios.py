@@ -42,9 +42,6 @@ def gpu_kill_during_batch(stack: ChaosStack, o: Options) -> dict[str, Any]:
     killed: list[tuple[float, str]] = []
     first_fault = None
     for _ in range(kills):
-        # One worker dies at a time: the next kill waits until the last
-        # victim is back, so each figure is one death's cost.
-        stack.wait_healthy()
         time.sleep(1.0)
         victim = stack.busy_gpu_worker()
         incarnation = stack.heartbeat(victim).get("incarnation")
@@ -57,6 +54,14 @@ def gpu_kill_during_batch(stack: ChaosStack, o: Options) -> dict[str, Any]:
             if any(e["event"] == "start" and e["incarnation"] == incarnation for e in entries)
             and not any(e["event"] == "result" for e in entries)
         ]
+        # One worker dies at a time: the next kill waits until this one's new
+        # incarnation is up (its old heartbeat outlives it by a few seconds),
+        # so that each figure is the cost of one death.
+        deadline = time.monotonic() + 120
+        while stack.heartbeat(victim).get("incarnation") in (None, incarnation):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{victim} did not come back")
+            time.sleep(0.1)
     load = Load()
     row = tally(stack, f"1 gpu worker SIGKILL x{kills} in a batch", load, first_fault,
                 extra_ids=chunk_ids)
