@@ -146,6 +146,7 @@ class Heartbeat:
         self._loaded: list[str] = list(models)
         self._refused: dict[str, str] = {}
         self._stop = threading.Event()
+        self._withdrawn = threading.Event()
         self._thread: threading.Thread | None = None
         self._client: redis.Redis | None = None
 
@@ -171,11 +172,15 @@ class Heartbeat:
                 fenced = False
                 # Celery says "ready" once it consumes, which can be before the
                 # pool children have loaded their models: announce only after.
-                if announced or self.ready():
+                if self._withdrawn.is_set():
+                    pass  # going away: beat on (jobs in hand finish) but unannounced
+                elif announced or self.ready():
                     if not announced:
                         log.info("worker %s: all models loaded; announcing it", self.spec.name)
                         announced = True
                     heartbeats.publish(self._client, self.current(), ttl_s=interval * 3)
+                    if self._withdrawn.is_set():  # stop() ran meanwhile: take it back
+                        heartbeats.withdraw(self._client, self.spec.name)
                 reaper.tick()
             except redis.RedisError as exc:
                 log.warning("heartbeat not sent: %s", exc)
@@ -247,6 +252,7 @@ class Heartbeat:
     def stop(self) -> None:
         """Withdraw the announcement (the worker is going away). The beats go
         on until ``retire``: a warm shutdown still finishes its jobs."""
+        self._withdrawn.set()
         if self._client is not None:
             try:
                 heartbeats.withdraw(self._client, self.spec.name)
