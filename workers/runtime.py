@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import redis
 from celery import Task
-from celery.exceptions import Ignore, SoftTimeLimitExceeded
+from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded
 
 from ml.adapters import LoadedModel, get_adapter
 from ml.adapters.base import TransientError
@@ -30,6 +30,10 @@ from workers.memory import DeviceMemory, estimate_mb
 from workers.spec import WorkerSpec
 
 log = logging.getLogger(__name__)
+
+# How long a finished job waits for Redis to store its result before it is
+# given back to run again.
+_STORE_PATIENCE_S = 60.0
 
 
 class ModelNotServed(Exception):
@@ -133,7 +137,12 @@ class WorkerRuntime:
         assert self.client is not None and self.memory is not None
         # One round trip, under the task's lease: say STARTED, count the
         # delivery, look for revocations.
-        started = self._start(task_id, hostname, requests)
+        try:
+            started = self._start(task_id, hostname, requests)
+        except redis.RedisError as exc:
+            # Redis is away (restarting, say): not the job's fault. Give the
+            # message back (settled once Redis answers again) rather than fail.
+            raise Reject(f"Redis unreachable at start: {exc}", requeue=True) from exc
         if started is None:
             raise Ignore()
         deliveries, revoked = started
@@ -151,10 +160,14 @@ class WorkerRuntime:
         rows = [row for i in live for row in requests[i][1]]
         if self.settings.ledger:
             # Recorded just before the model runs, with the requests it runs.
-            self.client.rpush(delivery.LEDGER, orjson.dumps({
-                "event": "start", "task": task_id, "incarnation": self.incarnation,
-                "requests": [requests[i][0] for i in live], "t": started_at, "pid": os.getpid(),
-            }))
+            try:
+                self.client.rpush(delivery.LEDGER, orjson.dumps({
+                    "event": "start", "task": task_id, "incarnation": self.incarnation,
+                    "requests": [requests[i][0] for i in live], "t": started_at,
+                    "pid": os.getpid(),
+                }))
+            except redis.RedisError as exc:
+                raise Reject(f"Redis unreachable at start: {exc}", requeue=True) from exc
         t0 = time.perf_counter()
         self._post(current={"task_id": task_id, "model": model, "rows": len(rows),
                             "requests": len(live), "since": started_at})
@@ -220,7 +233,20 @@ class WorkerRuntime:
         return int(deliveries), [int(r) for r in revoked]
 
     def _finish(self, task_id: str, body: dict[str, Any]) -> None:
-        """The result, under the lease, if it is the task's first."""
+        """The result, under the lease, if it is the task's first. While Redis
+        is away it is tried again for a while; then the job is given back to
+        run again (a second run, never a second result)."""
+        deadline = time.monotonic() + _STORE_PATIENCE_S
+        while True:
+            try:
+                return self._store_result(task_id, body)
+            except redis.RedisError as exc:
+                if time.monotonic() > deadline:
+                    raise Reject(f"Redis unreachable for the result: {exc}", requeue=True) from exc
+                log.warning("task %s: result not stored yet (%s); trying again", task_id, exc)
+                time.sleep(1.0)
+
+    def _store_result(self, task_id: str, body: dict[str, Any]) -> None:
         assert self.scripts is not None
         entry = ""
         if self.settings.ledger:
