@@ -83,7 +83,11 @@ def chart(rows: list[dict[str, Any]], faults: dict[str, list[float]], out: Path)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="turnout chaos", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="turnout chaos",
+        description="The reliability suite: fault scenarios on a stack of its own, every job "
+        "counted. Exits 1 if a job was lost or kept a second result.",
+    )
     p.add_argument("--quick", action="store_true", help="a small version of each scenario")
     p.add_argument("--scenarios", default=",".join(SCENARIOS),
                    help="which, comma-separated (default all: 1-10)")

@@ -75,28 +75,25 @@ def worker(ctx: Context, kind: str, device: str | None, concurrency: int | None,
     return run_worker(spec, ctx.settings(), ctx.table())
 
 
-@click.command(
-    context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
-                      "help_option_names": []},
-    add_help_option=False,
-)
+# The benchmark and the reliability suite parse their own arguments (argparse,
+# with their own --help); they are imported only when run, since they pull in
+# matplotlib and their baselines.
+_PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []}
+
+
+@click.command(context_settings=_PASSTHROUGH, add_help_option=False)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def bench(args: tuple[str, ...]) -> int:
     """The benchmark: turnout bench --help."""
-    # Imported here: the benchmark pulls in matplotlib and its baselines.
-    from benchmarks.run import main as bench_main
+    from benchmarks.run import main
 
-    return bench_main(list(args))
+    return main(list(args))
 
 
-@click.command(
-    context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
-                      "help_option_names": []},
-    add_help_option=False,
-)
+@click.command(context_settings=_PASSTHROUGH, add_help_option=False)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def chaos(args: tuple[str, ...]) -> int:
     """The reliability suite: turnout chaos --help."""
-    from benchmarks.chaos.run import main as chaos_main
+    from benchmarks.chaos.run import main
 
-    return chaos_main(list(args))
+    return main(list(args))
