@@ -34,7 +34,8 @@ async def queues(services: ServicesDep) -> dict[str, Any]:
 async def workers(services: ServicesDep) -> dict[str, Any]:
     await services.live.refresh()
     fields = (
-        "name", "kind", "queues", "device", "gpu_index", "models", "refused", "concurrency",
+        "name", "incarnation", "kind", "queues", "device", "gpu_index", "models", "refused",
+        "concurrency",
         "busy", "current_tasks", "reloading", "host", "pid", "cuda_visible_devices", "memory_limit_mb",
         "children", "telemetry", "gpu",
     )

@@ -158,3 +158,6 @@ def test_a_job_longer_than_the_visibility_timeout_runs_once(owned: Owned) -> Non
     assert ledger["stored"] == {1: 1}
     assert int(owned.cluster.client.get(keys.deliveries(task_id))) == 1
     assert all(alive(p.proc.pid) for p in procs.values())
+    # Each start of a worker is an incarnation of its own, shown to operators.
+    shown = {w["name"]: w["incarnation"] for w in owned.http.get("/v1/workers").json()["workers"]}
+    assert all(shown[n].startswith(n + "#") for n in ("gpu-a@own", "gpu-b@own")), shown
