@@ -20,7 +20,7 @@ from router.publish import TaskMessages
 from router.results import ResultWatcher, error_text
 from router.routing import choose_queue
 from router.validation import validate_inputs
-from turnout import delivery, keys
+from turnout import keys
 from turnout.errors import BrokerUnavailable, TaskFinished, UnknownTask
 from turnout.routes import RouteTable
 from turnout.settings import Settings
@@ -123,7 +123,7 @@ class Dispatcher:
             }
             pipe.set(keys.task(job.id), orjson.dumps(record), ex=self.settings.result_ttl_s)
         pipe.lpush(batch.queue, message)
-        pipe.lpush(delivery.bell(batch.queue), 1)  # wakes one idle worker
+        pipe.lpush(keys.bell(batch.queue), 1)  # wakes one idle worker
         try:
             await pipe.execute()
         except (RedisError, OSError) as exc:

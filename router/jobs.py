@@ -23,7 +23,7 @@ from router.publish import TaskMessages
 from router.results import READY_STATES, error_text
 from router.routing import choose_queue
 from router.validation import validate_inputs
-from turnout import delivery, keys
+from turnout import keys
 from turnout.errors import BrokerUnavailable, UnknownBatch
 from turnout.routes import RouteTable
 from turnout.settings import Settings
@@ -77,7 +77,7 @@ class BatchJobs:
                 group_index=index,
             )
             pipe.lpush(queue, message)
-            pipe.lpush(delivery.bell(queue), 1)  # wakes one idle worker
+            pipe.lpush(keys.bell(queue), 1)  # wakes one idle worker
         record = {
             "model": route.name,
             "rows": len(rows),

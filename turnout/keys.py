@@ -7,6 +7,16 @@ WORKERS = f"{PREFIX}:workers"  # sorted set: worker name -> last heartbeat (unix
 # Celery's Redis result backend stores each result under this key and publishes
 # it on a channel of the same name.
 CELERY_RESULT_PREFIX = "celery-task-meta-"
+# kombu's own key names (its Redis Channel's unacked_key, unacked_index_key).
+UNACKED = "unacked"
+UNACKED_INDEX = "unacked_index"
+
+# Owned deliveries (turnout.delivery).
+INCARNATIONS = f"{PREFIX}:incarnations"  # hash: incarnation -> beat counter
+OWNERS = f"{PREFIX}:owners"  # hash: delivery tag -> "incarnation\ttask_id"
+LEASES = f"{PREFIX}:leases"  # hash: task id -> "incarnation\tdelivery tag"
+STATS = f"{PREFIX}:delivery-stats"  # hash of counters
+LEDGER = f"{PREFIX}:ledger"  # list of JSON run records (when the ledger is on)
 
 
 def task(task_id: str) -> str:
@@ -35,3 +45,19 @@ def worker(name: str) -> str:
 
 def result(task_id: str) -> str:
     return f"{CELERY_RESULT_PREFIX}{task_id}"
+
+
+def bell(queue: str) -> str:
+    """One token per message pushed onto ``queue``: what idle workers block
+    on (BRPOP), so that the message itself is only ever taken by a claim."""
+    return f"{PREFIX}:bell:{queue}"
+
+
+def held(incarnation: str) -> str:
+    """The delivery tags an incarnation holds (a set)."""
+    return f"{PREFIX}:held:{incarnation}"
+
+
+def done(task_id: str) -> str:
+    """Set once, by the first result written for a task."""
+    return f"{PREFIX}:done:{task_id}"

@@ -161,3 +161,45 @@ def test_a_job_longer_than_the_visibility_timeout_runs_once(owned: Owned) -> Non
     # Each start of a worker is an incarnation of its own, shown to operators.
     shown = {w["name"]: w["incarnation"] for w in owned.http.get("/v1/workers").json()["workers"]}
     assert all(shown[n].startswith(n + "#") for n in ("gpu-a@own", "gpu-b@own")), shown
+
+
+class _Trap:
+    """Unpickling this writes a file: proof that someone unpickled it."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
+        return (Path.write_text, (Path(self.path), "unpickled"))  # type: ignore[return-value]
+
+
+def test_a_pickled_task_message_is_refused_and_never_unpickled(owned: Owned, tmp_path: Path) -> None:
+    """Messages are JSON only: a pickle body, claimed through the owned path
+    like any other, is refused by the worker without being loaded."""
+    import base64
+    import pickle
+    import uuid
+
+    owned.workers("gpu-a@own", "gpu-b@own")
+    trap = tmp_path / "trap"
+    task_id = str(uuid.uuid4())
+    body = pickle.dumps(((("slow-digits", [[task_id, ROWS, time.time()]]), {}, {}), _Trap(str(trap))))
+    envelope = {
+        "body": base64.b64encode(body).decode(),
+        "content-encoding": "binary",
+        "content-type": "application/x-python-serialize",
+        "headers": {"id": task_id, "task": "turnout.predict", "lang": "py", "root_id": task_id},
+        "properties": {"delivery_tag": str(uuid.uuid4()), "body_encoding": "base64",
+                       "delivery_info": {"exchange": "", "routing_key": "gpu"}, "priority": 0},
+    }
+    client = owned.cluster.client
+    client.lpush("gpu", json.dumps(envelope))
+    client.lpush(keys.bell("gpu"), 1)
+
+    # Taken off the queue, refused and acknowledged: nothing held, nothing run.
+    wait_for(lambda: client.llen("gpu") == 0 and client.hlen("unacked") == 0, 30,
+             "the pickled message to be taken and refused")
+    time.sleep(1)
+    assert not trap.exists()
+    assert client.get(keys.result(task_id)) is None
+    assert owned.ledger(task_id)["runs"] == []

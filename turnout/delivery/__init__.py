@@ -27,7 +27,21 @@ died is the visibility timeout. Turnout adds an owner to each delivery:
 Nothing here connects at import time; callers pass their clients in.
 """
 
-from turnout.delivery.names import (
+from turnout.delivery.ownership import (
+    ack,
+    append,
+    beat,
+    claim,
+    give_back,
+    new_incarnation,
+    register,
+    restored,
+    retire,
+    stats,
+)
+from turnout.delivery.reaper import Reaper, ReaperThread
+from turnout.delivery.scripts import Scripts
+from turnout.keys import (
     INCARNATIONS,
     LEASES,
     LEDGER,
@@ -38,21 +52,7 @@ from turnout.delivery.names import (
     bell,
     done,
     held,
-    new_incarnation,
 )
-from turnout.delivery.ownership import (
-    ack,
-    append,
-    beat,
-    claim,
-    give_back,
-    register,
-    restored,
-    retire,
-    stats,
-)
-from turnout.delivery.reaper import Reaper, ReaperThread
-from turnout.delivery.scripts import Scripts
 
 __all__ = [
     "INCARNATIONS", "LEASES", "LEDGER", "OWNERS", "STATS", "UNACKED", "UNACKED_INDEX",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import time
 import uuid
 from collections.abc import Iterable
@@ -10,7 +11,8 @@ from typing import Any
 
 import redis
 
-from turnout.delivery.names import (
+from turnout.delivery.scripts import Scripts
+from turnout.keys import (
     INCARNATIONS,
     LEASES,
     OWNERS,
@@ -20,7 +22,11 @@ from turnout.delivery.names import (
     bell,
     held,
 )
-from turnout.delivery.scripts import Scripts
+
+
+def new_incarnation(name: str) -> str:
+    """This start of worker ``name``: ``name#random``, never reused."""
+    return f"{name}#{secrets.token_hex(6)}"
 
 
 def register(client: redis.Redis, incarnation: str) -> None:

@@ -11,8 +11,8 @@ from typing import Any
 
 import redis
 
-from turnout.delivery.names import INCARNATIONS
 from turnout.delivery.ownership import give_back
+from turnout.keys import INCARNATIONS
 
 log = logging.getLogger("turnout.delivery")
 
