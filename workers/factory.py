@@ -191,31 +191,30 @@ class Heartbeat:
                     self._kill_running(f"no heartbeat for {silent:.1f} s")
             self._stop.wait(interval if announced else min(interval, 0.05))
 
-    def _kill_running(self, why: str) -> None:
-        """SIGKILL the children that are running a job: after this long
-        without a beat, the job may be given to another worker at any moment,
-        and it must not run on here. The pool replaces the children."""
+    def _kill_children(self, busy_only: bool, why: str) -> None:
+        """SIGKILL the pool children (those running a job, with ``busy_only``);
+        the pool replaces them."""
         for child in self.board.read():
-            if child.get("current") and child.get("pid"):
-                log.error("worker %s: %s; killing child %s running %s", self.spec.name, why,
-                          child["pid"], child["current"].get("task_id"))
-                try:
-                    os.kill(int(child["pid"]), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            if not child.get("pid") or (busy_only and not child.get("current")):
+                continue
+            log.error("worker %s: %s; killing child %s", self.spec.name, why, child["pid"])
+            try:
+                os.kill(int(child["pid"]), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def _kill_running(self, why: str) -> None:
+        """After this long without a beat, a running job may be given to
+        another worker at any moment: it must not run on here."""
+        self._kill_children(busy_only=True, why=why)
 
     def _declared_dead(self) -> None:
         """Our jobs have been given to others: stop everything now. Whatever
         the children would write is fenced off anyway; killing them saves the
         device. A supervisor (`turnout up`, systemd) starts a fresh worker."""
-        log.error("worker %s was declared dead (its beats stopped for %.0f s); its jobs went "
-                  "to other workers; stopping", self.incarnation, self.settings.dead_after_s)
-        for child in self.board.read():
-            if child.get("pid"):
-                try:
-                    os.kill(int(child["pid"]), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        self._kill_children(busy_only=False, why=(
+            f"declared dead (its beats stopped for {self.settings.dead_after_s:.0f} s); "
+            "its jobs went to other workers"))
         os.kill(os.getpid(), signal.SIGKILL)
 
     def current(self) -> dict[str, Any]:
