@@ -52,6 +52,9 @@ class Batch:
     id: str
     route: Route
     queue: str
+    # The model version the batch runs on; ``pinned``: that version or none.
+    version: str = ""
+    pinned: bool = False
     jobs: list[Job] = field(default_factory=list)
     rows: int = 0
     # Resolved once the batch is queued in Redis (or failed to be).
@@ -62,6 +65,7 @@ class Batch:
 
 
 Publish = Callable[[Batch], Awaitable[None]]
+Key = tuple[str, str, str, bool]
 Capacity = Callable[[str, str], int]
 
 
@@ -70,26 +74,30 @@ class Batcher:
         self._publish = publish
         self._capacity = capacity
         self._watcher = watcher
-        self._open: dict[tuple[str, str], Batch] = {}
-        # (model, queue) -> batch id -> (when to stop counting it, its result's future)
-        self._inflight: dict[tuple[str, str], dict[str, tuple[float, asyncio.Future[Any]]]] = {}
+        # Keyed by (model, queue, version, pinned): a batch runs on one version.
+        self._open: dict[Key, Batch] = {}
+        # key -> batch id -> (when to stop counting it, its result's future)
+        self._inflight: dict[Key, dict[str, tuple[float, asyncio.Future[Any]]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         # Per model, for /metrics: requests per batch is what batching buys.
         self.sent_batches: Counter[str] = Counter()
         self.sent_jobs: Counter[str] = Counter()
 
-    def add(self, route: Route, queue: str, job: Job) -> Batch:
-        """Put ``job`` in the open batch for its route and queue (opening one if
-        needed) and send that batch if it is time. Never blocks: the send runs
-        as a task, so the caller can start watching the batch's result first."""
-        key = (route.name, queue)
+    def add(
+        self, route: Route, queue: str, job: Job, version: str = "", pinned: bool = False
+    ) -> Batch:
+        """Put ``job`` in the open batch for its route, queue and version
+        (opening one if needed) and send that batch if it is time. Never
+        blocks: the send runs as a task, so the caller can start watching the
+        batch's result first."""
+        key = (route.name, queue, version, pinned)
         limit = route.max_batch or 1
         batch = self._open.get(key)
         if batch is not None and batch.rows + len(job.rows) > limit:
             self._flush(key)
             batch = None
         if batch is None:
-            batch = Batch(id=job.id, route=route, queue=queue)
+            batch = Batch(id=job.id, route=route, queue=queue, version=version, pinned=pinned)
             self._open[key] = batch
         job.batch_id, job.index = batch.id, len(batch.jobs)
         batch.jobs.append(job)
@@ -101,10 +109,12 @@ class Batcher:
             batch.timer = asyncio.get_running_loop().call_later(delay, self._flush_if, key, batch)
         return batch
 
-    def _has_room(self, key: tuple[str, str]) -> bool:
-        return len(self._prune(key)) < max(1, self._capacity(*key))
+    def _has_room(self, key: Key) -> bool:
+        # In flight counts per version, capacity per model: close enough, and a
+        # canary's few batches never starve the default's.
+        return len(self._prune(key)) < max(1, self._capacity(key[0], key[1]))
 
-    def _prune(self, key: tuple[str, str]) -> dict[str, tuple[float, asyncio.Future[Any]]]:
+    def _prune(self, key: Key) -> dict[str, tuple[float, asyncio.Future[Any]]]:
         flying = self._inflight.setdefault(key, {})
         if flying:
             now = time.monotonic()
@@ -114,11 +124,11 @@ class Batcher:
                     future.cancel()
         return flying
 
-    def _flush_if(self, key: tuple[str, str], batch: Batch) -> None:
+    def _flush_if(self, key: Key, batch: Batch) -> None:
         if self._open.get(key) is batch:
             self._flush(key)
 
-    def _flush(self, key: tuple[str, str]) -> None:
+    def _flush(self, key: Key) -> None:
         batch = self._open.pop(key)
         if batch.timer is not None:
             batch.timer.cancel()
@@ -144,7 +154,7 @@ class Batcher:
         self.sent_jobs[batch.route.name] += len(batch.jobs)
         batch.sent.set_result(None)
 
-    def _finished(self, key: tuple[str, str], batch_id: str) -> None:
+    def _finished(self, key: Key, batch_id: str) -> None:
         self._inflight.get(key, {}).pop(batch_id, None)
         # A slot is free: what gathered meanwhile goes now, not at its deadline.
         if key in self._open:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 import uuid
 from dataclasses import dataclass
@@ -21,8 +22,10 @@ from router.results import ResultWatcher, error_text
 from router.routing import choose_queue
 from router.validation import validate_inputs
 from turnout import keys
-from turnout.errors import BrokerUnavailable, TaskFinished, UnknownTask
-from turnout.routes import RouteTable
+from turnout.catalog import require_version
+from turnout.errors import BrokerUnavailable, TaskFinished, UnknownTask, VersionNotLoaded
+from turnout.routes import Route, RouteTable
+from turnout.serving import choose_version
 from turnout.settings import Settings
 
 # Celery states that the v1 contract folds into its five.
@@ -53,6 +56,7 @@ class Submitted:
     model: str
     queue: str
     fallback_used: bool
+    version: str = ""
 
 
 class Dispatcher:
@@ -75,18 +79,34 @@ class Dispatcher:
         self._revoke = client.register_script(_REVOKE_LUA)
 
     async def predict(
-        self, model: str, inputs: Any, wait_s: float
+        self,
+        model: str,
+        inputs: Any,
+        wait_s: float,
+        version: str | None = None,
+        route_key: str | None = None,
     ) -> tuple[Submitted, dict[str, Any] | None]:
         """Validate, route and queue one request; with ``wait_s`` > 0, wait that
-        long for its result. Returns the submission and the task view if finished."""
+        long for its result. ``version`` pins the request to that version;
+        otherwise it goes to the default, or to a canary's share
+        (``route_key`` keeps a caller on one side). Returns the submission
+        and the task view if finished."""
         route = self.table.require(model)
         rows = validate_inputs(route, inputs)
-        decision = choose_queue(route, self.table, self.live.state)
+        pinned = version is not None
+        if version is None:
+            serving = self.live.serving_for(model)
+            canary = serving.canary
+            ready = canary is not None and self.live.ready_everywhere(model, canary.version)
+            version = choose_version(route, serving, ready, route_key, random.random() * 100)
+        else:
+            self._check_pinned(route, version)
+        decision = choose_queue(route, self.table, self.live.state, version if pinned else None)
         # Counted at once: requests routed while this one is being sent see it.
         self.live.note_sent(decision.queue)
         job = Job(id=str(uuid.uuid4()), rows=rows, submitted_at=time.time())
-        submitted = Submitted(job.id, model, decision.queue, decision.fallback_used)
-        batch = self.batcher.add(route, decision.queue, job)
+        submitted = Submitted(job.id, model, decision.queue, decision.fallback_used, version)
+        batch = self.batcher.add(route, decision.queue, job, version, pinned)
         # Watch before the batch is sent (add() only schedules the send), so a
         # result that comes back at once cannot be missed.
         async with self.watcher.watch(job.batch_id) as future:
@@ -99,6 +119,19 @@ class Dispatcher:
         record = {"model": model, "queue": decision.queue, "batch": job.batch_id, "index": job.index}
         return submitted, self._view(job.id, record, meta, False)
 
+    def _check_pinned(self, route: Route, version: str) -> None:
+        """404 for a version that does not exist, 409 for one no live worker holds."""
+        if any(w.serves(route.name, version) for w in self.live.state.workers):
+            return
+        if not self.live.state.known:
+            return  # no look at the workers yet: let the worker say
+        require_version(self.settings.models_dir, route, version)
+        raise VersionNotLoaded(
+            f"model {route.name!r} version {version!r} exists but no live worker has it "
+            f"loaded; load it with PUT /v1/models/{route.name}/default "
+            '{"version": ..., "canary_percent": 0} or as the default'
+        )
+
     async def _publish(self, batch: Batch) -> None:
         """Write every request's record and queue the batch's task, atomically,
         in one round trip."""
@@ -107,7 +140,7 @@ class Dispatcher:
         message = self.messages.predict(
             batch.id,
             batch.queue,
-            (route.name, requests),
+            (route.name, requests, {"version": batch.version, "pinned": batch.pinned}),
             time_limit=route.time_limit_s,
             soft_time_limit=route.soft_time_limit_s,
         )
@@ -200,7 +233,7 @@ class Dispatcher:
                 for key in ("predictions", "probabilities"):
                     if key in entry:
                         view[key] = entry[key]
-                for key in ("worker", "device"):
+                for key in ("worker", "device", "version"):
                     if key in result:
                         view[key] = result[key]
                 view["timings_ms"] = entry.get("timings_ms", {})

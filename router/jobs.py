@@ -58,6 +58,8 @@ class BatchJobs:
         job_id = str(uuid.uuid4())
         submitted_at = time.time()
         chunks: list[list[Any]] = []
+        # A batch job runs on one version, the default when it is submitted.
+        version = self.live.serving_for(model).default_for(route)
         pipe = self.client.pipeline(transaction=True)
         for index, start in enumerate(range(0, len(rows), size)):
             part = rows[start : start + size]
@@ -70,7 +72,7 @@ class BatchJobs:
             message = self.messages.predict(
                 task_id,
                 queue,
-                (route.name, [[task_id, part, submitted_at]]),
+                (route.name, [[task_id, part, submitted_at]], {"version": version, "pinned": False}),
                 time_limit=route.time_limit_s,
                 soft_time_limit=route.soft_time_limit_s,
                 group_id=job_id,
@@ -118,6 +120,7 @@ class BatchJobs:
         probabilities: list[Any] = [None] * total
         any_proba = False
         errors: list[dict[str, Any]] = []
+        versions: set[str] = set()
         for index, ((_, _, start, count), raw_meta) in enumerate(zip(chunks, metas, strict=True)):
             meta = orjson.loads(raw_meta) if raw_meta else None
             state = meta["status"] if meta else "PENDING"
@@ -134,6 +137,8 @@ class BatchJobs:
                 )
                 continue
             entry = meta["result"]["results"][0]
+            if meta["result"].get("version"):
+                versions.add(str(meta["result"]["version"]))
             predictions[start : start + count] = entry["predictions"]
             if "probabilities" in entry:
                 any_proba = True
@@ -155,6 +160,9 @@ class BatchJobs:
             "chunks": len(chunks),
             "chunk_rows": record["chunk_rows"],
         }
+        if versions:
+            # One version normally; two when a rollout happened mid-job.
+            view["versions"] = sorted(versions)
         if errors:
             first = errors[0]
             view["error"] = (

@@ -7,14 +7,18 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from router.routing import LiveState, LiveWorker
-from turnout import heartbeats
+from turnout import heartbeats, keys
+from turnout.errors import ConfigError
 from turnout.routes import RouteTable
+from turnout.routes.shared import parse_published
+from turnout.serving import READY, Serving, parse_all, rollout_state
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +30,17 @@ class LiveView:
         self._interval = interval_s
         self.state = LiveState(known=False)
         self.workers: list[dict[str, Any]] = []
+        # Which versions serve each model (turnout.serving), as of the last refresh.
+        self.serving: dict[str, Serving] = {}
         self.updated_at = 0.0
         self.broker_ok = False
         self._task: asyncio.Task[None] | None = None
+        # Run after each background refresh (the lifecycle's rollouts).
+        self.after_refresh: Callable[[], Awaitable[None]] | None = None
+        # The published route table's generation in use (0: the file's), and
+        # who to tell when a newer one is adopted.
+        self.routes_generation = 0
+        self.on_table: Callable[[RouteTable], None] | None = None
 
     def known_queues(self) -> list[str]:
         names = set(self._table.queues)
@@ -45,12 +57,42 @@ class LiveView:
         pipe = self._client.pipeline(transaction=False)
         for queue in queues:
             pipe.llen(queue)
-        depths = dict(zip(queues, await pipe.execute(), strict=True))
+        pipe.hgetall(keys.SERVING)
+        pipe.hget(keys.ROUTES, "generation")
+        *lengths, serving, generation = await pipe.execute()
+        depths = dict(zip(queues, lengths, strict=True))
+        self.serving = parse_all(serving)
+        if int(generation or 0) > self.routes_generation:
+            await self._adopt_routes(int(generation))
         self.state = LiveState(
             workers=tuple(_live_worker(w) for w in workers), depths=depths, known=True
         )
         self.updated_at = time.time()
         self.broker_ok = True
+
+    async def _adopt_routes(self, generation: int) -> None:
+        """A newer route table was published (``turnout reload``): use it."""
+        try:
+            found, table = parse_published(await self._client.hgetall(keys.ROUTES))
+        except ConfigError as exc:
+            log.error("the published route table is bad (%s); keeping the last good one", exc)
+            self.routes_generation = generation
+            return
+        self.adopt(found, table)
+
+    def adopt(self, generation: int, table: RouteTable) -> None:
+        self.routes_generation = generation
+        self._table = table
+        if self.on_table is not None:
+            self.on_table(table)
+        log.info("route table generation %d in force: %d models", generation, len(table.routes))
+
+    def serving_for(self, model: str) -> Serving:
+        return self.serving.get(model) or Serving()
+
+    def ready_everywhere(self, model: str, version: str) -> bool:
+        """Whether every live worker that serves ``model`` has ``version`` ready."""
+        return rollout_state(model, version, self.workers)[0] == READY
 
     def state_capacity(self, model: str, queue: str) -> int:
         return self.state.capacity(model, queue)
@@ -77,6 +119,8 @@ class LiveView:
             await asyncio.sleep(self._interval)
             try:
                 await self.refresh()
+                if self.after_refresh is not None:
+                    await self.after_refresh()
             except (RedisError, OSError) as exc:
                 if self.broker_ok:
                     log.warning("cannot read live state from Redis: %s", exc)
@@ -95,4 +139,8 @@ def _live_worker(doc: dict[str, Any]) -> LiveWorker:
         free_memory_mb=gpu.get("memory_free_mb"),
         busy=int(doc.get("busy", 0)),
         concurrency=int(doc.get("concurrency", 1)),
+        versions={
+            model: frozenset(v for v, s in states.items() if s.get("state") == READY)
+            for model, states in (doc.get("versions") or {}).items()
+        },
     )

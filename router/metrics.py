@@ -8,11 +8,26 @@ from collections import Counter
 from router.batching import Batcher
 from router.live import LiveView
 
+# Request time buckets (seconds), for comparing a canary with the default.
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
 
 class Metrics:
     def __init__(self) -> None:
         self.requests: Counter[tuple[str, int]] = Counter()  # (model, status code)
+        # (model, version, status code); version "" when none was chosen (an error first)
+        self.version_requests: Counter[tuple[str, str, int]] = Counter()
         self.fallbacks: Counter[str] = Counter()  # model
+        # (model, version) -> per-bucket counts, sum, count
+        self.latency: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
+
+    def observe_latency(self, model: str, version: str, seconds: float) -> None:
+        counts, total = self.latency.setdefault((model, version), ([0] * len(BUCKETS), [0.0, 0.0]))
+        for i, bound in enumerate(BUCKETS):
+            if seconds <= bound:
+                counts[i] += 1
+        total[0] += seconds
+        total[1] += 1
 
     def render(self, live: LiveView, batcher: Batcher) -> str:
         out = [
@@ -21,6 +36,26 @@ class Metrics:
         ]
         for (model, code), n in sorted(self.requests.items()):
             out.append(f'turnout_predict_requests_total{{model="{model}",code="{code}"}} {n}')
+        out += [
+            ("# HELP turnout_version_requests_total Predict requests by model, version served "
+            "and HTTP status."),
+            "# TYPE turnout_version_requests_total counter",
+        ]
+        for (model, version, code), n in sorted(self.version_requests.items()):
+            out.append(f'turnout_version_requests_total{{model="{model}",version="{version}",'
+                       f'code="{code}"}} {n}')
+        out += [
+            ("# HELP turnout_request_duration_seconds Time from submission to result, for "
+            "requests answered within their wait, by model and version."),
+            "# TYPE turnout_request_duration_seconds histogram",
+        ]
+        for (model, version), (counts, (total, count)) in sorted(self.latency.items()):
+            labels = f'model="{model}",version="{version}"'
+            for bound, n in zip(BUCKETS, counts, strict=True):
+                out.append(f'turnout_request_duration_seconds_bucket{{{labels},le="{bound}"}} {n}')
+            out.append(f'turnout_request_duration_seconds_bucket{{{labels},le="+Inf"}} {int(count)}')
+            out.append(f"turnout_request_duration_seconds_sum{{{labels}}} {total}")
+            out.append(f"turnout_request_duration_seconds_count{{{labels}}} {int(count)}")
         out += [
             "# HELP turnout_fallback_total Jobs sent to a route's fallback queue.",
             "# TYPE turnout_fallback_total counter",

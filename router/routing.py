@@ -24,6 +24,13 @@ class LiveWorker:
     free_memory_mb: float | None = None
     busy: int = 0  # jobs running now, as of its last heartbeat
     concurrency: int = 1  # jobs it runs at once
+    # model -> the versions it has ready
+    versions: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+    def serves(self, model: str, version: str | None = None) -> bool:
+        if model not in self.models:
+            return False
+        return version is None or version in self.versions.get(model, frozenset())
 
 
 @dataclass(frozen=True)
@@ -42,8 +49,9 @@ class LiveState:
     def consumers(self, queue: str) -> list[LiveWorker]:
         return [w for w in self.workers if queue in w.queues]
 
-    def servers(self, queue: str, model: str) -> list[LiveWorker]:
-        return [w for w in self.workers if queue in w.queues and model in w.models]
+    def servers(self, queue: str, model: str, version: str | None = None) -> list[LiveWorker]:
+        """Live workers on ``queue`` that serve ``model`` (that version of it, if named)."""
+        return [w for w in self.workers if queue in w.queues and w.serves(model, version)]
 
     def capacity(self, model: str, queue: str) -> int:
         """How many jobs for ``model`` on ``queue`` the live workers run at once."""
@@ -65,16 +73,17 @@ class Decision:
     fallback_used: bool
 
 
-def candidates(route: Route, live: LiveState) -> list[str]:
+def candidates(route: Route, live: LiveState, version: str | None = None) -> list[str]:
     """The route's first-choice queues that a live worker serving the model
-    consumes, best first: least queued work, then most free GPU memory, then
-    at random, so that equals share the load instead of the first taking all."""
+    (``version`` of it, when named) consumes, best first: least queued work,
+    then most free GPU memory, then at random, so that equals share the load
+    instead of the first taking all."""
     if route.devices is not None:
-        queues = [q for q in route.placement if live.servers(q, route.name)]
+        queues = [q for q in route.placement if live.servers(q, route.name, version)]
     else:
         queue = route.queue
         consumers = live.consumers(queue)
-        servers = live.servers(queue, route.name)
+        servers = live.servers(queue, route.name, version)
         if not servers:
             queues = []
         elif len(servers) == len(consumers):
@@ -91,8 +100,12 @@ def candidates(route: Route, live: LiveState) -> list[str]:
     )
 
 
-def choose_queue(route: Route, table: RouteTable, live: LiveState) -> Decision:
+def choose_queue(
+    route: Route, table: RouteTable, live: LiveState, version: str | None = None
+) -> Decision:
     """Pick the route's queue, or its fallback when the queue cannot take work.
+    With ``version`` (a request pinned to it), only workers that have that
+    version ready count.
 
     A queue can take work when a live worker that has loaded the model
     consumes it and it holds fewer than its ``max_depth`` jobs. The first
@@ -105,8 +118,8 @@ def choose_queue(route: Route, table: RouteTable, live: LiveState) -> Decision:
     def full(queue: str) -> bool:
         return live.depths.get(queue, 0) >= table.queue_config(queue).max_depth
 
-    usable = candidates(route, live)
-    if route.fallback is not None and live.servers(route.fallback, route.name):
+    usable = candidates(route, live, version)
+    if route.fallback is not None and live.servers(route.fallback, route.name, version):
         fallbacks = [route.fallback]
     else:
         fallbacks = []

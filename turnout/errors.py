@@ -25,7 +25,37 @@ class ConfigError(TurnoutError):
     """A setting or the route table is wrong; raised at start, never per request."""
 
 
+class BadRouteTable(ConfigError):
+    """A route table offered for reload is refused; the last good one stays."""
+
+    status_code = 422
+
+
 class UnknownModel(TurnoutError):
+    status_code = 404
+
+
+class UnknownVersion(TurnoutError):
+    status_code = 404
+
+
+class VersionNotLoaded(TurnoutError):
+    """The version exists, but no live worker has it loaded."""
+
+    status_code = 409
+
+
+class LoadFailed(TurnoutError):
+    """A new version could not be loaded; the old one keeps serving."""
+
+    status_code = 409
+
+
+class UnknownDataset(TurnoutError):
+    status_code = 404
+
+
+class UnknownTraining(TurnoutError):
     status_code = 404
 
 

@@ -18,6 +18,12 @@ LEASES = f"{PREFIX}:leases"  # hash: task id -> "incarnation\tdelivery tag"
 STATS = f"{PREFIX}:delivery-stats"  # hash of counters
 LEDGER = f"{PREFIX}:ledger"  # list of JSON run records (when the ledger is on)
 
+# Model lifecycle (turnout.serving): which versions serve each model, read by
+# every API process and every worker's pool children.
+SERVING = f"{PREFIX}:serving"  # hash: model -> JSON serving document
+# The route table in force, as last reloaded: {generation, text, source}.
+ROUTES = f"{PREFIX}:routes"
+
 
 def task(task_id: str) -> str:
     """The router's record of a task it issued: model, queue, submitted_at."""
@@ -61,3 +67,18 @@ def held(incarnation: str) -> str:
 def done(task_id: str) -> str:
     """Set once, by the first result written for a task."""
     return f"{PREFIX}:done:{task_id}"
+
+
+def training(job_id: str) -> str:
+    """A training job's record: model, status, progress, trials, version."""
+    return f"{PREFIX}:training:{job_id}"
+
+
+def training_cancel(job_id: str) -> str:
+    """Set when a training job is cancelled; the job looks at it every epoch."""
+    return f"{PREFIX}:training-cancel:{job_id}"
+
+
+def register_lock(model: str) -> str:
+    """Held while a new version of ``model`` is given its number."""
+    return f"{PREFIX}:register:{model}"

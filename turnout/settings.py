@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     routes_file: Path = REPO_ROOT / "configs" / "routes.yaml"
     models_dir: Path = REPO_ROOT / "models"
 
+    # Where commands that talk to a running API (promote, train, reload) find
+    # it; by default the local one on api_port.
+    url: str | None = None
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
     # 0 lets the embedded Redis take any free loopback port.
@@ -122,6 +125,14 @@ class Settings(BaseSettings):
     # The execution ledger: every run and every result of every task, in Redis
     # (turnout:ledger). For `turnout chaos`; off in production.
     ledger: bool = False
+    # Model lifecycle: how often workers' children and the API look at which
+    # versions should serve, and how long a version nothing wants any more
+    # stays loaded (jobs already queued for it are served by it meanwhile).
+    lifecycle_poll_s: float = Field(default=0.5, gt=0)
+    retire_after_s: float = Field(default=10.0, ge=0)
+    # How long PUT /v1/models/{name}/default waits for the new version to load
+    # everywhere before it answers 202 (the rollout goes on regardless).
+    rollout_wait_s: float = Field(default=60.0, gt=0)
     log_level: str = "INFO"
 
     @field_validator("broker_url")
@@ -152,6 +163,13 @@ class Settings(BaseSettings):
         if not value.strip():
             raise ValueError("must not be empty")
         return value
+
+    @property
+    def api_url(self) -> str:
+        if self.url:
+            return self.url.rstrip("/")
+        host = "127.0.0.1" if self.api_host in ("0.0.0.0", "::") else self.api_host
+        return f"http://{host}:{self.api_port}"
 
     @property
     def logs_dir(self) -> Path:

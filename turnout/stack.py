@@ -19,9 +19,12 @@ import urllib.error
 import urllib.request
 from typing import IO, Any
 
+import redis
+
 from turnout.delivery import ReaperThread
 from turnout.errors import ConfigError
 from turnout.redis_server import EmbeddedRedis
+from turnout.routes import shared
 from turnout.settings import RedisSettings, Settings
 from turnout.supervisor import Part
 
@@ -38,6 +41,7 @@ class Stack:
         self.redis: EmbeddedRedis | None = None
         self.redis_log: IO[bytes] | None = None
         self._stopping = False
+        self._reload_asked = False
         self._lock: IO[str] | None = None
         self.reaper: ReaperThread | None = None
 
@@ -46,6 +50,7 @@ class Stack:
 
     def run(self) -> int:
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_hup)
         try:
             return self._run()
         except ConfigError as exc:
@@ -62,6 +67,27 @@ class Stack:
         if not self._stopping:
             self._stopping = True
             raise _Stop()
+
+    def _on_hup(self, _signum: int, _frame: Any) -> None:
+        # Only a flag here: the supervise loop does the reading and the Redis
+        # round trip, outside the signal handler.
+        self._reload_asked = True
+
+    def _reload(self) -> None:
+        """SIGHUP: re-read the route table and put it in force everywhere; a
+        bad file is refused and the last good table stays."""
+        self._reload_asked = False
+        client = redis.Redis.from_url(self.settings.redis().url, socket_timeout=5)
+        try:
+            generation, table = shared.publish(client, self.settings.routes_file)
+        except ConfigError as exc:
+            self.say(f"route table not reloaded, the last good one stays: {exc}")
+        except redis.RedisError as exc:
+            self.say(f"route table not reloaded: Redis is unreachable ({exc})")
+        else:
+            self.say(f"route table reloaded (generation {generation}, {len(table.routes)} models)")
+        finally:
+            client.close()
 
     def _run(self) -> int:
         settings = self.settings
@@ -202,6 +228,8 @@ class Stack:
     def _supervise(self) -> None:
         while True:
             time.sleep(0.5)
+            if self._reload_asked:
+                self._reload()
             if self.redis is not None and self.redis.proc is not None and self.redis.proc.poll() is not None:
                 self.say("redis-server exited; restarting it (its append-only file keeps the data)")
                 self.redis.start(log=self.redis_log)

@@ -16,10 +16,12 @@ import redis
 from celery import Celery, signals
 
 from ml.artifacts import verify
-from turnout import delivery, heartbeats
+from turnout import delivery, heartbeats, keys
+from turnout.catalog import at_version
 from turnout.celery_app import TASK_PREDICT, make_celery
 from turnout.errors import ArtifactError, ConfigError
 from turnout.routes import RouteTable
+from turnout.serving import FAILED, LOADING, READY, parse_all
 from turnout.settings import Settings
 from workers.board import Board
 from workers.gpu.nvml import DeviceTelemetry
@@ -57,9 +59,16 @@ def build_worker_app(
     # Checked in the parent so that a bad artifact stops the start with a clear
     # message instead of a child that dies and is restarted forever.
     problems = []
+    try:
+        client = redis.Redis.from_url(settings.redis().url, socket_timeout=5)
+        serving = parse_all(client.hgetall(keys.SERVING))
+        client.close()
+    except redis.RedisError:
+        serving = {}  # the children look again; the route table's versions meanwhile
     for route in routes:
+        version = serving[route.name].default_for(route) if route.name in serving else route.version
         try:
-            verify(settings.models_dir, route)
+            verify(settings.models_dir, at_version(route, version))
         except ArtifactError as exc:
             problems.append(str(exc))
     if problems:
@@ -77,12 +86,14 @@ def build_worker_app(
     app.conf.worker_disable_prefetch = spec.disable_prefetch
 
     @app.task(name=TASK_PREDICT, bind=True)
-    def predict(self: Any, model: str, requests: list[list[Any]]) -> None:
+    def predict(
+        self: Any, model: str, requests: list[list[Any]], spec: dict[str, Any] | None = None
+    ) -> None:
         if _runtime is None:
             raise RuntimeError("the worker's models are not loaded")
         # The runtime has stored the result itself; returning it too would only
         # pickle it through the pool's pipe to the parent, which drops it.
-        _runtime.run(self, model, requests)
+        _runtime.run(self, model, requests, spec)
 
     board = Board(spec.concurrency)
 
@@ -145,6 +156,7 @@ class Heartbeat:
             self.doc["memory_limit_mb"] = spec.memory_limit_mb
         self._loaded: list[str] = list(models)
         self._refused: dict[str, str] = {}
+        self._versions: dict[str, dict[str, dict[str, Any]]] = {}
         self._stop = threading.Event()
         self._withdrawn = threading.Event()
         self._thread: threading.Thread | None = None
@@ -227,10 +239,12 @@ class Heartbeat:
             self._refused = {}
             for child in ready:
                 self._refused.update(child.get("refused") or {})
+            self._versions = merge_versions([c.get("versions") or {} for c in ready])
         # While a replaced child reloads, the worker keeps the models it had:
         # its jobs wait a moment in the queue rather than being sent elsewhere.
         doc["models"] = self._loaded
         doc["refused"] = self._refused
+        doc["versions"] = self._versions
         doc["reloading"] = len(ready) < len(children) or not children
         doc["current_tasks"] = [c["current"] for c in children if c.get("current")]
         doc["busy"] = len(doc["current_tasks"])
@@ -271,6 +285,31 @@ class Heartbeat:
                     log.info("worker %s: %d job(s) given back at shutdown", self.spec.name, moved)
             except redis.RedisError as exc:
                 log.warning("worker %s: could not retire (%s); reapers will", self.spec.name, exc)
+
+
+def merge_versions(
+    children: list[dict[str, dict[str, dict[str, Any]]]],
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """One worker's version states from its children's: a version is ready when
+    every child has it ready, failed when any child could not load it (with
+    that child's reason), and loading otherwise."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    seen: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for versions in children:
+        for model, states in versions.items():
+            for version, state in states.items():
+                seen.setdefault((model, version), []).append(state)
+    for (model, version), found in sorted(seen.items()):
+        failed = [s for s in found if s.get("state") == FAILED]
+        if failed:
+            merged = {"state": FAILED, "reason": failed[0].get("reason"),
+                      "generation": max(int(f.get("generation", 0)) for f in failed)}
+        elif len(found) == len(children) and all(s.get("state") == READY for s in found):
+            merged = {"state": READY}
+        else:
+            merged = {"state": LOADING}
+        out.setdefault(model, {})[version] = merged
+    return out
 
 
 def _stuck(name: str, grace_s: float) -> None:

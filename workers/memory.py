@@ -74,6 +74,10 @@ class DeviceMemory:
     def commit(self, need_mb: float) -> None:
         self.committed_mb += need_mb
 
+    def uncommit(self, need_mb: float) -> None:
+        """A model was unloaded."""
+        self.committed_mb = max(0.0, self.committed_mb - need_mb)
+
     def mark_baseline(self) -> None:
         """What the process holds with its models loaded and nothing running."""
         if self._torch is not None:

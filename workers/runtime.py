@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -18,15 +18,18 @@ import redis
 from celery import Task
 from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded
 
-from ml.adapters import LoadedModel, get_adapter
+from ml.adapters import LoadedModel
 from ml.adapters.base import TransientError
-from ml.artifacts import verify
 from ml.oom import predict_splitting
 from turnout import delivery, keys
+from turnout.errors import ConfigError
 from turnout.routes import Route, RouteTable
+from turnout.routes.shared import parse_published
+from turnout.serving import Serving, parse_all
 from turnout.settings import Settings
 from workers.board import Slot
-from workers.memory import DeviceMemory, estimate_mb
+from workers.memory import DeviceMemory
+from workers.shelf import NotLoaded, Shelf
 from workers.spec import WorkerSpec
 
 log = logging.getLogger(__name__)
@@ -59,79 +62,91 @@ class WorkerRuntime:
     table: RouteTable
     routes: list[Route]
     slot: Slot | None = None
-    models: dict[str, LoadedModel] = field(default_factory=dict)
-    refused: dict[str, str] = field(default_factory=dict)
+    shelf: Shelf | None = None
     client: redis.Redis | None = None
     memory: DeviceMemory | None = None
     # The worker's incarnation (turnout.delivery): what its leases name.
     incarnation: str = ""
     scripts: delivery.Scripts | None = None
+    # The generation of the published route table in use (0: the file's).
+    routes_generation: int = 0
 
     def load(self) -> None:
+        """Load what should serve, then follow changes from a thread."""
         if self.spec.torch_threads and any(r.framework != "sklearn" for r in self.routes):
             import torch
 
             torch.set_num_threads(self.spec.torch_threads)
         self.memory = DeviceMemory(self.spec.device, self.spec.memory_limit_mb)
         self.memory.start()
-        for route in self.routes:
-            started = time.perf_counter()
-            path, meta = verify(self.settings.models_dir, route)
-            need = estimate_mb(path.parent, route.options, meta.memory_mb)
-            fits, why = self.memory.fits(need)
-            if not fits:
-                self.refused[route.name] = why
-                log.error(
-                    "worker %s refuses model %s: it does not fit (%s)",
-                    self.spec.name, route.name, why,
-                )
-                continue
-            adapter = get_adapter(route.framework)
-            model = adapter.load(path, meta, self.spec.device, route.options)
-            self._warm_up(route, model)
-            self.memory.commit(need)
-            self.models[route.name] = model
-            log.info(
-                "loaded model %s v%s (%s) on %s in %.0f ms",
-                route.name,
-                route.version,
-                route.framework,
-                self.spec.device_label,
-                (time.perf_counter() - started) * 1000,
-            )
-        self.memory.mark_baseline()
         self.client = redis.Redis.from_url(self.settings.redis().url)
         self.scripts = delivery.Scripts(self.client)
-        self._post(
-            ready=True,
-            models=sorted(self.models),
-            refused=self.refused,
-            device_uuid=self.memory.device_uuid(),
-            current=None,
-        )
+        self.shelf = Shelf(self.spec, self.settings, self.memory, self._post_shelf)
+        try:
+            routes, serving = self._look()
+        except redis.RedisError as exc:
+            log.warning("worker %s: cannot read which versions serve (%s); loading the "
+                        "route table's", self.spec.name, exc)
+            routes, serving = {r.name: r for r in self.routes}, {}
+        self.shelf.sync(routes, serving)
+        self.memory.mark_baseline()
+        self._post(ready=True, device_uuid=self.memory.device_uuid(), current=None)
+        self.shelf.watch(self._look)
 
-    @staticmethod
-    def _warm_up(route: Route, model: LoadedModel) -> None:
-        # One pass at start pays for lazy initialisation (kernels, allocator,
-        # tokenizer) here rather than in the first client's request.
-        if route.input.kind == "tabular" and route.input.width:
-            model.predict([[0.0] * route.input.width])
-        elif route.input.kind == "text":
-            model.predict(["warm up"])
+    def _look(self) -> tuple[dict[str, Route], dict[str, Serving]]:
+        """What should serve now: this worker's routes in the table in force
+        (adopting a newer published one), and the serving documents."""
+        assert self.client is not None
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(keys.SERVING)
+        pipe.hget(keys.ROUTES, "generation")
+        raw_serving, generation = pipe.execute()
+        if int(generation or 0) > self.routes_generation:
+            try:
+                found, table = parse_published(self.client.hgetall(keys.ROUTES))
+            except ConfigError as exc:
+                log.error("worker %s: the published route table is bad (%s); keeping the last",
+                          self.spec.name, exc)
+                self.routes_generation = int(generation)
+            else:
+                self.table = table
+                self.routes = table.routes_for_queues(set(self.spec.queues))
+                self.routes_generation = found
+                log.info("worker %s: route table generation %d in force (%d routes here)",
+                         self.spec.name, found, len(self.routes))
+        return {r.name: r for r in self.routes}, parse_all(raw_serving)
+
+    def _post_shelf(self) -> None:
+        if self.shelf is not None:
+            self._post(**self.shelf.report())
 
     def _post(self, **fields: Any) -> None:
         if self.slot is not None:
             memory = self.memory.figures() if self.memory is not None else {}
             self.slot.post(memory=memory, **fields)
 
-    def run(self, task: Task, model: str, requests: list[list[Any]]) -> dict[str, Any]:
+    def run(
+        self, task: Task, model: str, requests: list[list[Any]], spec: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Run one task: a batch of requests, each ``[id, rows, submitted_at]``,
-        as one forward pass. Returns one result per request, in order."""
+        as one forward pass, on the version ``spec`` names (``{"version",
+        "pinned"}``). Returns one result per request, in order."""
         started_at = time.time()
         route = self.table.get(model)
-        loaded = self.models.get(model)
-        if route is None or loaded is None:
+        if route is None or self.shelf is None:
             raise ModelNotServed(f"worker {self.spec.name} does not serve model {model!r}")
+        spec = spec or {}
+        try:
+            version, loaded = self.shelf.get(
+                model, spec.get("version"), bool(spec.get("pinned")), route.soft_time_limit_s / 2
+            )
+        except NotLoaded as exc:
+            if spec.get("pinned"):
+                raise ModelNotServed(str(exc)) from None
+            # Nothing of the model here now (a swap that failed and is being
+            # undone): give the job back for a worker that has it, not fail it.
+            time.sleep(1.0)
+            raise Reject(str(exc), requeue=True) from None
         task_id = task.request.id
         hostname = task.request.hostname or self.spec.name
         assert self.client is not None and self.memory is not None
@@ -205,6 +220,7 @@ class WorkerRuntime:
             "device": self.spec.device_label,
             "batch_size": len(requests),
             "rows": len(rows),
+            "version": version,
         }
         self._finish(task_id, body)
         return body

@@ -9,13 +9,14 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI
 from fastapi.responses import ORJSONResponse
 
-from router.api import batches, models, ops, tasks
+from router.api import admin, batches, models, ops, tasks
 from router.api.deps import Services
 from router.api.errors import install_error_handlers
 from router.api.fastpath import PredictFastPath
 from router.api.limits import BodyLimit
 from router.dispatch import Dispatcher
 from router.jobs import BatchJobs
+from router.lifecycle import Lifecycle
 from router.live import LiveView
 from router.metrics import Metrics
 from router.results import ResultWatcher
@@ -53,6 +54,9 @@ def create_app(settings: Settings, table: RouteTable) -> FastAPI:
         reaper = ReaperThread(redis.url, settings.dead_after_s, settings.reap_interval_s, "api")
         reaper.start()
         dispatcher = Dispatcher(settings, table, celery, client, watcher, live)
+        lifecycle = Lifecycle(settings, table, client, live)
+        # Rollouts that outlast the call that started them finish here.
+        live.after_refresh = lifecycle.tick
         app.state.services = Services(
             settings=settings,
             table=table,
@@ -61,7 +65,9 @@ def create_app(settings: Settings, table: RouteTable) -> FastAPI:
             dispatcher=dispatcher,
             jobs=BatchJobs(settings, table, client, live, dispatcher.messages),
             metrics=Metrics(),
+            lifecycle=lifecycle,
         )
+        live.on_table = app.state.services.use_table
         try:
             yield
         finally:
@@ -85,4 +91,5 @@ def create_app(settings: Settings, table: RouteTable) -> FastAPI:
     app.include_router(batches.router)
     app.include_router(tasks.router)
     app.include_router(ops.router)
+    app.include_router(admin.router)
     return app

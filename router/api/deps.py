@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 
 from router.dispatch import Dispatcher
 from router.jobs import BatchJobs
+from router.lifecycle import Lifecycle
 from router.live import LiveView
 from router.metrics import Metrics
 from turnout.routes import RouteTable
@@ -25,6 +26,14 @@ class Services:
     dispatcher: Dispatcher
     jobs: BatchJobs
     metrics: Metrics
+    lifecycle: Lifecycle
+
+    def use_table(self, table: RouteTable) -> None:
+        """Put a reloaded route table in force in every part that routes."""
+        self.table = table
+        self.dispatcher.table = table
+        self.jobs.table = table
+        self.lifecycle.table = table
 
 
 async def get_services(request: Request) -> Services:

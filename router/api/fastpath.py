@@ -24,7 +24,7 @@ from router.api.models import predict_response
 
 log = logging.getLogger(__name__)
 
-_PREDICT = re.compile(r"^/v1/models/([^/]+)/predict$")
+_PREDICT = re.compile(r"^/v1/models/([^/]+)/(?:versions/([^/]+)/)?predict$")
 
 
 class PredictFastPath:
@@ -35,14 +35,22 @@ class PredictFastPath:
         if scope["type"] == "http" and scope["method"] == "POST":
             match = _PREDICT.match(scope["path"])
             if match is not None:
-                await self._predict(match.group(1), scope, receive, send)
+                await self._predict(match.group(1), match.group(2), scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
-    async def _predict(self, name: str, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _predict(
+        self, name: str, version: str | None, scope: Scope, receive: Receive, send: Send
+    ) -> None:
         try:
             raw = await _body(receive)
-            status, body, headers = await predict_response(self.app.state.services, name, raw)
+            route_key = None
+            for key, value in scope["headers"]:
+                if key == b"x-route-key":
+                    route_key = value.decode("latin-1")
+            status, body, headers = await predict_response(
+                self.app.state.services, name, raw, version=version, route_key=route_key
+            )
         except Exception as exc:  # noqa: BLE001 - mapped exactly as FastAPI's handlers map it
             try:
                 status, body, headers = error_response(exc)

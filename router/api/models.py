@@ -41,7 +41,7 @@ async def list_models(services: ServicesDep) -> dict[str, Any]:
                 "queue": route.queue,
                 "devices": list(route.devices) if route.devices is not None else None,
                 "fallback": route.fallback,
-                "version": route.version,
+                "version": services.live.serving_for(route.name).default_for(route),
                 "input": route.input.describe(),
                 "max_rows": route.max_rows,
                 "available": now is not None,
@@ -54,53 +54,121 @@ async def list_models(services: ServicesDep) -> dict[str, Any]:
     return {"models": models}
 
 
-@router.post(
-    "/{name}/predict",
-    responses={
-        200: {"description": "finished within `wait`: the task body"},
-        202: {"description": "queued: poll `status_url`"},
-        404: {"description": "unknown model"},
-        413: {"description": "body too large"},
-        422: {"description": "bad input"},
-        429: {"description": "queue full"},
-        503: {"description": "no live worker for the route, or broker down"},
-    },
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": PredictRequest.model_json_schema()}},
-        }
-    },
-)
+_PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "finished within `wait`: the task body"},
+    202: {"description": "queued: poll `status_url`"},
+    404: {"description": "unknown model (or version)"},
+    413: {"description": "body too large"},
+    422: {"description": "bad input"},
+    429: {"description": "queue full"},
+    503: {"description": "no live worker for the route, or broker down"},
+}
+_PREDICT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": PredictRequest.model_json_schema()}},
+    }
+}
+
+
+@router.post("/{name}/predict", responses=_PREDICT_RESPONSES, openapi_extra=_PREDICT_BODY)
 async def predict(name: str, request: Request, services: ServicesDep) -> JSONResponse:
-    status, body, headers = await predict_response(services, name, await request.body())
+    """Predict with the model's default version (or its canary's share of
+    requests; `X-Route-Key` keeps a caller on one side)."""
+    status, body, headers = await predict_response(
+        services, name, await request.body(), route_key=request.headers.get("x-route-key")
+    )
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+@router.post(
+    "/{name}/versions/{version}/predict",
+    responses={**_PREDICT_RESPONSES, 409: {"description": "no live worker has it loaded"}},
+    openapi_extra=_PREDICT_BODY,
+)
+async def predict_version(
+    name: str, version: str, request: Request, services: ServicesDep
+) -> JSONResponse:
+    """Predict with one version of the model, and only that one."""
+    status, body, headers = await predict_response(
+        services, name, await request.body(), version=version
+    )
     return JSONResponse(body, status_code=status, headers=headers)
 
 
 async def predict_response(
-    services: Services, name: str, raw: bytes
+    services: Services,
+    name: str,
+    raw: bytes,
+    version: str | None = None,
+    route_key: str | None = None,
 ) -> tuple[int, dict[str, Any], dict[str, str]]:
-    """The predict endpoint, free of any framework: (status, body, headers).
+    """The predict endpoints, free of any framework: (status, body, headers).
     Turnout's errors propagate, to be answered by ``error_response``."""
     label = name if name in services.table.routes else "(unknown)"
+    metrics = services.metrics
     try:
         inputs, wait = parse_predict_body(raw, services.settings.max_wait_s)
-        submitted, view = await services.dispatcher.predict(name, inputs, wait)
+        submitted, view = await services.dispatcher.predict(name, inputs, wait, version, route_key)
     except TurnoutError as exc:
-        services.metrics.requests[(label, exc.status_code)] += 1
+        metrics.requests[(label, exc.status_code)] += 1
+        metrics.version_requests[(label, version or "", exc.status_code)] += 1
         raise
     if submitted.fallback_used:
-        services.metrics.fallbacks[name] += 1
+        metrics.fallbacks[name] += 1
     if view is not None:
-        services.metrics.requests[(label, 200)] += 1
+        served = str(view.get("version") or submitted.version)
+        metrics.requests[(label, 200)] += 1
+        metrics.version_requests[(label, served, 200)] += 1
+        total_ms = (view.get("timings_ms") or {}).get("total")
+        if total_ms is not None:
+            metrics.observe_latency(label, served, total_ms / 1000)
         return 200, view, {}
-    services.metrics.requests[(label, 202)] += 1
+    metrics.requests[(label, 202)] += 1
+    metrics.version_requests[(label, submitted.version, 202)] += 1
     url = f"/v1/tasks/{submitted.task_id}"
     body = {
         "task_id": submitted.task_id,
         "status": "PENDING",
         "model": submitted.model,
         "queue": submitted.queue,
+        "version": submitted.version,
         "status_url": url,
     }
     return 202, body, {"Location": url}
+
+
+class DefaultRequest(BaseModel):
+    version: str = Field(description="the version to serve (it must exist)")
+    canary_percent: float | None = Field(
+        None, description="send this share of requests to `version` and the rest to the "
+        "default; 0 ends a canary"
+    )
+    wait: float | None = Field(
+        None, ge=0, description="seconds to wait for the version to load everywhere"
+    )
+
+
+@router.get("/{name}", responses={404: {"description": "unknown model"}})
+async def describe_model(name: str, services: ServicesDep) -> dict[str, Any]:
+    """Every version of a model: metrics, parameters, and its state on each worker."""
+    return await services.lifecycle.describe(name)
+
+
+@router.put(
+    "/{name}/default",
+    responses={
+        200: {"description": "the new default (or canary) serves"},
+        202: {"description": "still loading; the rollout goes on"},
+        404: {"description": "unknown model or version"},
+        409: {"description": "a worker could not load it; the old default serves on"},
+    },
+)
+async def set_default(name: str, body: DefaultRequest, services: ServicesDep) -> JSONResponse:
+    """Roll out a version with no downtime, start or end a canary, or roll back."""
+    version = str(body.version)
+    status, out = await services.lifecycle.set_default(
+        name, version, body.canary_percent, body.wait
+    )
+    headers = {"Location": out["status_url"]} if status == 202 else {}
+    return JSONResponse(out, status_code=status, headers=headers)

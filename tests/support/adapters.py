@@ -96,3 +96,14 @@ class PickyTorchAdapter:
     def load(self, path: Path, meta: ModelMeta, device: str, options: dict[str, Any]) -> _Picky:
         inner = TorchAdapter().load(path, meta, device, options)
         return _Picky(inner, float(options.get("sleep_s", 0.2)), float(options.get("poison", 777)))
+
+
+class SlowLoadSklearnAdapter:
+    """scikit-learn, but a version whose metadata says ``architecture_args:
+    {load_sleep_s: N}`` takes N seconds to load: a rollout a test can watch."""
+
+    def load(self, path: Path, meta: ModelMeta, device: str, options: dict[str, Any]) -> Any:
+        from ml.adapters.sklearn import SklearnAdapter
+
+        time.sleep(float(meta.architecture_args.get("load_sleep_s", 0)))
+        return SklearnAdapter().load(path, meta, device, options)

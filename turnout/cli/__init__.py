@@ -15,11 +15,11 @@ from collections.abc import Sequence
 import click
 
 from turnout.cli.context import cli
-from turnout.cli.models import models, routes
+from turnout.cli.models import models, reload, routes
 from turnout.cli.run import api, bench, chaos, up, worker
 from turnout.errors import ConfigError
 
-for command in (up, api, worker, routes, models, bench, chaos):
+for command in (up, api, worker, routes, models, reload, bench, chaos):
     cli.add_command(command)
 
 

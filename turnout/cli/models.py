@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from turnout.cli.context import Context, pass_context
+from turnout.errors import ConfigError
 from turnout.routes import load_routes
 
 
@@ -36,6 +37,36 @@ def routes_check(ctx: Context, file: Path | None) -> int:
     return 0
 
 
+@click.command()
+@pass_context
+def reload(ctx: Context) -> int:
+    """Re-read the route table and put it in force in every running process.
+
+    Models added, removed or re-routed take effect without a restart. A bad
+    file is refused (the error names the key) and the last good table stays.
+    Sending SIGHUP to `turnout up` does the same.
+    """
+    import redis
+
+    from turnout.routes import shared
+
+    settings = ctx.settings()
+    client = redis.Redis.from_url(settings.redis().url, socket_timeout=5)
+    try:
+        generation, table = shared.publish(client, settings.routes_file)
+    except ConfigError as exc:
+        click.echo(f"turnout: route table not reloaded, the last good one stays: {exc}", err=True)
+        return 2
+    except redis.RedisError as exc:
+        click.echo(f"turnout: route table not reloaded: Redis is unreachable ({exc})", err=True)
+        return 1
+    finally:
+        client.close()
+    click.echo(f"turnout: {settings.routes_file} in force (generation {generation}): "
+               f"{', '.join(sorted(table.routes))}")
+    return 0
+
+
 @click.group()
 def models() -> None:
     """Model artifacts."""
@@ -59,3 +90,41 @@ def models_build(ctx: Context, names: tuple[str, ...], missing: bool) -> int:
         click.echo(f"turnout: built {built.name} v{built.version} in {built.seconds:.1f} s "
                    f"({metrics}) -> {built.folder}")
     return status
+
+
+@models.command("promote")
+@click.argument("name")
+@click.argument("version")
+@click.option("--canary", "canary_percent", type=click.FloatRange(0, 100),
+              help="Send this percent of requests to VERSION instead (0 ends a canary).")
+@click.option("--wait", type=float, default=120.0, help="Seconds to wait for it to load.")
+@pass_context
+def models_promote(
+    ctx: Context, name: str, version: str, canary_percent: float | None, wait: float
+) -> int:
+    """Make VERSION the default of model NAME, with no request failed (or a canary).
+
+    Every worker loads it beside the old one; the default flips once it is
+    ready everywhere. Rolling back is promoting the old version again.
+    """
+    from turnout.client import ApiError, Client
+
+    with Client(ctx.settings().api_url) as client:
+        try:
+            status, body = client.promote(name, version, canary_percent, wait)
+        except ApiError as exc:
+            click.echo(f"turnout: {name} v{version} not promoted: {exc.detail}", err=True)
+            return 1
+    if status == 202:
+        click.echo(f"turnout: {name} v{version} still loading after {wait:g} s "
+                   f"({'; '.join(body.get('detail') or [])}); the rollout goes on: "
+                   f"see `GET {body['status_url']}`")
+        return 3
+    if canary_percent:
+        canary = body.get("canary") or {}
+        click.echo(f"turnout: {name}: canary v{canary.get('version')} takes "
+                   f"{canary.get('percent', 0):g}% of requests; default v{body['version']}")
+    else:
+        click.echo(f"turnout: {name}: v{body['version']} serves now"
+                   + (f" (was v{body['previous']})" if body.get("previous") else ""))
+    return 0
