@@ -74,6 +74,11 @@ def training(job_id: str) -> str:
     return f"{PREFIX}:training:{job_id}"
 
 
+def training_progress(job_id: str) -> str:
+    """A hash: trial index -> its progress (JSON); each only ever goes up."""
+    return f"{PREFIX}:training-progress:{job_id}"
+
+
 def training_cancel(job_id: str) -> str:
     """Set when a training job is cancelled; the job looks at it every epoch."""
     return f"{PREFIX}:training-cancel:{job_id}"

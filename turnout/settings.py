@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     broker_url: str | None = None
     routes_file: Path = REPO_ROOT / "configs" / "routes.yaml"
     models_dir: Path = REPO_ROOT / "models"
+    # The operator's datasets for training jobs (CSV or Parquet), by name.
+    data_dir: Path = REPO_ROOT / "data"
+    # A training trial is stopped after this long.
+    train_time_limit_s: float = Field(default=3600.0, gt=0)
 
     # Where commands that talk to a running API (promote, train, reload) find
     # it; by default the local one on api_port.

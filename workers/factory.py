@@ -47,6 +47,21 @@ class WorkerApp:
         return self.board.ready() >= self.concurrency
 
 
+def owned_app(spec: WorkerSpec, settings: Settings, table: RouteTable, incarnation: str) -> Celery:
+    """The Celery app of a worker whose deliveries belong to ``incarnation``."""
+    app = make_celery(settings, table)
+    if incarnation:
+        # Read by the transport's QoS (owners) and the result backend (leases);
+        # the pool children inherit it across the fork.
+        app.conf.broker_transport_options = {
+            **app.conf.broker_transport_options, "turnout_incarnation": incarnation,
+        }
+        app.conf.turnout_incarnation = incarnation
+    app.conf.worker_prefetch_multiplier = spec.prefetch_multiplier
+    app.conf.worker_disable_prefetch = spec.disable_prefetch
+    return app
+
+
 def build_worker_app(
     spec: WorkerSpec, settings: Settings, table: RouteTable, incarnation: str = ""
 ) -> WorkerApp:
@@ -74,16 +89,7 @@ def build_worker_app(
     if problems:
         raise ConfigError(f"worker {spec.name} cannot start: " + "; ".join(problems))
 
-    app = make_celery(settings, table)
-    if incarnation:
-        # Read by the transport's QoS (owners) and the result backend (leases);
-        # the pool children inherit it across the fork.
-        app.conf.broker_transport_options = {
-            **app.conf.broker_transport_options, "turnout_incarnation": incarnation,
-        }
-        app.conf.turnout_incarnation = incarnation
-    app.conf.worker_prefetch_multiplier = spec.prefetch_multiplier
-    app.conf.worker_disable_prefetch = spec.disable_prefetch
+    app = owned_app(spec, settings, table, incarnation)
 
     @app.task(name=TASK_PREDICT, bind=True)
     def predict(
@@ -320,7 +326,12 @@ def _stuck(name: str, grace_s: float) -> None:
 
 def run_worker(spec: WorkerSpec, settings: Settings, table: RouteTable) -> int:
     incarnation = delivery.new_incarnation(spec.name)
-    worker_app = build_worker_app(spec, settings, table, incarnation)
+    if spec.kind == "train":
+        from workers.training import build_train_app
+
+        worker_app = build_train_app(spec, settings, table, incarnation)
+    else:
+        worker_app = build_worker_app(spec, settings, table, incarnation)
     app = worker_app.app
     telemetry = DeviceTelemetry() if spec.device == "cuda" else None
     heartbeat = Heartbeat(spec, settings, worker_app, telemetry)

@@ -11,6 +11,7 @@ import sys
 
 from turnout.errors import ConfigError
 from turnout.routes import check_queue
+from turnout.training import LANE_GPU, LANES
 from workers.spec import WorkerSpec
 
 
@@ -23,10 +24,16 @@ def worker_spec(
     queues: str | None = None,
     memory_limit_mb: float | None = None,
 ) -> WorkerSpec:
-    spec = _gpu(device, name, memory_limit_mb) if kind == "gpu" else _cpu(concurrency, name)
+    if kind == "train":
+        spec = _train(device, name)
+    elif kind == "gpu":
+        spec = _gpu(device, name, memory_limit_mb)
+    else:
+        spec = _cpu(concurrency, name)
     if queues:
+        check = _lane if kind == "train" else check_queue
         try:
-            chosen = tuple(check_queue(q.strip()) for q in queues.split(",") if q.strip())
+            chosen = tuple(check(q.strip()) for q in queues.split(",") if q.strip())
         except ValueError as exc:
             raise ConfigError(f"--queues: {exc}") from None
         spec = dataclasses.replace(spec, queues=chosen)
@@ -74,3 +81,41 @@ def _device_index(text: str) -> int:
     if not text.isdigit():
         raise ConfigError(f"--device: expected a GPU index (0, 1, …) or 'cpu', got {text!r}")
     return int(text)
+
+
+def _lane(queue: str) -> str:
+    if queue not in LANES:
+        raise ValueError(f"expected a training lane ({', '.join(LANES)}), got {queue!r}")
+    return queue
+
+
+def _train(device: str | None, name: str | None) -> WorkerSpec:
+    """The training lane: ``--device N`` trains on GPU N (train.gpu); ``--device
+    cpu`` trains on the CPU and takes both lanes (the GPU one standing in)."""
+    import os
+    import socket
+
+    from workers.gpu import pin_device
+
+    if device is None:
+        raise ConfigError("turnout worker train needs --device N (a GPU index) or --device cpu")
+    host = socket.gethostname()
+    if device == "cpu":
+        pin_device(None)
+        # Half the cores at most, so a training job leaves room for inference;
+        # set before the child imports torch, which reads it once.
+        threads = max(1, (os.cpu_count() or 2) // 2)
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(var, str(threads))
+        return WorkerSpec(
+            kind="train", name=name or f"train-cpu@{host}", queues=LANES, concurrency=1,
+            prefetch_multiplier=1, disable_prefetch=True, device="cpu", device_label="cpu",
+            torch_threads=threads,
+        )
+    index = _device_index(device)
+    pin_device(index)
+    return WorkerSpec(
+        kind="train", name=name or f"train{index}@{host}", queues=(LANE_GPU,), concurrency=1,
+        prefetch_multiplier=1, disable_prefetch=True, device="cuda",
+        device_label=f"cuda:{index}", gpu_index=index,
+    )

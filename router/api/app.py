@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI
 from fastapi.responses import ORJSONResponse
 
-from router.api import admin, batches, models, ops, tasks
+from router.api import admin, batches, models, ops, tasks, training
 from router.api.deps import Services
 from router.api.errors import install_error_handlers
 from router.api.fastpath import PredictFastPath
@@ -20,6 +20,7 @@ from router.lifecycle import Lifecycle
 from router.live import LiveView
 from router.metrics import Metrics
 from router.results import ResultWatcher
+from router.training import Training
 from turnout.celery_app import make_celery
 from turnout.delivery import ReaperThread
 from turnout.routes import RouteTable
@@ -66,6 +67,7 @@ def create_app(settings: Settings, table: RouteTable) -> FastAPI:
             jobs=BatchJobs(settings, table, client, live, dispatcher.messages),
             metrics=Metrics(),
             lifecycle=lifecycle,
+            training=Training(settings, table, celery, client, live),
         )
         live.on_table = app.state.services.use_table
         try:
@@ -92,4 +94,5 @@ def create_app(settings: Settings, table: RouteTable) -> FastAPI:
     app.include_router(tasks.router)
     app.include_router(ops.router)
     app.include_router(admin.router)
+    app.include_router(training.router)
     return app

@@ -13,6 +13,7 @@ from router.jobs import BatchJobs
 from router.lifecycle import Lifecycle
 from router.live import LiveView
 from router.metrics import Metrics
+from router.training import Training
 from turnout.routes import RouteTable
 from turnout.settings import Settings
 
@@ -27,6 +28,7 @@ class Services:
     jobs: BatchJobs
     metrics: Metrics
     lifecycle: Lifecycle
+    training: Training
 
     def use_table(self, table: RouteTable) -> None:
         """Put a reloaded route table in force in every part that routes."""
@@ -34,6 +36,7 @@ class Services:
         self.dispatcher.table = table
         self.jobs.table = table
         self.lifecycle.table = table
+        self.training.table = table
 
 
 async def get_services(request: Request) -> Services:

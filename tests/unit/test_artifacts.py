@@ -74,3 +74,27 @@ def test_digits_cnn_meets_its_accuracy_bar_and_loads_weights_only(models: Path) 
     model = get_adapter("torch").load(path, meta, "cpu", {})
     predicted = model.predict(digits.data[-200:].tolist()).predictions
     assert sum(int(p == t) for p, t in zip(predicted, digits.target[-200:], strict=True)) >= 190
+
+
+def test_a_job_registers_one_version_however_often_it_is_delivered(tmp_path: Path) -> None:
+    """The select step run twice (its worker died after the rename) finds the
+    version it already made instead of making another."""
+    from ml.train import register, trial_folder
+    from turnout.catalog import list_versions
+    from turnout.routes import parse_routes
+
+    route = parse_routes({"models": {"m": {"framework": "sklearn", "version": 1, "queue": "cpu",
+                                           "input": {"kind": "tabular", "width": 4}}}}).routes["m"]
+    (tmp_path / "m" / "1").mkdir(parents=True)
+    (tmp_path / "m" / "1" / "meta.json").write_text(json.dumps({"version": "1"}))
+    trial = trial_folder(tmp_path, "m", "job-1", 0)
+    trial.mkdir()
+    (trial / "meta.json").write_text(json.dumps({"metrics": {"test_accuracy": 0.9}}))
+    assert register(tmp_path, route, "job-1", trial, {}) == "2"
+    assert register(tmp_path, route, "job-1", trial, {}) == "2"
+    assert [v.version for v in list_versions(tmp_path, route)] == ["1", "2"]
+    assert list_versions(tmp_path, route)[1].meta["training_job"] == "job-1"
+    other = trial_folder(tmp_path, "m", "job-2", 0)
+    other.mkdir()
+    (other / "meta.json").write_text("{}")
+    assert register(tmp_path, route, "job-2", other, {}) == "3"

@@ -49,9 +49,9 @@ def api(ctx: Context, host: str | None, port: int | None, access_log: bool) -> i
 
 
 @click.command()
-@click.argument("kind", type=click.Choice(["cpu", "gpu"]))
-@click.option("--device", help="gpu: the GPU index to pin to; 'cpu' to run on the CPU; 'cpu:N' "
-              "to run on the CPU in device N's place (it consumes gpu.N).")
+@click.argument("kind", type=click.Choice(["cpu", "gpu", "train"]))
+@click.option("--device", help="gpu, train: the GPU index to pin to; 'cpu' to run on the CPU; "
+              "gpu 'cpu:N': on the CPU in device N's place (it consumes gpu.N).")
 @click.option("--concurrency", type=click.IntRange(min=1),
               help="cpu: pool size (default: cores).")
 @click.option("--name", help="Celery node name (default cpu@host, gpuN@host).")
@@ -63,7 +63,8 @@ def api(ctx: Context, host: str | None, port: int | None, access_log: bool) -> i
 @pass_context
 def worker(ctx: Context, kind: str, device: str | None, concurrency: int | None,
            name: str | None, queues: str | None, memory_limit_mb: float | None) -> int:
-    """Run a CPU or GPU worker."""
+    """Run a CPU, GPU or training worker (the training lane: one job at a
+    time, a fresh process per job)."""
     from workers.start import worker_spec
 
     spec = worker_spec(kind, device=device, concurrency=concurrency, name=name, queues=queues,

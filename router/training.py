@@ -1,0 +1,102 @@
+"""Training jobs from the API: validate, record, and queue the job's chord on
+its training lane; read a job back; cancel it.
+
+The chord is built with Celery's canvas and sent through kombu (in a thread:
+it is synchronous), which is fine at the rate jobs are submitted; the
+transport rings the lane's bell with each message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from celery import Celery, chord
+
+from router.live import LiveView
+from turnout import keys
+from turnout.errors import NoCapacity, TaskFinished, UnknownTraining
+from turnout.routes import RouteTable
+from turnout.settings import Settings
+from turnout.training import CANCEL_LUA, TASK_SELECT, TASK_TRIAL, job_view, parse_request
+
+
+class Training:
+    def __init__(
+        self, settings: Settings, table: RouteTable, celery: Celery, client: aioredis.Redis,
+        live: LiveView,
+    ) -> None:
+        self.settings = settings
+        self.table = table
+        self.celery = celery
+        self.client = client
+        self.live = live
+        self._cancel = client.register_script(CANCEL_LUA)
+
+    async def submit(self, model: str, body: dict[str, Any]) -> dict[str, Any]:
+        route = self.table.require(model)
+        request = parse_request(route, body, self.settings.data_dir)
+        if self.live.state.known and not self.live.state.consumers(request.lane):
+            raise NoCapacity(
+                f"model {model!r} trains on lane {request.lane!r}, which no live training worker "
+                "consumes; start one with `turnout worker train --device cpu` (or --device N)"
+            )
+        job_id = str(uuid.uuid4())
+        trials = request.trials()
+        record = {
+            "job_id": job_id, "model": model, "status": "PENDING", "dataset": request.dataset,
+            "seed": request.seed, "params": request.params, "search": request.search or None,
+            "lane": request.lane, "created_at": time.time(),
+            "trials": [{"params": p} for p in trials],
+        }
+        await self.client.set(keys.training(job_id), orjson.dumps(record),
+                              ex=self.settings.result_ttl_s)
+        limit = self.settings.train_time_limit_s
+        header = [
+            self.celery.signature(
+                TASK_TRIAL, args=(job_id, model, i, request.trainer, params, request.seed,
+                                  request.dataset),
+                queue=request.lane, time_limit=limit + 30, soft_time_limit=limit,
+            )
+            for i, params in enumerate(trials)
+        ]
+        body_sig = self.celery.signature(TASK_SELECT, args=(job_id, model), queue=request.lane)
+        await asyncio.to_thread(chord(header, body_sig).apply_async)
+        url = f"/v1/training/{job_id}"
+        return {"job_id": job_id, "model": model, "status": "PENDING", "trials": len(trials),
+                "lane": request.lane, "status_url": url}
+
+    async def _record(self, job_id: str) -> dict[str, Any]:
+        try:
+            uuid.UUID(job_id)
+        except ValueError:
+            raise UnknownTraining(f"no training job {job_id!r}: job ids are UUIDs") from None
+        raw = await self.client.get(keys.training(job_id))
+        if raw is None:
+            raise UnknownTraining(f"no training job {job_id}: never submitted, or it expired")
+        record: dict[str, Any] = orjson.loads(raw)
+        return record
+
+    async def status(self, job_id: str) -> dict[str, Any]:
+        record = await self._record(job_id)
+        raw = await self.client.hgetall(keys.training_progress(job_id))
+        progress = {(k.decode() if isinstance(k, bytes) else k): orjson.loads(v)
+                    for k, v in raw.items()}
+        return job_view(record, progress)
+
+    async def cancel(self, job_id: str) -> dict[str, Any]:
+        await self._record(job_id)
+        outcome = await self._cancel(
+            keys=[keys.training(job_id), keys.training_cancel(job_id)],
+            args=[self.settings.result_ttl_s],
+        )
+        outcome = outcome.decode() if isinstance(outcome, bytes) else str(outcome)
+        if outcome != "REVOKED":
+            state = outcome.removeprefix("FINISHED:")
+            state = "its version is being registered" if state == "REGISTERING" else state
+            raise TaskFinished(f"training job {job_id} has already finished ({state}); nothing to cancel")
+        return {"job_id": job_id, "status": "REVOKED"}
