@@ -62,3 +62,22 @@ class Client:
             body["wait"] = wait
         timeout = (wait if wait is not None else 60) + 30
         return self.request("PUT", f"/v1/models/{name}/default", json=body, timeout=timeout)
+
+    def train(
+        self, name: str, dataset: str, params: dict[str, Any] | None = None,
+        seed: int | None = None, search: dict[str, list[Any]] | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"dataset": dataset}
+        if params:
+            body["params"] = params
+        if seed is not None:
+            body["seed"] = seed
+        if search:
+            body["search"] = search
+        return self.request("POST", f"/v1/models/{name}/train", json=body)[1]
+
+    def training(self, job_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/v1/training/{job_id}")[1]
+
+    def cancel_training(self, job_id: str) -> dict[str, Any]:
+        return self.request("DELETE", f"/v1/training/{job_id}")[1]

@@ -163,6 +163,7 @@ class Stack:
             "TURNOUT_HOME": str(self.settings.home),
             "TURNOUT_MODELS_DIR": str(self.settings.models_dir),
             "TURNOUT_ROUTES_FILE": str(self.settings.routes_file),
+            "TURNOUT_DATA_DIR": str(self.settings.data_dir),
             "TURNOUT_LOG_LEVEL": self.settings.log_level,
             "PYTHONUNBUFFERED": "1",
         }
@@ -187,6 +188,14 @@ class Stack:
                 Part("worker gpu-cpu", me + ["worker", "gpu", "--device", "cpu"],
                      logs / "worker-gpu-cpu.log", env)
             )
+        # The training lanes, idle until a job comes: GPU jobs on GPU 0 when
+        # there is one; otherwise one CPU training worker takes both lanes.
+        train = ["worker", "train", "--device", "cpu"]
+        if count:
+            self.parts.append(Part("worker train-0", me + ["worker", "train", "--device", "0"],
+                                   logs / "worker-train-0.log", env))
+            train += ["--queues", "train.cpu"]
+        self.parts.append(Part("worker train-cpu", me + train, logs / "worker-train-cpu.log", env))
         self.parts.append(
             Part("api", me + ["api", "--host", self.settings.api_host, "--port", str(self.port)],
                  logs / "api.log", env)

@@ -163,9 +163,12 @@ def test_swap_under_load_fails_nothing_and_flips_cleanly(life: Lifecycle) -> Non
     # The old version is unloaded once nothing wants it (TURNOUT_RETIRE_AFTER_S=1).
     wait_for(lambda: not [v for v in life.describe("iris")["versions"]
                           if v["version"] == "1" and v["workers"]], 20, "version 1 unloaded")
-    # Rollback: the old version loads again and takes over.
-    r = life.promote("iris", "1")
-    assert r.status_code == 200 and r.json()["previous"] == "2"
+    # Rollback, from the shell: the old version loads again and takes over.
+    env = {**life.cluster.env, "TURNOUT_URL": str(life.http.base_url)}
+    out = subprocess.run([sys.executable, "-m", "turnout", "models", "promote", "iris", "1"],
+                         env=env, cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "iris: v1 serves now (was v2)" in out.stdout
     assert life.predict().json()["version"] == "1"
 
 

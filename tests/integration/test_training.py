@@ -185,3 +185,21 @@ def test_a_torch_job_reports_epochs_and_loss(trainer: TrainStack) -> None:
     assert seen == sorted(seen)
     meta = trainer.meta("digits-cnn", view["version"])
     assert meta["params"]["epochs"] == 3 and meta["metrics"]["test_accuracy"] > 0.5
+
+
+def test_the_train_command_shows_progress_and_names_the_new_version(trainer: TrainStack) -> None:
+    import subprocess
+    import sys
+
+    env = {**trainer.cluster.env, "TURNOUT_URL": str(trainer.http.base_url)}
+    out = subprocess.run(
+        [sys.executable, "-m", "turnout", "train", "iris", "--dataset", "iris", "--search",
+         "C=0.1,1", "--seed", "3"], env=env, cwd=REPO, capture_output=True, text=True,
+        timeout=180, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "2 trial(s) on train.cpu" in out.stdout
+    assert "trial 0 {'C': 0.1" in out.stdout and "registered (test_accuracy" in out.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "turnout", "train", "iris", "--dataset", "nope"], env=env,
+        cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+    assert bad.returncode == 1 and "no dataset 'nope'" in bad.stderr

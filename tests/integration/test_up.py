@@ -84,7 +84,7 @@ def test_up_serves_iris_and_ctrl_c_stops_everything(tmp_path: Path, models_dir: 
     assert r.status_code == 200, r.text
     assert r.json()["predictions"] == ["setosa"]
     workers = httpx.get(f"http://127.0.0.1:{up.port}/v1/workers").json()["workers"]
-    assert sorted(w["name"].split("@")[0] for w in workers) == ["cpu", "gpu-cpu"]
+    assert sorted(w["name"].split("@")[0] for w in workers) == ["cpu", "gpu-cpu", "train-cpu"]
 
     home = tmp_path / "home"
     conf = (home / "redis" / "redis.conf").read_text()
@@ -94,7 +94,11 @@ def test_up_serves_iris_and_ctrl_c_stops_everything(tmp_path: Path, models_dir: 
     assert stat.S_IMODE((home / "broker.url").stat().st_mode) == 0o600
     assert (home / "logs" / "worker-cpu.log").exists()
     family = descendants(up.proc.pid)
-    assert len(family) >= 6  # redis, 2 workers and their pool children, the API
+    assert len(family) >= 8  # redis, 3 workers and their pool children, the API
+
+    # SIGHUP re-reads the route table and puts it in force.
+    up.proc.send_signal(signal.SIGHUP)
+    assert "(generation 1, 3 models)" in up.wait_for_line("route table reloaded", timeout=30)
 
     second = subprocess.run(
         [sys.executable, "-m", "turnout", "up", "--port", str(free_port())],

@@ -17,9 +17,10 @@ import click
 from turnout.cli.context import cli
 from turnout.cli.models import models, reload, routes
 from turnout.cli.run import api, bench, chaos, up, worker
+from turnout.cli.train import train
 from turnout.errors import ConfigError
 
-for command in (up, api, worker, routes, models, reload, bench, chaos):
+for command in (up, api, worker, routes, models, reload, train, bench, chaos):
     cli.add_command(command)
 
 
