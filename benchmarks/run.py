@@ -40,6 +40,7 @@ from benchmarks.scenarios import (
     scenario_b,
     scenario_c,
     scenario_d,
+    training_isolation,
 )
 from benchmarks.stacks import BenchStack, no_batching, one_queue, routes_variant
 
@@ -102,7 +103,7 @@ def run(options: Options, url: str | None) -> dict[str, Any]:
         say(f"starting Redis, Turnout and the baselines (logs in {folder})")
         stack.build_models()
         routes = stack.settings.routes_file
-        turnout_url, _ = stack.turnout(routes)
+        turnout_url, _ = stack.turnout(routes, training="f" in wanted)
         baselines = stack.baselines() if wanted & {"b", "c"} else {}
         if "a" in wanted:
             sc["a"] = scenario_a(bench, turnout_url)
@@ -112,6 +113,8 @@ def run(options: Options, url: str | None) -> dict[str, Any]:
             sc["c"] = scenario_c(bench, baselines["floor"])
         stack.procs.stop([p.name for p in stack.procs.procs
                           if p.name.startswith(("floor", "tutorial", "handwritten"))])
+        if "f" in wanted:
+            sc["f"] = training_isolation(bench, turnout_url)
         if "d" in wanted:
             off = stack.api("api-nobatch", routes_variant(routes, folder / "routes-nobatch.yaml", no_batching))
             sc["d"] = scenario_d(bench, turnout_url, off)
@@ -137,7 +140,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--url", help="measure a running Turnout (scenarios a and b) instead")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"),
                    help="where the JSON and charts go (default benchmarks/results)")
-    p.add_argument("--scenarios", default=SCENARIOS, help="which of a,b,c,d,e (default all)")
+    p.add_argument("--scenarios", default=SCENARIOS, help="which of a,b,c,d,e,f (default all)")
     p.add_argument("--repeats", type=int, default=3, help="runs per figure; medians are kept")
     p.add_argument("--duration", type=float, default=2.0, help="seconds per run")
     p.add_argument("--quick", action="store_true", help="one short run per figure (a smoke test)")

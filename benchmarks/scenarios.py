@@ -1,10 +1,11 @@
-"""The benchmark's scenarios (a to e) and how one figure is measured: the
+"""The benchmark's scenarios (a to f) and how one figure is measured: the
 medians of ``--repeats`` closed-loop runs."""
 
 from __future__ import annotations
 
 import asyncio
 import statistics
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from benchmarks.client import Progress, Run, closed_loop, open_loop
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
 DIGITS_ROW = [0.0, 0.0, 5.0, 13.0, 9.0, 1.0, 0.0, 0.0] * 8
 SENTENCE = "Turnout sends each job down the right track."
-SCENARIOS = "abcde"
+SCENARIOS = "abcdef"
 BODIES: dict[str, dict[str, Any]] = {
     "iris": {"inputs": [IRIS_ROW], "wait": 30},
     "digits-cnn": {"inputs": [DIGITS_ROW], "wait": 30},
@@ -124,3 +125,32 @@ def isolation_run(bench: Bench, url: str, label: str, saturate: bool) -> dict[st
     if flood_run is not None:
         row["flood_minilm_rps"] = round(flood_run.throughput, 1)
     return row
+
+
+def training_isolation(bench: Bench, url: str) -> list[dict[str, Any]]:
+    """iris at a steady rate, idle and then while a digits-cnn training job
+    runs on the training lane (started first, cancelled after, so that
+    nothing is registered)."""
+    import httpx
+
+    rows = [isolation_run(bench, url, "idle", saturate=False)]
+    with httpx.Client(base_url=url, timeout=30) as http:
+        r = http.post("/v1/models/digits-cnn/train",
+                      json={"dataset": "digits", "params": {"epochs": 500}})
+        r.raise_for_status()
+        job = r.json()["job_id"]
+        try:
+            deadline = time.monotonic() + 120
+            # Measured once the job is past its start (a fresh process importing torch).
+            while http.get(f"/v1/training/{job}").json()["progress"].get("epoch", 0) < 1:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the training job did not start within 120 s")
+                time.sleep(0.2)
+            before = http.get(f"/v1/training/{job}").json()["progress"]["epoch"]
+            row = isolation_run(bench, url, "during training", saturate=False)
+            row["training_epochs_meanwhile"] = (
+                http.get(f"/v1/training/{job}").json()["progress"]["epoch"] - before)
+            rows.append(row)
+        finally:
+            http.delete(f"/v1/training/{job}")
+    return rows

@@ -171,9 +171,12 @@ class BenchStack:
         wait_http(url, proc, path="/readyz")
         return url
 
-    def turnout(self, routes: Path, shared: bool = False) -> tuple[str, list[str]]:
+    def turnout(
+        self, routes: Path, shared: bool = False, training: bool = False
+    ) -> tuple[str, list[str]]:
         """Turnout's workers (a CPU worker and one GPU worker per device, or one
-        on the CPU) and an API; with ``shared``, every worker on the cpu queue."""
+        on the CPU) and an API; with ``shared``, every worker on the cpu queue;
+        with ``training``, a training worker too."""
         from workers.gpu.nvml import device_count
 
         env = {"TURNOUT_ROUTES_FILE": str(routes)}
@@ -188,6 +191,12 @@ class BenchStack:
             if shared:
                 argv += ["--queues", "cpu"]
             self.procs.spawn(name, self.turnout_cmd(*argv), env=env)
+            names.append(name)
+        if training:
+            name = f"train@{tag}"
+            device = "0" if gpus else "cpu"
+            self.procs.spawn(name, self.turnout_cmd("worker", "train", "--device", device,
+                                                    "--name", name), env=env)
             names.append(name)
         url = self.api(f"api-{tag}", routes)
         wait_workers(url, len(names))
