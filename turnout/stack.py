@@ -101,6 +101,13 @@ class Stack:
         self.reaper = ReaperThread(broker.url, self.settings.dead_after_s,
                                    self.settings.reap_interval_s, "up")
         self.reaper.start()
+        # The file is the table in force from now on, even where Redis kept
+        # one published by an earlier `turnout reload`.
+        client = redis.Redis.from_url(broker.url, socket_timeout=5)
+        try:
+            shared.publish(client, settings.routes_file)
+        finally:
+            client.close()
         env = self._child_env(broker)
         self._plan_parts(env)
         for part in self.parts:

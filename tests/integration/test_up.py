@@ -98,7 +98,7 @@ def test_up_serves_iris_and_ctrl_c_stops_everything(tmp_path: Path, models_dir: 
 
     # SIGHUP re-reads the route table and puts it in force.
     up.proc.send_signal(signal.SIGHUP)
-    assert "(generation 1, 3 models)" in up.wait_for_line("route table reloaded", timeout=30)
+    assert "(generation 2, 3 models)" in up.wait_for_line("route table reloaded", timeout=30)
 
     second = subprocess.run(
         [sys.executable, "-m", "turnout", "up", "--port", str(free_port())],
