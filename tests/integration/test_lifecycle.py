@@ -160,6 +160,14 @@ def test_swap_under_load_fails_nothing_and_flips_cleanly(life: Lifecycle) -> Non
     assert after and set(after) == {"2"}
     body = life.describe("iris")
     assert body["default_version"] == "2" and body["previous_version"] == "1"
+    # Another API process (a restart, or a second machine) follows the flip.
+    proc, url = life.cluster.api()
+    try:
+        assert httpx.get(url + "/v1/models/iris").json()["default_version"] == "2"
+        r = httpx.post(url + "/v1/models/iris/predict", json={"inputs": [ROW], "wait": 20})
+        assert r.json()["version"] == "2"
+    finally:
+        proc.stop()
     # The old version is unloaded once nothing wants it (TURNOUT_RETIRE_AFTER_S=1).
     wait_for(lambda: not [v for v in life.describe("iris")["versions"]
                           if v["version"] == "1" and v["workers"]], 20, "version 1 unloaded")

@@ -178,9 +178,18 @@ def test_cancel_stops_a_torch_job_within_an_epoch_and_registers_nothing(trainer:
     assert trainer.http.delete(f"/v1/training/{job}").status_code == 409
 
 
+def _train_child(trainer: TrainStack) -> int | None:
+    workers = {w["name"]: w for w in trainer.http.get("/v1/workers").json()["workers"]}
+    children = workers["train-cpu@test"]["children"]
+    return int(children[0]["pid"]) if children else None
+
+
 def test_a_torch_job_reports_epochs_and_loss(trainer: TrainStack) -> None:
+    before = wait_for(lambda: _train_child(trainer), 30, "a training child")
     job = trainer.train("digits-cnn", dataset="digits", params={"epochs": 3}, seed=1)
     view, seen = trainer.wait(job, timeout=180)
+    # The job's process was replaced after it: what it held went back.
+    wait_for(lambda: _train_child(trainer) not in (None, before), 30, "a fresh training child")
     assert view["status"] == "SUCCESS", view
     assert seen == sorted(seen)
     meta = trainer.meta("digits-cnn", view["version"])
