@@ -4,7 +4,7 @@ A trial loads its dataset (bundled with scikit-learn, or the operator's CSV or
 Parquet file), holds out a quarter of it (stratified, by the job's seed),
 trains, scores the held-out part, and writes its artifact into a hidden
 folder beside the model's versions (``.trial-<job>-<i>``), never listed.
-``register`` renames the chosen trial's folder into the next version number,
+``register`` renames the chosen trial's folder to the next version number,
 once: a job delivered twice finds the version it already made.
 
 Progress goes to ``report(stage, percent, **more)``; ``cancelled()`` is asked
@@ -236,23 +236,22 @@ def trial_folder(models_dir: Path, model: str, job_id: str, index: int) -> Path:
 def register(
     models_dir: Path, route: Route, job_id: str, chosen: Path, extra: dict[str, Any]
 ) -> str:
-    """Make ``chosen`` (a finished trial's folder) the model's next version:
-    the metadata gets its number and ``extra``, then one rename puts it in
-    place. A job that already registered a version gets that one back. The
-    caller holds the model's registration lock."""
+    """Make ``chosen`` (a finished trial's hidden folder) the model's next
+    version: its metadata gets the number and ``extra``, then one rename puts
+    it in place, complete or not at all. A job that already registered a
+    version gets that one back (the folder is gone by then). The caller holds
+    the model's registration lock."""
     for info in list_versions(models_dir, route):
         if info.meta.get("training_job") == job_id:
             return info.version
     version = next_version(models_dir, route)
     meta = json.loads((chosen / META_FILE).read_text())
     meta.update(extra, version=version, training_job=job_id)
-    tmp = chosen.parent / f".incoming-{job_id}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    shutil.copytree(chosen, tmp)
-    (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    os.chmod(tmp, 0o755)
-    tmp.rename(chosen.parent / version)  # atomic: the version appears complete or not at all
+    staged = chosen / f".{META_FILE}"
+    staged.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    staged.replace(chosen / META_FILE)
+    os.chmod(chosen, 0o755)
+    chosen.rename(chosen.parent / version)
     return version
 
 

@@ -75,12 +75,12 @@ class Lifecycle:
         versions = []
         for info in list_versions(self.settings.models_dir, route):
             entry = info.describe()
+            # Each worker's state of this version (its generation is internal).
             entry["workers"] = [
-                {"name": w["name"], **version_states(w, name)[info.version]}
-                for w in workers if info.version in version_states(w, name)
+                {"name": w["name"], **{k: v for k, v in state.items() if k != "generation"}}
+                for w in workers
+                if (state := version_states(w, name).get(info.version)) is not None
             ]
-            for entry_worker in entry["workers"]:
-                entry_worker.pop("generation", None)
             role = _role(route, serving, info.version)
             if role:
                 entry["serving"] = role
@@ -98,8 +98,8 @@ class Lifecycle:
                               "percent": serving.canary.percent if ready else 0.0,
                               "asked_percent": serving.canary.percent, "ready": ready}
         if serving.target is not None:
-            state, detail = rollout_state(name, serving.target, workers, serving.generation)
-            body["rollout"] = {"version": serving.target, "state": state, "detail": detail}
+            rolling, detail = rollout_state(name, serving.target, workers, serving.generation)
+            body["rollout"] = {"version": serving.target, "state": rolling, "detail": detail}
         if serving.failure:
             body["last_failure"] = serving.failure
         return body
@@ -112,7 +112,7 @@ class Lifecycle:
         ``LoadFailed`` when a worker could not load it (the old one serves on)."""
         route = self.table.require(name)
         require_version(self.settings.models_dir, route, version)
-        wait = self.settings.rollout_wait_s if wait_s is None else min(wait_s, self.settings.max_wait_s * 10)
+        wait = self.settings.rollout_wait_s if wait_s is None else wait_s
         if canary_percent is not None:
             if not 0 <= canary_percent <= 100:
                 raise InvalidInput(f"canary_percent: expected 0 to 100, got {canary_percent}")

@@ -14,8 +14,8 @@ BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 class Metrics:
     def __init__(self) -> None:
-        self.requests: Counter[tuple[str, int]] = Counter()  # (model, status code)
-        # (model, version, status code); version "" when none was chosen (an error first)
+        # (model, version, status code); version "" when none was chosen (an
+        # error first). The per-model series is summed from it.
         self.version_requests: Counter[tuple[str, str, int]] = Counter()
         self.fallbacks: Counter[str] = Counter()  # model
         # (model, version) -> per-bucket counts, sum, count
@@ -34,7 +34,10 @@ class Metrics:
             "# HELP turnout_predict_requests_total Predict requests by model and HTTP status.",
             "# TYPE turnout_predict_requests_total counter",
         ]
-        for (model, code), n in sorted(self.requests.items()):
+        by_model: Counter[tuple[str, int]] = Counter()
+        for (model, _, code), n in self.version_requests.items():
+            by_model[(model, code)] += n
+        for (model, code), n in sorted(by_model.items()):
             out.append(f'turnout_predict_requests_total{{model="{model}",code="{code}"}} {n}')
         out += [
             ("# HELP turnout_version_requests_total Predict requests by model, version served "

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from turnout.errors import TurnoutError, UnknownVersion
+from turnout.errors import UnknownVersion
 from turnout.routes import Route
 
 META_FILE = "meta.json"
@@ -109,13 +109,8 @@ def require_version(models_dir: Path, route: Route, version: str) -> VersionInfo
 
 
 def next_version(models_dir: Path, route: Route) -> str:
-    """One more than the highest numbered version."""
-    numbers = [int(v.version) for v in list_versions(models_dir, route) if v.version.isdigit()]
+    """One more than the highest number taken by any folder of the model
+    (complete or not, hidden ones aside) or by the route's own version."""
     base = models_dir / route.name
-    if base.is_dir():  # numbers taken by folders without metadata count too
-        numbers += [int(p.name) for p in base.iterdir() if p.name.isdigit()]
-    return str(max(numbers, default=0) + 1)
-
-
-class RegisterError(TurnoutError):
-    """A new version could not be put in place."""
+    taken = {route.version} | ({p.name for p in base.iterdir()} if base.is_dir() else set())
+    return str(max((int(n) for n in taken if n.isdigit()), default=0) + 1)

@@ -55,6 +55,44 @@ class DeviceOutOfMemory(Exception):
     """Some rows did not fit in device memory even one at a time."""
 
 
+def meta_doc(task_id: str, status: str, result: Any) -> bytes:
+    """A state as Celery's Redis backend writes it (same key, same document,
+    published on the same channel)."""
+    done = time.strftime("%Y-%m-%dT%H:%M:%S.000000+00:00", time.gmtime())
+    # orjson: a batch of embeddings is hundreds of kB of floats, which the
+    # stdlib encodes ten times slower.
+    return orjson.dumps({
+        "status": status,
+        "result": result,
+        "traceback": None,
+        "children": [],
+        "date_done": done if status == "SUCCESS" else None,
+        "task_id": task_id,
+    })
+
+
+def start_under_lease(
+    scripts: delivery.Scripts, incarnation: str, task_id: str, hostname: str, ttl_s: int,
+    revoked_keys: list[str],
+) -> tuple[int, list[int]] | None:
+    """STARTED, under the task's lease: (deliveries so far, a revoked flag per
+    key of ``revoked_keys``), or None when this run must not happen: the
+    worker no longer owns the task, or the task already has its result."""
+    code, deliveries, *revoked = scripts.start(
+        keys=[delivery.LEASES, delivery.done(task_id), keys.result(task_id), delivery.STATS,
+              keys.deliveries(task_id), *revoked_keys],
+        args=[incarnation, task_id,
+              meta_doc(task_id, "STARTED", {"pid": os.getpid(), "hostname": hostname}), ttl_s],
+    )
+    if code == 0:
+        log.warning("task %s: not run: worker %s no longer owns it", task_id, incarnation)
+        return None
+    if code == -1:
+        log.warning("task %s: not run again: it already has its result", task_id)
+        return None
+    return int(deliveries), [int(r) for r in revoked]
+
+
 @dataclass
 class WorkerRuntime:
     spec: WorkerSpec
@@ -228,25 +266,9 @@ class WorkerRuntime:
     def _start(
         self, task_id: str, hostname: str, requests: list[list[Any]]
     ) -> tuple[int, list[int]] | None:
-        """STARTED, under the lease: (deliveries so far, revoked flag per
-        request), or None when this run must not happen: the worker no longer
-        owns the task, or the task already has its result."""
         assert self.scripts is not None
-        code, deliveries, *revoked = self.scripts.start(
-            keys=[delivery.LEASES, delivery.done(task_id), keys.result(task_id), delivery.STATS,
-                  keys.deliveries(task_id),
-                  *(keys.revoked(r[0]) for r in requests)],
-            args=[self.incarnation, task_id,
-                  self._meta(task_id, "STARTED", {"pid": os.getpid(), "hostname": hostname}),
-                  self.settings.result_ttl_s],
-        )
-        if code == 0:
-            log.warning("task %s: not run: worker %s no longer owns it", task_id, self.incarnation)
-            return None
-        if code == -1:
-            log.warning("task %s: not run again: it already has its result", task_id)
-            return None
-        return int(deliveries), [int(r) for r in revoked]
+        return start_under_lease(self.scripts, self.incarnation, task_id, hostname,
+                                 self.settings.result_ttl_s, [keys.revoked(r[0]) for r in requests])
 
     def _finish(self, task_id: str, body: dict[str, Any]) -> None:
         """The result, under the lease, if it is the task's first. While Redis
@@ -271,30 +293,12 @@ class WorkerRuntime:
         stored = self.scripts.store(
             keys=[delivery.LEASES, delivery.done(task_id), keys.result(task_id), delivery.STATS,
                   delivery.LEDGER],
-            args=[self.incarnation, task_id, self._meta(task_id, "SUCCESS", body),
+            args=[self.incarnation, task_id, meta_doc(task_id, "SUCCESS", body),
                   self.settings.result_ttl_s, entry],
         )
         if stored != 1:
             log.warning("task %s: result dropped (%s)", task_id,
                         "no longer owned" if stored == 0 else "a result was already stored")
-
-    @staticmethod
-    def _meta(task_id: str, status: str, result: Any) -> bytes:
-        """A state as Celery's Redis backend writes it (same key, same
-        document, published on the same channel)."""
-        done = time.strftime("%Y-%m-%dT%H:%M:%S.000000+00:00", time.gmtime())
-        # orjson: a batch of embeddings is hundreds of kB of floats, which
-        # the stdlib encodes ten times slower.
-        return orjson.dumps(
-            {
-                "status": status,
-                "result": result,
-                "traceback": None,
-                "children": [],
-                "date_done": done if status == "SUCCESS" else None,
-                "task_id": task_id,
-            },
-        )
 
     def _predict(
         self, model: str, loaded: LoadedModel, groups: list[list[Any]]

@@ -7,6 +7,8 @@ Checks the options, pins the GPU before anything imports torch, and applies a
 from __future__ import annotations
 
 import dataclasses
+import os
+import socket
 import sys
 
 from turnout.errors import ConfigError
@@ -92,9 +94,6 @@ def _lane(queue: str) -> str:
 def _train(device: str | None, name: str | None) -> WorkerSpec:
     """The training lane: ``--device N`` trains on GPU N (train.gpu); ``--device
     cpu`` trains on the CPU and takes both lanes (the GPU one standing in)."""
-    import os
-    import socket
-
     from workers.gpu import pin_device
 
     if device is None:

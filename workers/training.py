@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from turnout.settings import Settings
 from turnout.training import MARK_LUA, PROGRESS_LUA, TASK_SELECT, TASK_TRIAL
 from workers.board import Board, Slot
 from workers.factory import WorkerApp, owned_app
-from workers.runtime import WorkerRuntime
+from workers.runtime import start_under_lease
 from workers.spec import WorkerSpec
 
 log = logging.getLogger(__name__)
@@ -65,18 +64,12 @@ class Trainer:
         it, or it already has its result (it ran before this delivery)."""
         task_id = task.request.id
         try:
-            code, *_ = self.scripts.start(
-                keys=[delivery.LEASES, delivery.done(task_id), keys.result(task_id),
-                      delivery.STATS, keys.deliveries(task_id)],
-                args=[self.incarnation, task_id,
-                      WorkerRuntime._meta(task_id, "STARTED", {"pid": os.getpid()}),
-                      self.settings.result_ttl_s],
-            )
+            started = start_under_lease(self.scripts, self.incarnation, task_id,
+                                        task.request.hostname or self.spec.name,
+                                        self.settings.result_ttl_s, [])
         except redis.RedisError as exc:
             raise Reject(f"Redis unreachable at start: {exc}", requeue=True) from exc
-        if code in (0, -1):
-            log.warning("task %s: not run (%s)", task_id,
-                        "no longer owned" if code == 0 else "it already has its result")
+        if started is None:
             raise Ignore()
 
     def cancelled(self, job_id: str) -> bool:

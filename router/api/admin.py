@@ -7,9 +7,8 @@ from typing import Any
 from fastapi import APIRouter
 
 from router.api.deps import ServicesDep
-from turnout import keys
 from turnout.errors import BadRouteTable, ConfigError
-from turnout.routes.shared import prepare
+from turnout.routes.shared import prepare, queue_publish
 
 router = APIRouter(prefix="/v1/admin", tags=["administration"])
 
@@ -29,8 +28,7 @@ async def reload(services: ServicesDep) -> dict[str, Any]:
         raise BadRouteTable(f"route table not reloaded, the last good one stays: {exc}") from None
     before = services.table
     pipe = services.client.pipeline(transaction=True)
-    pipe.hincrby(keys.ROUTES, "generation", 1)
-    pipe.hset(keys.ROUTES, mapping={"text": text, "source": str(path)})
+    queue_publish(pipe, path, text)
     generation, _ = await pipe.execute()
     services.live.adopt(int(generation), table)
     old, new = set(before.routes), set(table.routes)

@@ -111,20 +111,19 @@ async def predict_response(
         inputs, wait = parse_predict_body(raw, services.settings.max_wait_s)
         submitted, view = await services.dispatcher.predict(name, inputs, wait, version, route_key)
     except TurnoutError as exc:
-        metrics.requests[(label, exc.status_code)] += 1
-        metrics.version_requests[(label, version or "", exc.status_code)] += 1
+        # No version label on errors: a client's made-up version must not
+        # become a series of its own.
+        metrics.version_requests[(label, "", exc.status_code)] += 1
         raise
     if submitted.fallback_used:
         metrics.fallbacks[name] += 1
     if view is not None:
         served = str(view.get("version") or submitted.version)
-        metrics.requests[(label, 200)] += 1
         metrics.version_requests[(label, served, 200)] += 1
         total_ms = (view.get("timings_ms") or {}).get("total")
         if total_ms is not None:
             metrics.observe_latency(label, served, total_ms / 1000)
         return 200, view, {}
-    metrics.requests[(label, 202)] += 1
     metrics.version_requests[(label, submitted.version, 202)] += 1
     url = f"/v1/tasks/{submitted.task_id}"
     body = {
@@ -145,7 +144,8 @@ class DefaultRequest(BaseModel):
         "default; 0 ends a canary"
     )
     wait: float | None = Field(
-        None, ge=0, description="seconds to wait for the version to load everywhere"
+        None, ge=0, le=3600, description="seconds to wait for the version to load everywhere "
+        "(default TURNOUT_ROLLOUT_WAIT_S); the rollout goes on after"
     )
 
 

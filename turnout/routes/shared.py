@@ -28,13 +28,20 @@ def prepare(path: Path) -> tuple[str, RouteTable]:
     return Path(path).read_text(), table
 
 
+def queue_publish(pipe: Any, path: Path, text: str) -> None:
+    """Queue, on a transaction ``pipe`` (sync or asyncio), the commands that
+    make ``text`` the table in force with the next generation; the reply to
+    the first is that generation."""
+    pipe.hincrby(keys.ROUTES, "generation", 1)
+    pipe.hset(keys.ROUTES, mapping={"text": text, "source": str(path)})
+
+
 def publish(client: redis.Redis, path: Path) -> tuple[int, RouteTable]:
     """Validate the file at ``path`` and make it the table in force.
     Raises ``ConfigError`` (naming the key) and publishes nothing if it is bad."""
     text, table = prepare(path)
     pipe = client.pipeline(transaction=True)
-    pipe.hincrby(keys.ROUTES, "generation", 1)
-    pipe.hset(keys.ROUTES, mapping={"text": text, "source": str(path)})
+    queue_publish(pipe, path, text)
     generation, _ = pipe.execute()
     return int(generation), table
 
