@@ -45,6 +45,8 @@ class Job:
     submitted_at: float
     batch_id: str = ""
     index: int = 0
+    # The API key's name that made it (None when the API is open).
+    owner: str | None = None
 
 
 @dataclass

@@ -16,14 +16,23 @@ from celery import Celery
 from redis.exceptions import RedisError
 
 from router.batching import Batch, Batcher, Job
+from router.idempotency import Claims, claim_key
 from router.live import LiveView
+from router.metrics import Metrics
 from router.publish import TaskMessages
-from router.results import ResultWatcher, error_text
+from router.results import READY_STATES, ResultWatcher, error_text
 from router.routing import choose_queue
 from router.validation import validate_inputs
 from turnout import keys
 from turnout.catalog import require_version
-from turnout.errors import BrokerUnavailable, TaskFinished, UnknownTask, VersionNotLoaded
+from turnout.errors import (
+    BrokerUnavailable,
+    IdempotencyMismatch,
+    TaskFinished,
+    TurnoutError,
+    UnknownTask,
+    VersionNotLoaded,
+)
 from turnout.routes import Route, RouteTable
 from turnout.serving import choose_version
 from turnout.settings import Settings
@@ -50,6 +59,7 @@ return 'REVOKED'
 """
 
 
+
 @dataclass(frozen=True)
 class Submitted:
     task_id: str
@@ -68,8 +78,10 @@ class Dispatcher:
         client: aioredis.Redis,
         watcher: ResultWatcher,
         live: LiveView,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.table = table
         self.client = client
         self.watcher = watcher
@@ -77,6 +89,7 @@ class Dispatcher:
         self.messages = TaskMessages(celery)
         self.batcher = Batcher(self._publish, live.state_capacity, watcher)
         self._revoke = client.register_script(_REVOKE_LUA)
+        self.claims = Claims(client, settings.result_ttl_s)
 
     async def predict(
         self,
@@ -85,12 +98,16 @@ class Dispatcher:
         wait_s: float,
         version: str | None = None,
         route_key: str | None = None,
+        owner: str | None = None,
+        idempotency_key: str | None = None,
     ) -> tuple[Submitted, dict[str, Any] | None]:
         """Validate, route and queue one request; with ``wait_s`` > 0, wait that
         long for its result. ``version`` pins the request to that version;
         otherwise it goes to the default, or to a canary's share
-        (``route_key`` keeps a caller on one side). Returns the submission
-        and the task view if finished."""
+        (``route_key`` keeps a caller on one side). ``owner`` is the API
+        key's name; an ``idempotency_key`` sent before by the same owner
+        answers with the task it made then, never a second one. Returns the
+        submission and the task view if finished."""
         route = self.table.require(model)
         rows = validate_inputs(route, inputs)
         pinned = version is not None
@@ -104,13 +121,24 @@ class Dispatcher:
         decision = choose_queue(route, self.table, self.live.state, version if pinned else None)
         # Counted at once: requests routed while this one is being sent see it.
         self.live.note_sent(decision.queue)
-        job = Job(id=str(uuid.uuid4()), rows=rows, submitted_at=time.time())
+        job = Job(id=str(uuid.uuid4()), rows=rows, submitted_at=time.time(), owner=owner)
+        claim = None
+        if idempotency_key is not None:
+            claim = claim_key(owner, idempotency_key)
+            earlier = await self.claims.claim(claim, job.id, keys.task(""))
+            if earlier is not None:
+                return await self._replay(earlier, route, wait_s)
         submitted = Submitted(job.id, model, decision.queue, decision.fallback_used, version)
         batch = self.batcher.add(route, decision.queue, job, version, pinned)
         # Watch before the batch is sent (add() only schedules the send), so a
         # result that comes back at once cannot be missed.
         async with self.watcher.watch(job.batch_id) as future:
-            await asyncio.shield(batch.sent)
+            try:
+                await asyncio.shield(batch.sent)
+            except TurnoutError:
+                if claim is not None:
+                    await self.claims.release(claim)  # never queued: the next try may
+                raise
             if wait_s <= 0:
                 return submitted, None
             meta = await self.watcher.wait(job.batch_id, future, wait_s)
@@ -118,6 +146,38 @@ class Dispatcher:
             return submitted, None
         record = {"model": model, "queue": decision.queue, "batch": job.batch_id, "index": job.index}
         return submitted, self._view(job.id, record, meta, False)
+
+    async def _replay(
+        self, task_id: str, route: Route, wait_s: float
+    ) -> tuple[Submitted, dict[str, Any] | None]:
+        """The answer for a task an Idempotency-Key already made: its result
+        if it has finished (or does within ``wait_s``), else 202 again."""
+        deadline = time.monotonic() + wait_s
+        try:
+            record, meta, revoked = await self._read(task_id)
+        except UnknownTask:
+            # Claimed a moment ago by a request still queueing it.
+            submitted = Submitted(task_id, route.name, route.queue, False, "")
+            return submitted, None
+        if record["model"] != route.name:
+            raise IdempotencyMismatch(
+                f"Idempotency-Key was first used for a request to model {record['model']!r}, "
+                f"not {route.name!r}; use a new key for a new request"
+            )
+        batch_id = record.get("batch", task_id)
+        if (meta is None or meta.get("status") not in READY_STATES) and not revoked and wait_s > 0:
+            async with self.watcher.watch(batch_id) as future:
+                meta = await self.watcher.lookup(batch_id)  # finished while we looked away?
+                if meta is None or meta.get("status") not in READY_STATES:
+                    meta = await self.watcher.wait(
+                        batch_id, future, max(0.0, deadline - time.monotonic())
+                    )
+        view = self._view(task_id, record, meta, revoked)
+        submitted = Submitted(task_id, route.name, record["queue"], False,
+                              str(view.get("version") or ""))
+        if view["status"] in ("PENDING", "STARTED"):
+            return submitted, None
+        return submitted, view
 
     def _check_pinned(self, route: Route, version: str) -> None:
         """404 for a version that does not exist, 409 for one no live worker holds."""
@@ -154,6 +214,8 @@ class Dispatcher:
                 "index": job.index,
                 "size": len(batch.jobs),
             }
+            if job.owner is not None:
+                record["owner"] = job.owner
             pipe.set(keys.task(job.id), orjson.dumps(record), ex=self.settings.result_ttl_s)
         pipe.lpush(batch.queue, message)
         pipe.lpush(keys.bell(batch.queue), 1)  # wakes one idle worker
@@ -163,16 +225,37 @@ class Dispatcher:
             raise BrokerUnavailable(
                 f"could not queue the job: the broker is unreachable ({exc})"
             ) from None
+        self.track(batch.id, route, batch.version)
+
+    def track(self, task_id: str, route: Route, version: str) -> None:
+        """Time a task this process queued when its result comes back (the
+        metrics' queue, run and request times): once per task, cluster-wide."""
+        if self.metrics is None:
+            return
+        metrics = self.metrics
+        future = self.watcher.on_ready(task_id)
+        # A result that never comes (its record expired) stops being awaited.
+        give_up = asyncio.get_running_loop().call_later(
+            route.time_limit_s + self.settings.max_queue_wait_s, future.cancel
+        )
+
+        def done(result: asyncio.Future[dict[str, Any]]) -> None:
+            give_up.cancel()
+            if not result.cancelled():
+                metrics.observe_result(route.name, version, result.result())
+
+        future.add_done_callback(done)
 
     async def close(self) -> None:
         await self.batcher.close()
 
-    async def task(self, task_id: str) -> dict[str, Any]:
-        record, meta, revoked = await self._read(task_id)
+    async def task(self, task_id: str, viewer: str | None = None) -> dict[str, Any]:
+        """A task's view; ``viewer`` (a predict key's name) sees only its own."""
+        record, meta, revoked = await self._read(task_id, viewer)
         return self._view(task_id, record, meta, revoked)
 
-    async def revoke(self, task_id: str) -> dict[str, Any]:
-        record, _, revoked = await self._read(task_id)
+    async def revoke(self, task_id: str, viewer: str | None = None) -> dict[str, Any]:
+        record, _, revoked = await self._read(task_id, viewer)
         if revoked:
             return {"task_id": task_id, "status": "REVOKED"}
         batch_id = record.get("batch", task_id)
@@ -191,7 +274,9 @@ class Dispatcher:
             raise TaskFinished(f"task {task_id} has already finished ({outcome}); nothing to revoke")
         return {"task_id": task_id, "status": "REVOKED"}
 
-    async def _read(self, task_id: str) -> tuple[dict[str, Any], dict[str, Any] | None, bool]:
+    async def _read(
+        self, task_id: str, viewer: str | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any] | None, bool]:
         try:
             uuid.UUID(task_id)
         except ValueError:
@@ -203,6 +288,9 @@ class Dispatcher:
         if raw_record is None:
             raise UnknownTask(f"no task {task_id}: this router never issued it, or it expired")
         record = orjson.loads(raw_record)
+        if viewer is not None and record.get("owner") not in (None, viewer):
+            # Another key's task: as if it did not exist.
+            raise UnknownTask(f"no task {task_id}: this router never issued it, or it expired")
         batch_id = record.get("batch", task_id)
         if batch_id != task_id:
             raw_meta = await self.client.get(keys.result(batch_id))

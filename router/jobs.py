@@ -12,20 +12,22 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from router.idempotency import Claims, claim_key
 from router.live import LiveView
 from router.publish import TaskMessages
 from router.results import READY_STATES, error_text
 from router.routing import choose_queue
 from router.validation import validate_inputs
 from turnout import keys
-from turnout.errors import BrokerUnavailable, UnknownBatch
-from turnout.routes import RouteTable
+from turnout.errors import BrokerUnavailable, IdempotencyMismatch, UnknownBatch
+from turnout.routes import Route, RouteTable
 from turnout.settings import Settings
 
 # Rows per chunk when the route has no max_batch and the client names none.
@@ -40,22 +42,42 @@ class BatchJobs:
         client: aioredis.Redis,
         live: LiveView,
         messages: TaskMessages,
+        claims: Claims,
+        track: Callable[[str, Route, str], None] | None = None,
     ) -> None:
         self.settings = settings
         self.table = table
         self.client = client
         self.live = live
         self.messages = messages
+        self.claims = claims
+        # Times each chunk when its result comes back (the metrics).
+        self.track = track
 
     def chunk_limit(self, model: str) -> int:
         route = self.table.get(model)
         return route.max_rows if route is not None else DEFAULT_CHUNK_ROWS
 
-    async def submit(self, model: str, inputs: Any, chunk_rows: int | None) -> dict[str, Any]:
+    async def submit(
+        self,
+        model: str,
+        inputs: Any,
+        chunk_rows: int | None,
+        owner: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Queue a batch job; an ``idempotency_key`` sent before by the same
+        ``owner`` answers with the job it made then."""
         route = self.table.require(model)
         rows = validate_inputs(route, inputs, max_rows=self.settings.max_batch_rows)
         size = chunk_rows or min(route.max_batch or DEFAULT_CHUNK_ROWS, route.max_rows)
         job_id = str(uuid.uuid4())
+        claim = None
+        if idempotency_key is not None:
+            claim = claim_key(owner, idempotency_key)
+            earlier = await self.claims.claim(claim, job_id, keys.batch(""))
+            if earlier is not None:
+                return await self._submitted(earlier, route.name)
         submitted_at = time.time()
         chunks: list[list[Any]] = []
         # A batch job runs on one version, the default when it is submitted.
@@ -87,13 +109,20 @@ class BatchJobs:
             "chunks": chunks,
             "submitted_at": submitted_at,
         }
+        if owner is not None:
+            record["owner"] = owner
         pipe.set(keys.batch(job_id), json.dumps(record), ex=self.settings.result_ttl_s)
         try:
             await pipe.execute()
         except (RedisError, OSError) as exc:
+            if claim is not None:
+                await self.claims.release(claim)
             raise BrokerUnavailable(
                 f"could not queue the batch: the broker is unreachable ({exc})"
             ) from None
+        if self.track is not None:
+            for task_id, *_ in chunks:
+                self.track(task_id, route, version)
         return {
             "batch_id": job_id,
             "status": "PENDING",
@@ -103,7 +132,27 @@ class BatchJobs:
             "status_url": f"/v1/batches/{job_id}",
         }
 
-    async def status(self, job_id: str) -> dict[str, Any]:
+    async def _submitted(self, job_id: str, model: str) -> dict[str, Any]:
+        """The 202 body of a job an Idempotency-Key already made."""
+        raw = await self.client.get(keys.batch(job_id))
+        record = orjson.loads(raw) if raw else {"model": model, "rows": None, "chunks": None}
+        if record["model"] != model:
+            raise IdempotencyMismatch(
+                f"Idempotency-Key was first used for a batch of model {record['model']!r}, not "
+                f"{model!r}; use a new key for a new job"
+            )
+        chunks = record["chunks"]
+        return {
+            "batch_id": job_id,
+            "status": "PENDING",
+            "model": model,
+            "rows": record["rows"],
+            "chunks": len(chunks) if chunks is not None else None,
+            "status_url": f"/v1/batches/{job_id}",
+        }
+
+    async def status(self, job_id: str, viewer: str | None = None) -> dict[str, Any]:
+        """A job's progress; ``viewer`` (a predict key's name) sees only its own."""
         try:
             uuid.UUID(job_id)
         except ValueError:
@@ -112,6 +161,8 @@ class BatchJobs:
         if raw is None:
             raise UnknownBatch(f"no batch {job_id}: this router never issued it, or it expired")
         record = orjson.loads(raw)
+        if viewer is not None and record.get("owner") not in (None, viewer):
+            raise UnknownBatch(f"no batch {job_id}: this router never issued it, or it expired")
         chunks = record["chunks"]
         metas = await self.client.mget([keys.result(c[0]) for c in chunks]) if chunks else []
         total = record["rows"]

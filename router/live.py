@@ -34,6 +34,8 @@ class LiveView:
         self.serving: dict[str, Serving] = {}
         self.updated_at = 0.0
         self.broker_ok = False
+        # turnout:delivery-stats, the workers' cluster-wide delivery counters.
+        self.delivery_stats: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
         # Run after each background refresh (the lifecycle's rollouts).
         self.after_refresh: Callable[[], Awaitable[None]] | None = None
@@ -41,6 +43,8 @@ class LiveView:
         # who to tell when a newer one is adopted.
         self.routes_generation = 0
         self.on_table: Callable[[RouteTable], None] | None = None
+        # Given the API keys (turnout:apikeys) as read with each refresh.
+        self.on_keys: Callable[[dict[Any, Any]], None] | None = None
 
     def known_queues(self) -> list[str]:
         names = set(self._table.queues)
@@ -59,7 +63,14 @@ class LiveView:
             pipe.llen(queue)
         pipe.hgetall(keys.SERVING)
         pipe.hget(keys.ROUTES, "generation")
-        *lengths, serving, generation = await pipe.execute()
+        pipe.hgetall(keys.API_KEYS)
+        pipe.hgetall(keys.STATS)
+        *lengths, serving, generation, api_keys, stats = await pipe.execute()
+        self.delivery_stats = {
+            (k.decode() if isinstance(k, bytes) else str(k)): int(v) for k, v in stats.items()
+        }
+        if self.on_keys is not None:
+            self.on_keys(api_keys)
         depths = dict(zip(queues, lengths, strict=True))
         self.serving = parse_all(serving)
         if int(generation or 0) > self.routes_generation:

@@ -67,6 +67,14 @@ class UnknownBatch(TurnoutError):
     status_code = 404
 
 
+class UnknownKey(TurnoutError):
+    status_code = 404
+
+
+class KeyExists(TurnoutError):
+    status_code = 409
+
+
 class InvalidInput(TurnoutError):
     status_code = 422
 
@@ -79,12 +87,40 @@ class TaskFinished(TurnoutError):
     status_code = 409
 
 
-class QueueFull(TurnoutError):
+class IdempotencyMismatch(TurnoutError):
+    """An Idempotency-Key sent again with another request than its first."""
+
+    status_code = 409
+
+
+class TooManyRequests(TurnoutError):
+    """Come back later: answered with ``Retry-After``."""
+
     status_code = 429
 
     def __init__(self, message: str, retry_after_s: int = 1) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class QueueFull(TooManyRequests):
+    pass
+
+
+class RateLimited(TooManyRequests):
+    """The API key's own request rate is spent."""
+
+
+class Unauthorized(TurnoutError):
+    """No API key, or one that is not (or no longer) valid."""
+
+    status_code = 401
+
+
+class Forbidden(TurnoutError):
+    """A valid API key without the scope the call needs."""
+
+    status_code = 403
 
 
 class NoCapacity(TurnoutError):

@@ -23,6 +23,13 @@ LEDGER = f"{PREFIX}:ledger"  # list of JSON run records (when the ledger is on)
 SERVING = f"{PREFIX}:serving"  # hash: model -> JSON serving document
 # The route table in force, as last reloaded: {generation, text, source}.
 ROUTES = f"{PREFIX}:routes"
+# API keys (turnout.access): key name -> JSON with the token's hash, never the token.
+API_KEYS = f"{PREFIX}:apikeys"
+
+
+def idempotency(owner: str, key: str) -> str:
+    """A client's Idempotency-Key, per API key: the task it made."""
+    return f"{PREFIX}:idem:{owner}:{key}"
 
 
 def task(task_id: str) -> str:

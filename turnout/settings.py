@@ -138,6 +138,15 @@ class Settings(BaseSettings):
     # everywhere before it answers 202 (the rollout goes on regardless).
     rollout_wait_s: float = Field(default=60.0, gt=0)
     log_level: str = "INFO"
+    # Access (turnout.access): with no API keys the API is open on loopback
+    # only; this serves it open on any address, on purpose.
+    insecure_no_auth: bool = False
+    # /metrics answers without a key unless this is set (then any key may read it).
+    metrics_auth: bool = False
+    # Monitoring: workers send Celery task events and the router sends
+    # task-sent, so that Flower and celery-exporter see every task.
+    events: bool = False
+    flower_port: int = Field(default=5555, ge=0, le=65535)
 
     @field_validator("broker_url")
     @classmethod

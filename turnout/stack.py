@@ -34,9 +34,10 @@ MAX_RESTARTS_PER_MINUTE = 5
 
 
 class Stack:
-    def __init__(self, settings: Settings, port: int) -> None:
+    def __init__(self, settings: Settings, port: int, flower: bool = False) -> None:
         self.settings = settings
         self.port = port
+        self.flower = flower
         self.parts: list[Part] = []
         self.redis: EmbeddedRedis | None = None
         self.redis_log: IO[bytes] | None = None

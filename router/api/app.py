@@ -9,10 +9,12 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI
 from fastapi.responses import ORJSONResponse
 
-from router.api import admin, batches, models, ops, tasks, training
+from router.access import KeyRing, open_when_empty
+from router.api import admin, batches, keys, models, ops, tasks, training
 from router.api.deps import Services
 from router.api.errors import install_error_handlers
 from router.api.fastpath import PredictFastPath
+from router.api.guard import Access
 from router.api.limits import BodyLimit
 from router.dispatch import Dispatcher
 from router.jobs import BatchJobs
@@ -27,13 +29,16 @@ from turnout.routes import RouteTable
 from turnout.settings import Settings
 
 
-def create_asgi(settings: Settings, table: RouteTable) -> BodyLimit:
-    """The API as served: the body limit, then the predict fast path, then FastAPI."""
-    return BodyLimit(
-        PredictFastPath(create_app(settings, table)),
+def create_asgi(settings: Settings, table: RouteTable) -> Access:
+    """The API as served: the access check, the body limit, then the predict
+    fast path, then FastAPI."""
+    app = create_app(settings, table)
+    limited = BodyLimit(
+        PredictFastPath(app),
         max_bytes=settings.max_body_bytes,
         batch_bytes=settings.max_batch_body_bytes,
     )
+    return Access(limited, lambda: app.state.services, settings.metrics_auth)
 
 
 def create_app(settings: Settings, table: RouteTable) -> FastAPI:
@@ -49,27 +54,35 @@ def create_app(settings: Settings, table: RouteTable) -> FastAPI:
         watcher = ResultWatcher(redis, client)
         live = LiveView(client, table)
         await watcher.start()
-        await live.start()
         # Every API process also gives a dead worker's jobs back (any number of
         # reapers may run at once; each give-back is one transaction).
         reaper = ReaperThread(redis.url, settings.dead_after_s, settings.reap_interval_s, "api")
         reaper.start()
-        dispatcher = Dispatcher(settings, table, celery, client, watcher, live)
+        metrics = Metrics()
+        dispatcher = Dispatcher(settings, table, celery, client, watcher, live, metrics)
         lifecycle = Lifecycle(settings, table, client, live)
         # Rollouts that outlast the call that started them finish here.
         live.after_refresh = lifecycle.tick
-        app.state.services = Services(
+        keyring = KeyRing(client, open_when_empty(settings))
+        live.on_keys = keyring.update
+        services = Services(
             settings=settings,
             table=table,
             client=client,
             live=live,
             dispatcher=dispatcher,
-            jobs=BatchJobs(settings, table, client, live, dispatcher.messages),
-            metrics=Metrics(),
+            jobs=BatchJobs(settings, table, client, live, dispatcher.messages,
+                           dispatcher.claims, dispatcher.track),
+            metrics=metrics,
             lifecycle=lifecycle,
             training=Training(settings, table, celery, client, live),
+            keyring=keyring,
         )
-        live.on_table = app.state.services.use_table
+        metrics.watch_cluster(live, dispatcher.batcher, lambda: services.table)
+        app.state.services = services
+        live.on_table = services.use_table
+        # Started once every hook is in place: its first refresh reads the keys.
+        await live.start()
         try:
             yield
         finally:
@@ -94,5 +107,6 @@ def create_app(settings: Settings, table: RouteTable) -> FastAPI:
     app.include_router(tasks.router)
     app.include_router(ops.router)
     app.include_router(admin.router)
+    app.include_router(keys.router)
     app.include_router(training.router)
     return app

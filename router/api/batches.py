@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from router.access import owner_of, viewer_of
 from router.api.deps import ServicesDep
 from router.validation import parse_batch_body
 
@@ -41,10 +42,11 @@ class BatchRequest(BaseModel):
 )
 async def submit_batch(name: str, request: Request, services: ServicesDep) -> JSONResponse:
     inputs, chunk_rows = parse_batch_body(await request.body(), services.jobs.chunk_limit(name))
-    body = await services.jobs.submit(name, inputs, chunk_rows)
+    body = await services.jobs.submit(name, inputs, chunk_rows, owner=owner_of(request.scope),
+                                      idempotency_key=request.headers.get("idempotency-key"))
     return JSONResponse(body, status_code=202, headers={"Location": body["status_url"]})
 
 
 @router.get("/v1/batches/{batch_id}", responses={404: {"description": "unknown batch"}})
-async def get_batch(batch_id: str, services: ServicesDep) -> dict[str, Any]:
-    return await services.jobs.status(batch_id)
+async def get_batch(batch_id: str, request: Request, services: ServicesDep) -> dict[str, Any]:
+    return await services.jobs.status(batch_id, viewer_of(request.scope))

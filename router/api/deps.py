@@ -8,6 +8,7 @@ from typing import Annotated
 import redis.asyncio as aioredis
 from fastapi import Depends, Request
 
+from router.access import KeyRing
 from router.dispatch import Dispatcher
 from router.jobs import BatchJobs
 from router.lifecycle import Lifecycle
@@ -29,6 +30,7 @@ class Services:
     metrics: Metrics
     lifecycle: Lifecycle
     training: Training
+    keyring: KeyRing
 
     def use_table(self, table: RouteTable) -> None:
         """Put a reloaded route table in force in every part that routes."""

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
 
-import orjson
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
-from router.api.errors import error_response
+from router.access import owner_of
+from router.api.errors import ERROR_HEADER, error_response, respond
 from router.api.models import predict_response
 
 log = logging.getLogger(__name__)
@@ -44,12 +43,15 @@ class PredictFastPath:
     ) -> None:
         try:
             raw = await _body(receive)
-            route_key = None
+            route_key = idempotency_key = None
             for key, value in scope["headers"]:
                 if key == b"x-route-key":
                     route_key = value.decode("latin-1")
+                elif key == b"idempotency-key":
+                    idempotency_key = value.decode("latin-1")
             status, body, headers = await predict_response(
-                self.app.state.services, name, raw, version=version, route_key=route_key
+                self.app.state.services, name, raw, version=version, route_key=route_key,
+                owner=owner_of(scope), idempotency_key=idempotency_key,
             )
         except Exception as exc:  # noqa: BLE001 - mapped exactly as FastAPI's handlers map it
             try:
@@ -57,7 +59,8 @@ class PredictFastPath:
             except Exception:
                 log.exception("predict %s failed", name)
                 status, body, headers = 500, {"detail": "internal error"}, {}
-        await _respond(send, status, body, headers)
+            self.app.state.services.metrics.error(status, headers.get(ERROR_HEADER, "error"))
+        await respond(send, status, body, headers)
 
 
 async def _body(receive: Receive) -> bytes:
@@ -71,14 +74,3 @@ async def _body(receive: Receive) -> bytes:
         if not message.get("more_body", False):
             break
     return b"".join(chunks)
-
-
-async def _respond(send: Send, status: int, body: dict[str, Any], headers: dict[str, str]) -> None:
-    data = orjson.dumps(body)
-    raw_headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(data)).encode()),
-    ]
-    raw_headers += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
-    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
-    await send({"type": "http.response.body", "body": data})

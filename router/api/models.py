@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from router.access import owner_of
 from router.api.deps import Services, ServicesDep
 from router.routing import choose_queue
 from router.validation import parse_predict_body
@@ -76,7 +77,8 @@ async def predict(name: str, request: Request, services: ServicesDep) -> JSONRes
     """Predict with the model's default version (or its canary's share of
     requests; `X-Route-Key` keeps a caller on one side)."""
     status, body, headers = await predict_response(
-        services, name, await request.body(), route_key=request.headers.get("x-route-key")
+        services, name, await request.body(), route_key=request.headers.get("x-route-key"),
+        owner=owner_of(request.scope), idempotency_key=request.headers.get("idempotency-key"),
     )
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -91,7 +93,8 @@ async def predict_version(
 ) -> JSONResponse:
     """Predict with one version of the model, and only that one."""
     status, body, headers = await predict_response(
-        services, name, await request.body(), version=version
+        services, name, await request.body(), version=version, owner=owner_of(request.scope),
+        idempotency_key=request.headers.get("idempotency-key"),
     )
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -102,6 +105,8 @@ async def predict_response(
     raw: bytes,
     version: str | None = None,
     route_key: str | None = None,
+    owner: str | None = None,
+    idempotency_key: str | None = None,
 ) -> tuple[int, dict[str, Any], dict[str, str]]:
     """The predict endpoints, free of any framework: (status, body, headers).
     Turnout's errors propagate, to be answered by ``error_response``."""
@@ -109,22 +114,21 @@ async def predict_response(
     metrics = services.metrics
     try:
         inputs, wait = parse_predict_body(raw, services.settings.max_wait_s)
-        submitted, view = await services.dispatcher.predict(name, inputs, wait, version, route_key)
+        submitted, view = await services.dispatcher.predict(
+            name, inputs, wait, version, route_key, owner=owner, idempotency_key=idempotency_key
+        )
     except TurnoutError as exc:
         # No version label on errors: a client's made-up version must not
         # become a series of its own.
-        metrics.version_requests[(label, "", exc.status_code)] += 1
+        metrics.request(label, "", exc.status_code)
         raise
     if submitted.fallback_used:
-        metrics.fallbacks[name] += 1
+        metrics.fallbacks.labels(name).inc()
     if view is not None:
         served = str(view.get("version") or submitted.version)
-        metrics.version_requests[(label, served, 200)] += 1
-        total_ms = (view.get("timings_ms") or {}).get("total")
-        if total_ms is not None:
-            metrics.observe_latency(label, served, total_ms / 1000)
+        metrics.request(label, served, 200)
         return 200, view, {}
-    metrics.version_requests[(label, submitted.version, 202)] += 1
+    metrics.request(label, submitted.version, 202)
     url = f"/v1/tasks/{submitted.task_id}"
     body = {
         "task_id": submitted.task_id,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 from redis.exceptions import RedisError
 
 from router.api.deps import ServicesDep
@@ -96,7 +97,7 @@ async def readyz(services: ServicesDep) -> JSONResponse:
 
 
 @router.get("/metrics", response_class=PlainTextResponse)
-async def metrics(services: ServicesDep) -> PlainTextResponse:
-    return PlainTextResponse(
-        services.metrics.render(services.live, services.dispatcher.batcher), media_type="text/plain; version=0.0.4"
-    )
+async def metrics(services: ServicesDep) -> Response:
+    """Prometheus text format: this process's requests and tasks, and the
+    cluster's queues, workers and GPUs."""
+    return Response(services.metrics.render(), media_type=CONTENT_TYPE_LATEST)

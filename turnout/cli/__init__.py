@@ -15,12 +15,13 @@ from collections.abc import Sequence
 import click
 
 from turnout.cli.context import cli
+from turnout.cli.keys import keys
 from turnout.cli.models import models, reload, routes
 from turnout.cli.run import api, bench, chaos, up, worker
 from turnout.cli.train import train
-from turnout.errors import ConfigError
+from turnout.errors import TurnoutError
 
-for command in (up, api, worker, routes, models, reload, train, bench, chaos):
+for command in (up, api, worker, routes, models, reload, train, keys, bench, chaos):
     cli.add_command(command)
 
 
@@ -28,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         result = cli.main(args=args, prog_name="turnout", standalone_mode=False)
-    except ConfigError as exc:
+    except TurnoutError as exc:
         print(f"turnout: error: {exc}", file=sys.stderr)
         return 2
     except click.ClickException as exc:

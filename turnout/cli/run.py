@@ -9,34 +9,47 @@ from turnout.cli.context import Context, pass_context
 
 _port = click.option("--port", type=int, envvar="TURNOUT_API_PORT", show_envvar=True,
                      help="API port (default 8000).")
+_insecure = click.option(
+    "--insecure-no-auth", is_flag=True, default=None, envvar="TURNOUT_INSECURE_NO_AUTH",
+    show_envvar=True, help="Serve the API with no API keys on an address other than loopback, "
+    "on purpose (anyone who reaches it may use it).")
 
 
 @click.command()
 @_port
+@_insecure
+@click.option("--flower", is_flag=True, help="Also run Flower (the Celery monitor) on "
+              "TURNOUT_FLOWER_PORT, with task events on and a generated password.")
 @pass_context
-def up(ctx: Context, port: int | None) -> int:
+def up(ctx: Context, port: int | None, insecure_no_auth: bool | None, flower: bool) -> int:
     """Run the whole stack on this machine: Redis, workers and the API."""
     from turnout.stack import Stack
 
-    settings = ctx.settings(api_port=port)
+    settings = ctx.settings(api_port=port, insecure_no_auth=insecure_no_auth,
+                            events=True if flower else None)
     ctx.table()  # a bad route table stops `up` before anything starts
-    return Stack(settings, port=settings.api_port).run()
+    return Stack(settings, port=settings.api_port, flower=flower).run()
 
 
 @click.command()
 @click.option("--host", envvar="TURNOUT_API_HOST", show_envvar=True,
               help="Address to bind (default 127.0.0.1).")
 @_port
-@click.option("--access-log", is_flag=True, help="Log every request.")
+@_insecure
+@click.option("--access-log", is_flag=True, help="Log every request (method, path, status; "
+              "never headers, so never a key).")
 @pass_context
-def api(ctx: Context, host: str | None, port: int | None, access_log: bool) -> int:
+def api(ctx: Context, host: str | None, port: int | None, insecure_no_auth: bool | None,
+        access_log: bool) -> int:
     """Run the HTTP API."""
     import uvicorn
 
     from router.api.app import create_asgi
+    from turnout.access import check_bind_against
 
-    settings = ctx.settings(api_host=host, api_port=port)
+    settings = ctx.settings(api_host=host, api_port=port, insecure_no_auth=insecure_no_auth)
     ctx.logging()
+    check_bind_against(settings)
     uvicorn.run(
         create_asgi(settings, ctx.table()),
         host=settings.api_host,

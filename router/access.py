@@ -1,0 +1,136 @@
+"""Who may call what: bearer API keys checked ahead of every route, the
+predict fast path and FastAPI alike.
+
+Keys live in Redis as hashes (``turnout.access``); each API process keeps
+them in memory, refreshed with the live view (every half second), and reads
+Redis again only for a token it does not know (a key made since). With no
+keys at all the API is open, but only on loopback (or on purpose, with
+``--insecure-no-auth``); ``turnout api`` refuses to bind elsewhere without keys.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+from starlette.types import Scope
+
+from turnout import keys
+from turnout.access import ADMIN, PREDICT, ApiKey, hash_token, is_loopback, parse_keys, same_hash
+from turnout.errors import Forbidden, RateLimited, Unauthorized
+from turnout.settings import Settings
+
+# Open to anyone: liveness and readiness (for load balancers), and the API's
+# own description.
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc",
+                        "/openapi.json"})
+_ADMIN_CALLS = (
+    ("PUT", re.compile(r"^/v1/models/[^/]+/default$")),
+    ("POST", re.compile(r"^/v1/models/[^/]+/train$")),
+    (None, re.compile(r"^/v1/training/")),
+    (None, re.compile(r"^/v1/admin/")),
+)
+
+
+def required_scope(method: str, path: str, metrics_auth: bool = False) -> str | None:
+    """The scope a call needs; None for the open paths. Anything not named
+    (unknown paths included) needs at least ``predict``."""
+    if path in OPEN_PATHS:
+        return None
+    if path == "/metrics":
+        return PREDICT if metrics_auth else None
+    for wanted, pattern in _ADMIN_CALLS:
+        if (wanted is None or wanted == method) and pattern.match(path):
+            return ADMIN
+    return PREDICT
+
+
+class KeyRing:
+    """The API keys as this process knows them, and each key's rate bucket."""
+
+    def __init__(self, client: aioredis.Redis, open_when_empty: bool) -> None:
+        self._client = client
+        self.open_when_empty = open_when_empty
+        self.by_hash: dict[str, ApiKey] | None = None  # None: not read yet
+        # key name -> (tokens left, when counted)
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def update(self, raw: dict[Any, Any]) -> None:
+        self.by_hash = parse_keys(raw)
+
+    async def _read(self) -> dict[str, ApiKey]:
+        # A Redis error propagates: the call is answered 503, never let in.
+        self.update(await self._client.hgetall(keys.API_KEYS))
+        assert self.by_hash is not None
+        return self.by_hash
+
+    async def authenticate(self, header: str | None, scope: str, what: str) -> ApiKey | None:
+        """The caller's key, checked for ``scope``; None when the API is open."""
+        known = self.by_hash if self.by_hash is not None else await self._read()
+        if header is None:
+            if not known and self.open_when_empty:
+                return None
+            raise Unauthorized(
+                f"{what} needs an API key: send 'Authorization: Bearer <token>' (an operator "
+                "makes one with `turnout keys create NAME --scope predict`)"
+            )
+        kind, _, token = header.strip().partition(" ")
+        token = token.strip()
+        if kind.lower() != "bearer" or not token:
+            raise Unauthorized("the Authorization header must be 'Bearer <token>'")
+        digest = hash_token(token)
+        key = known.get(digest)
+        if key is None:
+            key = (await self._read()).get(digest)  # made since the last refresh?
+        if key is None or not same_hash(key.hash, digest):
+            if not self.by_hash and self.open_when_empty:
+                return None  # no keys at all: open, whatever was sent
+            raise Unauthorized("the API key is not valid (wrong, or revoked)")
+        if not key.allows(scope):
+            raise Forbidden(
+                f"API key {key.name!r} has scope {key.scope!r}; {what} needs scope {scope!r}"
+            )
+        if key.rate_per_s is not None:
+            self._spend(key)
+        return key
+
+    def _spend(self, key: ApiKey) -> None:
+        """A token bucket per key: ``rate_per_s`` a second, bursts of as many."""
+        rate = float(key.rate_per_s or 0)
+        burst = max(1.0, rate)
+        now = time.monotonic()
+        tokens, then = self._buckets.get(key.name, (burst, now))
+        tokens = min(burst, tokens + (now - then) * rate)
+        if tokens < 1:
+            self._buckets[key.name] = (tokens, now)
+            raise RateLimited(
+                f"API key {key.name!r} is limited to {rate:g} requests a second; retry later",
+                retry_after_s=max(1, math.ceil((1 - tokens) / rate)),
+            )
+        self._buckets[key.name] = (tokens - 1, now)
+
+
+def open_when_empty(settings: Settings) -> bool:
+    return settings.insecure_no_auth or is_loopback(settings.api_host)
+
+
+def caller(scope: Scope) -> ApiKey | None:
+    """The key that authenticated this request (None when the API is open)."""
+    key: ApiKey | None = scope.get("state", {}).get("api_key")
+    return key
+
+
+def owner_of(scope: Scope) -> str | None:
+    """The name recorded as the owner of what a request makes (None when open)."""
+    key = caller(scope)
+    return None if key is None else key.name
+
+
+def viewer_of(scope: Scope) -> str | None:
+    """Whose tasks a request may read: a predict key's own only (its name);
+    None for an admin key or an open API, which read all."""
+    key = caller(scope)
+    return None if key is None or key.scope == ADMIN else key.name

@@ -1,0 +1,68 @@
+"""Idempotency-Key: a request sent again with the same key (a client's retry
+after a lost answer) gets the task the first one made, never a second.
+
+A key is claimed for the new task's id in one Lua call. A claim names its
+task until the task's record exists, and then for as long as the record; a
+claim whose task never got queued (the broker failed mid-request) lapses
+after a few seconds, so the retry makes the task instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from turnout import keys
+from turnout.errors import InvalidInput
+
+# KEYS: the claim. ARGV: new id, ttl, now, the record key prefix, lapse
+# seconds. Returns the id the key already names, or nil once claimed.
+_CLAIM_LUA = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  local sep = string.find(current, '\\t', 1, true)
+  local id = string.sub(current, 1, sep - 1)
+  local at = tonumber(string.sub(current, sep + 1))
+  if redis.call('EXISTS', ARGV[4] .. id) == 1 or tonumber(ARGV[3]) - at < tonumber(ARGV[5]) then
+    return id
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1] .. '\\t' .. ARGV[3], 'EX', ARGV[2])
+return false
+"""
+LAPSE_S = 10
+_VALID = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+def claim_key(owner: str | None, idempotency_key: str) -> str:
+    """The claim's Redis key: per API key, so that callers never collide."""
+    if not _VALID.match(idempotency_key):
+        raise InvalidInput(
+            "Idempotency-Key: expected 1 to 255 visible ASCII characters (a UUID, say), got "
+            f"{len(idempotency_key)} characters"
+        )
+    return keys.idempotency(owner or "-", idempotency_key)
+
+
+class Claims:
+    def __init__(self, client: aioredis.Redis, ttl_s: int) -> None:
+        self._client = client
+        self._ttl_s = ttl_s
+        self._script = client.register_script(_CLAIM_LUA)
+
+    async def claim(self, claim: str, new_id: str, record_prefix: str) -> str | None:
+        """None when ``claim`` is now ``new_id``'s; else the id it names."""
+        earlier = await self._script(
+            keys=[claim], args=[new_id, self._ttl_s, time.time(), record_prefix, LAPSE_S]
+        )
+        if earlier is None:
+            return None
+        return earlier.decode() if isinstance(earlier, bytes) else str(earlier)
+
+    async def release(self, claim: str) -> None:
+        with contextlib.suppress(RedisError, OSError):
+            await self._client.delete(claim)
