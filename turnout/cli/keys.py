@@ -4,13 +4,17 @@
 from __future__ import annotations
 
 import datetime
+from typing import TYPE_CHECKING
 
 import click
 
 from turnout.cli.context import Context, pass_context
 
+if TYPE_CHECKING:
+    import redis
 
-def _client(ctx: Context):  # type: ignore[no-untyped-def]
+
+def _client(ctx: Context) -> redis.Redis:
     import redis
 
     return redis.Redis.from_url(ctx.settings().redis().url, socket_timeout=5)
