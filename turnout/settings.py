@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from turnout.errors import ConfigError
@@ -100,6 +100,8 @@ class Settings(BaseSettings):
     # Where commands that talk to a running API (promote, train, reload) find
     # it; by default the local one on api_port.
     url: str | None = None
+    # The bearer token those commands and turnout.client send (TURNOUT_API_KEY).
+    api_key: SecretStr | None = None
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
     # 0 lets the embedded Redis take any free loopback port.

@@ -6,12 +6,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from turnout.routes import RouteTable, load_routes
 from turnout.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from turnout.client import Client
 
 
 @dataclass
@@ -27,6 +30,14 @@ class Context:
         if self._settings is None:
             self._settings = load_settings(**self.overrides)
         return self._settings
+
+    def client(self) -> Client:
+        """The API client for commands that talk to a running stack."""
+        from turnout.client import Client
+
+        settings = self.settings()
+        key = settings.api_key.get_secret_value() if settings.api_key else ""
+        return Client(settings.api_url, key)
 
     def table(self) -> RouteTable:
         return load_routes(self.settings().routes_file)

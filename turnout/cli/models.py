@@ -107,15 +107,15 @@ def models_promote(
     Every worker loads it beside the old one; the default flips once it is
     ready everywhere. Rolling back is promoting the old version again.
     """
-    from turnout.client import ApiError, Client
+    from turnout.client import ApiError
 
-    with Client(ctx.settings().api_url) as client:
+    with ctx.client() as client:
         try:
-            status, body = client.promote(name, version, canary_percent, wait)
+            body = client.promote(name, version, canary_percent, wait)
         except ApiError as exc:
             click.echo(f"turnout: {name} v{version} not promoted: {exc.detail}", err=True)
             return 1
-    if status == 202:
+    if body.get("status") == "loading":
         click.echo(f"turnout: {name} v{version} still loading after {wait:g} s "
                    f"({'; '.join(body.get('detail') or [])}); the rollout goes on: "
                    f"see `GET {body['status_url']}`")

@@ -51,9 +51,9 @@ def train(ctx: Context, name: str, dataset: str, params: tuple[str, ...],
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from turnout.client import ApiError, Client
+    from turnout.client import ApiError
 
-    with Client(ctx.settings().api_url) as client:
+    with ctx.client() as client:
         try:
             job = client.train(name, dataset, _pairs(params, "--param", False), seed,
                                _pairs(search, "--search", True))
