@@ -5,6 +5,9 @@ while a queue is held full."""
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -126,3 +129,21 @@ def test_retry_after_is_honoured_while_the_queue_is_full(held: str) -> None:
     assert turnout.last_waits and all(w == 1.0 for w in turnout.last_waits)
     assert took >= sum(turnout.last_waits)
     raw.close()
+
+
+def test_turnout_status_shows_the_cluster(stack: Stack) -> None:
+    env = {**stack.cluster.env, "TURNOUT_URL": stack.url, "COLUMNS": "200"}
+    as_json = subprocess.run([sys.executable, "-m", "turnout", "status", "--json"], env=env,
+                             cwd=REPO, capture_output=True, text=True, timeout=60, check=True)
+    data = json.loads(as_json.stdout)
+    assert {w["name"] for w in data["workers"]} >= {"cpu@test", "gpu-cpu@test"}
+    assert {q["name"] for q in data["queues"]} >= {"cpu", "gpu"}
+    iris = next(m for m in data["models"] if m["name"] == "iris")
+    assert iris["available"] and iris["serving_queue"] == "cpu"
+    orphan = next(m for m in data["models"] if m["name"] == "digits-orphan")
+    assert not orphan["available"]
+    screen = subprocess.run([sys.executable, "-m", "turnout", "status"], env=env, cwd=REPO,
+                            capture_output=True, text=True, timeout=60, check=True).stdout
+    for heading in ("workers", "queues", "GPUs", "models", "cpu@test", "gpu-cpu@test",
+                    "no live worker"):
+        assert heading in screen, (heading, screen)

@@ -18,10 +18,11 @@ from turnout.cli.context import cli
 from turnout.cli.keys import keys
 from turnout.cli.models import models, reload, routes
 from turnout.cli.run import api, bench, chaos, up, worker
+from turnout.cli.status import status
 from turnout.cli.train import train
 from turnout.errors import TurnoutError
 
-for command in (up, api, worker, routes, models, reload, train, keys, bench, chaos):
+for command in (up, api, worker, status, routes, models, reload, train, keys, bench, chaos):
     cli.add_command(command)
 
 
