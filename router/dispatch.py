@@ -86,7 +86,8 @@ class Dispatcher:
         self.client = client
         self.watcher = watcher
         self.live = live
-        self.messages = TaskMessages(celery)
+        self.messages = TaskMessages(celery, settings.redis().db)
+        self.messages.monitoring = lambda: settings.events or live.monitoring
         self.batcher = Batcher(self._publish, live.state_capacity, watcher)
         self._revoke = client.register_script(_REVOKE_LUA)
         self.claims = Claims(client, settings.result_ttl_s)
@@ -217,8 +218,10 @@ class Dispatcher:
             if job.owner is not None:
                 record["owner"] = job.owner
             pipe.set(keys.task(job.id), orjson.dumps(record), ex=self.settings.result_ttl_s)
-        pipe.lpush(batch.queue, message)
+        pipe.lpush(batch.queue, message.message)
         pipe.lpush(keys.bell(batch.queue), 1)  # wakes one idle worker
+        if message.event is not None:
+            pipe.publish(*message.event)
         try:
             await pipe.execute()
         except (RedisError, OSError) as exc:

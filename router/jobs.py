@@ -100,8 +100,10 @@ class BatchJobs:
                 group_id=job_id,
                 group_index=index,
             )
-            pipe.lpush(queue, message)
+            pipe.lpush(queue, message.message)
             pipe.lpush(keys.bell(queue), 1)  # wakes one idle worker
+            if message.event is not None:
+                pipe.publish(*message.event)
         record = {
             "model": route.name,
             "rows": len(rows),

@@ -36,6 +36,8 @@ class LiveView:
         self.broker_ok = False
         # turnout:delivery-stats, the workers' cluster-wide delivery counters.
         self.delivery_stats: dict[str, int] = {}
+        # A `turnout flower` is running: send task-sent events.
+        self.monitoring = False
         self._task: asyncio.Task[None] | None = None
         # Run after each background refresh (the lifecycle's rollouts).
         self.after_refresh: Callable[[], Awaitable[None]] | None = None
@@ -65,7 +67,9 @@ class LiveView:
         pipe.hget(keys.ROUTES, "generation")
         pipe.hgetall(keys.API_KEYS)
         pipe.hgetall(keys.STATS)
-        *lengths, serving, generation, api_keys, stats = await pipe.execute()
+        pipe.exists(keys.MONITORING)
+        *lengths, serving, generation, api_keys, stats, monitoring = await pipe.execute()
+        self.monitoring = bool(monitoring)
         self.delivery_stats = {
             (k.decode() if isinstance(k, bytes) else str(k)): int(v) for k, v in stats.items()
         }

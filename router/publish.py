@@ -7,6 +7,11 @@ way kombu's Redis transport wraps it, and LPUSHed in the same MULTI as the
 router's task records: one round trip, and a job is never queued without its
 record, nor recorded without being queued.
 
+While monitoring is on, the same round trip also PUBLISHes Celery's
+``task-sent`` event (which ``send_task`` would have sent), so that Flower and
+celery-exporter see each task from the moment it is queued: its queue, and
+how long it waited.
+
 JSON only, as everywhere in Turnout.
 """
 
@@ -16,19 +21,58 @@ import base64
 import os
 import socket
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from celery import Celery
+from celery.events import Event
+from celery.utils.nodenames import anon_nodename
+from celery.utils.time import utcoffset
 
 from turnout.celery_app import TASK_PREDICT
 
 _ORIGIN = f"{os.getpid()}@{socket.gethostname()}"
+# Celery's event exchange; on Redis a fanout, each event a PUBLISH.
+EVENT_EXCHANGE = "celeryev"
+
+
+@dataclass(frozen=True)
+class Built:
+    message: str  # what to LPUSH onto the queue
+    # (channel, payload) of the task-sent event to PUBLISH, while monitoring
+    event: tuple[str, bytes] | None = None
+
+
+def _envelope(body: bytes, headers: dict[str, Any], exchange: str, routing_key: str,
+              delivery_mode: int) -> dict[str, Any]:
+    """A message as kombu's Redis transport writes it: base64 body, JSON."""
+    return {
+        "body": base64.b64encode(body).decode(),
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": headers,
+        "properties": {
+            "delivery_mode": delivery_mode,
+            "delivery_info": {"exchange": exchange, "routing_key": routing_key},
+            "priority": 0,
+            "body_encoding": "base64",
+            "delivery_tag": str(uuid.uuid4()),
+        },
+    }
 
 
 class TaskMessages:
-    def __init__(self, celery: Celery) -> None:
+    def __init__(self, celery: Celery, db: int = 0) -> None:
         self._amqp = celery.amqp
+        self._clock = celery.clock
+        # kombu's fanout topic for task-sent: keyprefix_fanout ('/{db}.'),
+        # the exchange, then the routing key (fanout_patterns is on).
+        self._sent_topic = f"/{db}.{EVENT_EXCHANGE}/task.sent"
+        self._hostname = anon_nodename()
+        # Whether monitoring is on (TURNOUT_EVENTS, or a `turnout flower` running).
+        self.monitoring: Callable[[], bool] = lambda: False
 
     def predict(
         self,
@@ -39,8 +83,9 @@ class TaskMessages:
         soft_time_limit: float,
         group_id: str | None = None,
         group_index: int | None = None,
-    ) -> str:
-        """The JSON that kombu's Redis transport would LPUSH onto ``queue``."""
+    ) -> Built:
+        """The JSON that kombu's Redis transport would LPUSH onto ``queue``,
+        and the task-sent event while monitoring is on."""
         message = self._amqp.as_task_v2(
             task_id,
             TASK_PREDICT,
@@ -57,22 +102,21 @@ class TaskMessages:
             ignore_result=True,
             # The default repr of the arguments costs more than the rest of
             # the message for a large batch; the rows are not worth logging.
-            argsrepr=f"({args[0]!r}, …)",
+            # Flower shows it for each task: the model and the request count.
+            argsrepr=f"({args[0]!r}, {len(args[1])} request(s))",
             kwargsrepr="{}",
+            create_sent_event=self.monitoring(),
         )
-        body = orjson.dumps(message.body)
-        envelope = {
-            "body": base64.b64encode(body).decode(),
-            "content-encoding": "utf-8",
-            "content-type": "application/json",
-            "headers": message.headers,
-            "properties": {
-                **message.properties,
-                "delivery_mode": 2,
-                "delivery_info": {"exchange": "", "routing_key": queue},
-                "priority": 0,
-                "body_encoding": "base64",
-                "delivery_tag": str(uuid.uuid4()),
-            },
-        }
-        return orjson.dumps(envelope).decode()
+        envelope = _envelope(orjson.dumps(message.body), message.headers, "", queue, 2)
+        envelope["properties"] = {**message.properties, **envelope["properties"]}
+        built = orjson.dumps(envelope).decode()
+        if message.sent_event is None:
+            return Built(built)
+        event = Event(
+            "task-sent", hostname=self._hostname, utcoffset=utcoffset(), pid=os.getpid(),
+            clock=self._clock.forward(), queue=queue, exchange="", routing_key=queue,
+            **message.sent_event,
+        )
+        payload = _envelope(orjson.dumps(event), {"hostname": self._hostname}, EVENT_EXCHANGE,
+                            "task.sent", 1)
+        return Built(built, (self._sent_topic, orjson.dumps(payload)))

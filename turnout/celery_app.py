@@ -80,10 +80,12 @@ def celery_config(redis: RedisSettings, settings: Settings, table: RouteTable) -
         # Turnout worker consumes.
         "task_default_queue": "cpu",
         "task_create_missing_queues": True,
-        "worker_send_task_events": False,
+        # Task events, for Flower and celery-exporter (TURNOUT_EVENTS, or
+        # `turnout up --flower`); Flower also turns them on in running workers.
+        "worker_send_task_events": settings.events,
         # Read by the result backend: record each result in the ledger.
         "turnout_ledger": settings.ledger,
-        "task_send_sent_event": False,
+        "task_send_sent_event": settings.events,
         # A child that loads a deep model needs longer than Celery's default 4 s
         # to say it is alive.
         "worker_proc_alive_timeout": 120.0,
@@ -102,3 +104,23 @@ def make_celery(settings: Settings, table: RouteTable, redis: RedisSettings | No
     app = Celery("turnout", set_as_current=False)
     app.conf.update(celery_config(redis or settings.redis(), settings, table))
     return app
+
+
+def __getattr__(name: str) -> Celery:
+    """``turnout.celery_app.app``: the app built from the settings on first
+    use, so that Celery's own tools work as its docs show
+    (``celery -A turnout.celery_app inspect active``, ``… events``, ``… flower``)
+    while importing this module still connects to nothing."""
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    global _app
+    if _app is None:
+        from turnout.routes import load_routes
+        from turnout.settings import load_settings
+
+        settings = load_settings()
+        _app = make_celery(settings, load_routes(settings.routes_file))
+    return _app
+
+
+_app: Celery | None = None

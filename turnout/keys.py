@@ -25,6 +25,9 @@ SERVING = f"{PREFIX}:serving"  # hash: model -> JSON serving document
 ROUTES = f"{PREFIX}:routes"
 # API keys (turnout.access): key name -> JSON with the token's hash, never the token.
 API_KEYS = f"{PREFIX}:apikeys"
+# Set (with a TTL, renewed) while a `turnout flower` runs: API processes then
+# send Celery's task-sent events.
+MONITORING = f"{PREFIX}:monitoring"
 
 
 def idempotency(owner: str, key: str) -> str:

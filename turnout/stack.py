@@ -21,6 +21,7 @@ from typing import IO, Any
 
 import redis
 
+from turnout.access import check_bind_against
 from turnout.delivery import ReaperThread
 from turnout.errors import ConfigError
 from turnout.redis_server import EmbeddedRedis
@@ -109,12 +110,17 @@ class Stack:
             shared.publish(client, settings.routes_file)
         finally:
             client.close()
+        # Safe by default: a public API needs keys (or --insecure-no-auth).
+        check_bind_against(settings.model_copy(update={"broker_url": broker.url}))
         env = self._child_env(broker)
         self._plan_parts(env)
         for part in self.parts:
             part.start()
         self._wait_ready()
         self.say(f"ready: http://{settings.api_host}:{self.port}  (Ctrl-C stops everything)")
+        if self.flower:
+            self.say(f"Flower: http://127.0.0.1:{settings.flower_port} (user turnout, password "
+                     f"in {settings.home / 'flower.password'})")
         self.say(f"logs in {settings.logs_dir}")
         self._supervise()
         return 0
@@ -173,6 +179,9 @@ class Stack:
             "TURNOUT_ROUTES_FILE": str(self.settings.routes_file),
             "TURNOUT_DATA_DIR": str(self.settings.data_dir),
             "TURNOUT_LOG_LEVEL": self.settings.log_level,
+            "TURNOUT_EVENTS": "1" if self.settings.events else "0",
+            "TURNOUT_INSECURE_NO_AUTH": "1" if self.settings.insecure_no_auth else "0",
+            "TURNOUT_FLOWER_PORT": str(self.settings.flower_port),
             "PYTHONUNBUFFERED": "1",
         }
 
@@ -208,6 +217,8 @@ class Stack:
             Part("api", me + ["api", "--host", self.settings.api_host, "--port", str(self.port)],
                  logs / "api.log", env)
         )
+        if self.flower:
+            self.parts.append(Part("flower", me + ["flower"], logs / "flower.log", env))
 
     @property
     def expected_workers(self) -> int:

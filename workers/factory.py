@@ -380,7 +380,9 @@ def run_worker(spec: WorkerSpec, settings: Settings, table: RouteTable) -> int:
         optimization="fair",
         without_gossip=True,
         without_mingle=True,
-        without_heartbeat=True,
+        # Celery's own worker-heartbeat events only feed monitors (Flower);
+        # Turnout's heartbeat (above) is what the router and the reapers read.
+        without_heartbeat=not settings.events,
     )
     worker.start()
     return int(worker.exitcode or 0)

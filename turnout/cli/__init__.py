@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import click
 
 from turnout.cli.context import cli
+from turnout.cli.flower import flower
 from turnout.cli.keys import keys
 from turnout.cli.models import models, reload, routes
 from turnout.cli.run import api, bench, chaos, up, worker
@@ -22,7 +23,8 @@ from turnout.cli.status import status
 from turnout.cli.train import train
 from turnout.errors import TurnoutError
 
-for command in (up, api, worker, status, routes, models, reload, train, keys, bench, chaos):
+for command in (up, api, worker, status, routes, models, reload, train, keys, flower, bench,
+                chaos):
     cli.add_command(command)
 
 
