@@ -56,6 +56,13 @@ def targets(sc: dict[str, Any]) -> list[dict[str, Any]]:
     f = sc.get("f", [])
     r = _ratio(_find(f, "during training"), _find(f, "idle"), "p99_ms")
     add("iris p99 while digits-cnn trains / idle p99", r, "<= 2.0", None if r is None else r <= 2.0)
+    g = sc.get("g", [])
+    for c in (1, 32):
+        on, off = _find(g, "events on", c), _find(g, "events off", c)
+        r = _ratio(on, off, "p50_ms")
+        add(f"iris c={c} p50, task events on / off", r, "(the cost of monitoring)", None)
+        r = _ratio(on, off, "throughput_rps")
+        add(f"iris c={c} throughput, task events on / off", r, "(the cost of monitoring)", None)
     return out
 
 

@@ -13,6 +13,8 @@ baselines of ``benchmarks.baselines``), or measures a running one with
   e  isolation: iris at a steady rate while the GPU queue is saturated with
      minilm work, with Turnout's separate queues against the same workers all
      on one shared queue
+  f  training isolation: iris at a steady rate, idle and while a training job runs
+  g  monitoring's cost: iris at concurrency 1 and 32 with task events off, then on
 
 Every figure is the median of ``--repeats`` runs; ratios compare runs made
 side by side in the same invocation, on the same machine.
@@ -36,6 +38,7 @@ from benchmarks.scenarios import (
     Bench,
     Options,
     isolation_run,
+    events_cost,
     scenario_a,
     scenario_b,
     scenario_c,
@@ -115,6 +118,8 @@ def run(options: Options, url: str | None) -> dict[str, Any]:
                           if p.name.startswith(("floor", "tutorial", "handwritten"))])
         if "f" in wanted:
             sc["f"] = training_isolation(bench, turnout_url)
+        if "g" in wanted:
+            sc["g"] = events_cost(bench, turnout_url, stack.broker.url, routes)
         if "d" in wanted:
             off = stack.api("api-nobatch", routes_variant(routes, folder / "routes-nobatch.yaml", no_batching))
             sc["d"] = scenario_d(bench, turnout_url, off)

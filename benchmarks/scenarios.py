@@ -15,7 +15,7 @@ from benchmarks.client import Progress, Run, closed_loop, open_loop
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
 DIGITS_ROW = [0.0, 0.0, 5.0, 13.0, 9.0, 1.0, 0.0, 0.0] * 8
 SENTENCE = "Turnout sends each job down the right track."
-SCENARIOS = "abcdef"
+SCENARIOS = "abcdefg"
 BODIES: dict[str, dict[str, Any]] = {
     "iris": {"inputs": [IRIS_ROW], "wait": 30},
     "digits-cnn": {"inputs": [DIGITS_ROW], "wait": 30},
@@ -153,4 +153,38 @@ def training_isolation(bench: Bench, url: str) -> list[dict[str, Any]]:
             rows.append(row)
         finally:
             http.delete(f"/v1/training/{job}")
+    return rows
+
+
+def events_cost(bench: Bench, url: str, broker_url: str, routes: Path) -> list[dict[str, Any]]:
+    """iris at concurrency 1 and 32 with monitoring off, then on (workers
+    send task events, the router sends task-sent), on one stack: turned on
+    and off at run time the way Flower does it (the `enable_events` broadcast,
+    and the `turnout:monitoring` key every API process reads)."""
+    import redis
+
+    from turnout import keys
+    from turnout.celery_app import make_celery
+    from turnout.routes import load_routes
+    from turnout.settings import load_settings
+
+    client = redis.Redis.from_url(broker_url)
+    app = make_celery(load_settings(broker_url=broker_url), load_routes(routes))
+    rows = []
+    try:
+        for label, on in (("events off", False), ("events on", True)):
+            if on:
+                client.set(keys.MONITORING, "bench")
+                app.control.enable_events()
+            else:
+                client.delete(keys.MONITORING)
+                app.control.disable_events()
+            time.sleep(1.5)  # every API process has read the key by then
+            for c in (1, 32):
+                rows.append(bench.measure(label, url, "iris", c))
+    finally:
+        client.delete(keys.MONITORING)
+        app.control.disable_events()
+        client.close()
+        app.close()
     return rows
