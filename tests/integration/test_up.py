@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,10 +25,10 @@ pytestmark = pytest.mark.integration
 
 
 class Up:
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], *args: str) -> None:
         self.port = free_port()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "turnout", "up", "--port", str(self.port)],
+            [sys.executable, "-m", "turnout", "up", "--port", str(self.port), *args],
             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         self.lines: queue.Queue[str] = queue.Queue()
@@ -70,11 +71,25 @@ def up_factory() -> Iterator[list[Up]]:
 
 
 def test_up_serves_iris_and_ctrl_c_stops_everything(tmp_path: Path, models_dir: Path, up_factory: list[Up]) -> None:
-    up = Up(_env(tmp_path, models_dir))
+    flower_port = free_port()
+    up = Up(_env(tmp_path, models_dir, TURNOUT_FLOWER_PORT=str(flower_port)), "--flower")
     up_factory.append(up)
     ready = up.wait_for_line("ready:")
     assert f"http://127.0.0.1:{up.port}" in ready
     assert any("starting one GPU worker on the CPU" in line for line in up.seen)
+    flower = up.wait_for_line("Flower:")
+    assert f"http://127.0.0.1:{flower_port}" in flower and "flower.password" in flower
+    password = (tmp_path / "home" / "flower.password").read_text().strip()
+
+    def flower_sees(worker: str) -> bool:
+        r = httpx.get(f"http://127.0.0.1:{flower_port}/api/workers?refresh=1",
+                      auth=("turnout", password), timeout=10)
+        return r.status_code == 200 and any(name.startswith(worker) for name in r.json())
+
+    deadline = time.monotonic() + 60
+    while not flower_sees("cpu@"):
+        assert time.monotonic() < deadline, "Flower never listed the CPU worker"
+        time.sleep(0.5)
 
     r = httpx.post(
         f"http://127.0.0.1:{up.port}/v1/models/iris/predict",
@@ -128,6 +143,17 @@ def test_up_with_an_external_broker_starts_no_redis_and_stops_on_sigterm(
 
     assert up.stop(signal.SIGTERM) == 0
     assert [pid for pid in family if alive(pid)] == []
+
+
+def test_up_refuses_a_public_api_without_keys(tmp_path: Path, models_dir: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "turnout", "up", "--port", str(free_port())],
+        cwd=REPO, env=_env(tmp_path, models_dir, TURNOUT_API_HOST="0.0.0.0"),
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "refusing to serve the API on 0.0.0.0 with no API keys" in out.stdout
+    assert not (tmp_path / "home" / "broker.url").exists()  # its Redis was stopped again
 
 
 def test_up_refuses_a_bad_route_table_before_starting_anything(tmp_path: Path, models_dir: Path) -> None:
