@@ -180,11 +180,36 @@ def events_cost(bench: Bench, url: str, broker_url: str, routes: Path) -> list[d
                 client.delete(keys.MONITORING)
                 app.control.disable_events()
             time.sleep(1.5)  # every API process has read the key by then
+            seen = _task_events(client, url, app.conf.broker_url)
             for c in (1, 32):
-                rows.append(bench.measure(label, url, "iris", c))
+                rows.append(bench.measure(label, url, "iris", c) | {"task_events_seen": seen})
     finally:
         client.delete(keys.MONITORING)
         app.control.disable_events()
         client.close()
         app.close()
     return rows
+
+
+def _task_events(client: Any, url: str, broker_url: str) -> list[str]:
+    """The task events one request makes now (proof that monitoring is on or off)."""
+    import httpx
+
+    from turnout.settings import RedisSettings
+
+    db = RedisSettings.from_url(broker_url).db
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub.psubscribe(f"/{db}.celeryev/task.*")
+    try:
+        httpx.post(url + predict_path("iris"), json=BODIES["iris"], timeout=30)
+        seen = set()
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            message = pubsub.get_message(timeout=0.1)
+            if message is not None:
+                channel = message["channel"]
+                seen.add((channel.decode() if isinstance(channel, bytes) else channel)
+                         .rsplit("/", 1)[-1])
+        return sorted(seen)
+    finally:
+        pubsub.close()

@@ -380,9 +380,13 @@ def run_worker(spec: WorkerSpec, settings: Settings, table: RouteTable) -> int:
         optimization="fair",
         without_gossip=True,
         without_mingle=True,
-        # Celery's own worker-heartbeat events only feed monitors (Flower);
-        # Turnout's heartbeat (above) is what the router and the reapers read.
-        without_heartbeat=not settings.events,
+        # Celery's own heartbeat (a worker-heartbeat event every 2 s) feeds only
+        # monitors; Turnout's heartbeat (above) is what the router and the
+        # reapers read. It stays on because it keeps the worker's event
+        # dispatcher enabled, so that Flower's `enable_events` broadcast can
+        # turn task events on at run time (with all three off, Celery leaves
+        # the dispatcher disabled and the broadcast does nothing).
+        without_heartbeat=False,
     )
     worker.start()
     return int(worker.exitcode or 0)

@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from router.api.deps import ServicesDep
+from router.api.deps import Services, ServicesDep
 from turnout import access, keys
 from turnout.errors import ConfigError, InvalidInput, UnknownKey
 
@@ -22,7 +22,7 @@ class KeyRequest(BaseModel):
     rate_per_s: float | None = Field(None, gt=0, description="requests a second, per API process")
 
 
-async def _reread(services: Any) -> list[access.ApiKey]:
+async def _reread(services: Services) -> list[access.ApiKey]:
     raw = await services.client.hgetall(keys.API_KEYS)
     services.keyring.update(raw)  # in force in this process at once
     return sorted(access.parse_keys(raw).values(), key=lambda k: k.name)

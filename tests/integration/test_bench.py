@@ -39,7 +39,13 @@ def test_every_scenario_runs_on_its_own_stack(models_dir: Path, tmp_path: Path) 
     assert out.returncode == 0, out.stderr[-3000:]
     results = json.loads((tmp_path / "out" / "latest.json").read_text())
     assert sorted(results["scenarios"]) == ["a", "b", "c", "d", "e", "f", "g"]
-    assert [r["system"] for r in results["scenarios"]["g"]] == ["events off"] * 2 + ["events on"] * 2
+    g = results["scenarios"]["g"]
+    assert [r["system"] for r in g] == ["events off"] * 2 + ["events on"] * 2
+    # Monitoring really was off, then on: the router's task-sent, and the
+    # worker's own (sent in batches, as task.multi, from its event loop).
+    assert g[0]["task_events_seen"] == []
+    seen = set(g[2]["task_events_seen"])
+    assert "task.sent" in seen and seen - {"task.sent"}, seen
     assert [r["system"] for r in results["scenarios"]["f"]] == ["idle", "during training"]
     assert "training_epochs_meanwhile" in results["scenarios"]["f"][1]
     for rows in results["scenarios"].values():
