@@ -1,12 +1,17 @@
 """Flower against a real stack: behind basic auth, it shows Turnout's tasks
 (sent by the router, received, started and finished by the worker) with
-their state, worker, queue and runtime; and in a real browser."""
+their state, worker, queue and runtime; and in a real browser.
+
+The stack runs with monitoring off, as a production stack would: starting
+`turnout flower` is what turns task events on, in the workers (Flower's
+enable_events) and in the API (the monitoring key)."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +46,7 @@ def monitored(redis_server: RedisSettings, models_dir: Path,
               tmp_path_factory: pytest.TempPathFactory) -> Iterator[Monitored]:
     own = RedisSettings(redis_server.host, redis_server.port, db=8, password=redis_server.password)
     tmp = tmp_path_factory.mktemp("flower")
-    cluster = Cluster(own, models_dir, ROUTES, tmp, extra_env={"TURNOUT_EVENTS": "1"})
+    cluster = Cluster(own, models_dir, ROUTES, tmp)
     cluster.client.flushdb()
     try:
         cluster.worker("cpu", "cpu@flower", "--concurrency", "1")
@@ -52,7 +57,21 @@ def monitored(redis_server: RedisSettings, models_dir: Path,
         wait_for(lambda: httpx.get(url + "/healthcheck", timeout=2).status_code == 200, 60,
                  "Flower", flower.proc, flower.log)
         password = (tmp / "home" / "flower.password").read_text().strip()
+
+        def succeeded() -> list[Any]:
+            tasks = httpx.get(url + "/api/tasks", auth=("turnout", password), timeout=5).json()
+            return [t for t in tasks.values() if t.get("state") == "SUCCESS"]
+
         with httpx.Client(base_url=api, timeout=30) as http:
+            # Flower turns the workers' task events on at its first tick (5 s
+            # after it starts); until then a task shows as sent only.
+            def events_on() -> bool:
+                http.post("/v1/models/iris/predict", json={"inputs": [ROW], "wait": 10})
+                time.sleep(0.5)
+                return bool(succeeded())
+
+            wait_for(events_on, 30, "task events to be on")
+            before = len(succeeded())
             for _ in range(12):
                 r = http.post("/v1/models/iris/predict", json={"inputs": [ROW], "wait": 10})
                 assert r.status_code == 200, r.text
@@ -60,7 +79,7 @@ def monitored(redis_server: RedisSettings, models_dir: Path,
         def all_seen() -> dict[str, Any] | None:
             tasks = httpx.get(url + "/api/tasks", auth=("turnout", password), timeout=5).json()
             done = [t for t in tasks.values() if t.get("state") == "SUCCESS"]
-            return tasks if len(done) >= 12 else None
+            return tasks if len(done) >= before + 12 else None
 
         tasks = wait_for(all_seen, 30, "Flower to list the tasks", flower.proc, flower.log)
         yield Monitored(api, url, ("turnout", password), tasks, tmp, own.password or "")
