@@ -75,7 +75,7 @@ class KeyRing:
                 return None
             raise Unauthorized(
                 f"{what} needs an API key: send 'Authorization: Bearer <token>' (an operator "
-                "makes one with `turnout keys create NAME --scope predict`)"
+                f"makes one with `turnout keys create NAME --scope {scope}`)"
             )
         kind, _, token = header.strip().partition(" ")
         token = token.strip()
