@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from starlette.types import Scope
 
 from turnout import keys
-from turnout.access import ADMIN, PREDICT, ApiKey, hash_token, is_loopback, parse_keys, same_hash
+from turnout.access import ADMIN, PREDICT, ApiKey, find, is_loopback, parse_keys
 from turnout.errors import Forbidden, RateLimited, Unauthorized
 from turnout.settings import Settings
 
@@ -54,22 +54,21 @@ class KeyRing:
     def __init__(self, client: aioredis.Redis, open_when_empty: bool) -> None:
         self._client = client
         self.open_when_empty = open_when_empty
-        self.by_hash: dict[str, ApiKey] | None = None  # None: not read yet
+        self.known: list[ApiKey] | None = None  # None: not read yet
         # key name -> (tokens left, when counted)
         self._buckets: dict[str, tuple[float, float]] = {}
 
     def update(self, raw: dict[Any, Any]) -> None:
-        self.by_hash = parse_keys(raw)
+        self.known = parse_keys(raw)
 
-    async def _read(self) -> dict[str, ApiKey]:
+    async def _read(self) -> list[ApiKey]:
         # A Redis error propagates: the call is answered 503, never let in.
-        self.update(await self._client.hgetall(keys.API_KEYS))
-        assert self.by_hash is not None
-        return self.by_hash
+        self.known = parse_keys(await self._client.hgetall(keys.API_KEYS))
+        return self.known
 
     async def authenticate(self, header: str | None, scope: str, what: str) -> ApiKey | None:
         """The caller's key, checked for ``scope``; None when the API is open."""
-        known = self.by_hash if self.by_hash is not None else await self._read()
+        known = self.known if self.known is not None else await self._read()
         if header is None:
             if not known and self.open_when_empty:
                 return None
@@ -81,12 +80,11 @@ class KeyRing:
         token = token.strip()
         if kind.lower() != "bearer" or not token:
             raise Unauthorized("the Authorization header must be 'Bearer <token>'")
-        digest = hash_token(token)
-        key = known.get(digest)
+        key = find(known, token)
         if key is None:
-            key = (await self._read()).get(digest)  # made since the last refresh?
-        if key is None or not same_hash(key.hash, digest):
-            if not self.by_hash and self.open_when_empty:
+            key = find(await self._read(), token)  # made since the last refresh?
+        if key is None:
+            if not self.known and self.open_when_empty:
                 return None  # no keys at all: open, whatever was sent
             raise Unauthorized("the API key is not valid (wrong, or revoked)")
         if not key.allows(scope):

@@ -59,7 +59,6 @@ return 'REVOKED'
 """
 
 
-
 @dataclass(frozen=True)
 class Submitted:
     task_id: str
@@ -78,7 +77,7 @@ class Dispatcher:
         client: aioredis.Redis,
         watcher: ResultWatcher,
         live: LiveView,
-        metrics: Metrics | None = None,
+        metrics: Metrics,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
@@ -86,8 +85,8 @@ class Dispatcher:
         self.client = client
         self.watcher = watcher
         self.live = live
-        self.messages = TaskMessages(celery, settings.redis().db)
-        self.messages.monitoring = lambda: settings.events or live.monitoring
+        self.messages = TaskMessages(celery, settings.redis().db,
+                                     lambda: settings.events or live.monitoring)
         self.batcher = Batcher(self._publish, live.state_capacity, watcher)
         self._revoke = client.register_script(_REVOKE_LUA)
         self.claims = Claims(client, settings.result_ttl_s)
@@ -120,8 +119,6 @@ class Dispatcher:
         else:
             self._check_pinned(route, version)
         decision = choose_queue(route, self.table, self.live.state, version if pinned else None)
-        # Counted at once: requests routed while this one is being sent see it.
-        self.live.note_sent(decision.queue)
         job = Job(id=str(uuid.uuid4()), rows=rows, submitted_at=time.time(), owner=owner)
         claim = None
         if idempotency_key is not None:
@@ -129,6 +126,8 @@ class Dispatcher:
             earlier = await self.claims.claim(claim, job.id, keys.task(""))
             if earlier is not None:
                 return await self._replay(earlier, route, wait_s)
+        # Counted at once: requests routed while this one is being sent see it.
+        self.live.note_sent(decision.queue)
         submitted = Submitted(job.id, model, decision.queue, decision.fallback_used, version)
         batch = self.batcher.add(route, decision.queue, job, version, pinned)
         # Watch before the batch is sent (add() only schedules the send), so a
@@ -218,10 +217,7 @@ class Dispatcher:
             if job.owner is not None:
                 record["owner"] = job.owner
             pipe.set(keys.task(job.id), orjson.dumps(record), ex=self.settings.result_ttl_s)
-        pipe.lpush(batch.queue, message.message)
-        pipe.lpush(keys.bell(batch.queue), 1)  # wakes one idle worker
-        if message.event is not None:
-            pipe.publish(*message.event)
+        message.queue(pipe, batch.queue)
         try:
             await pipe.execute()
         except (RedisError, OSError) as exc:
@@ -233,8 +229,6 @@ class Dispatcher:
     def track(self, task_id: str, route: Route, version: str) -> None:
         """Time a task this process queued when its result comes back (the
         metrics' queue, run and request times): once per task, cluster-wide."""
-        if self.metrics is None:
-            return
         metrics = self.metrics
         future = self.watcher.on_ready(task_id)
         # A result that never comes (its record expired) stops being awaited.

@@ -100,10 +100,7 @@ class BatchJobs:
                 group_id=job_id,
                 group_index=index,
             )
-            pipe.lpush(queue, message.message)
-            pipe.lpush(keys.bell(queue), 1)  # wakes one idle worker
-            if message.event is not None:
-                pipe.publish(*message.event)
+            message.queue(pipe, queue)
         record = {
             "model": route.name,
             "rows": len(rows),

@@ -11,7 +11,7 @@ counters kept in Redis) is the same from every process: take it from any one
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client import (
@@ -107,7 +107,9 @@ class Metrics:
                 self.oom_splits.labels(model).inc(int(entry["oom_splits"]))
         self.batch_rows.labels(model).observe(rows)
 
-    def watch_cluster(self, live: LiveView, batcher: Batcher, table: Any) -> None:
+    def watch_cluster(
+        self, live: LiveView, batcher: Batcher, table: Callable[[], RouteTable]
+    ) -> None:
         self.registry.register(ClusterCollector(live, batcher, table))
 
     def render(self) -> bytes:
@@ -118,7 +120,9 @@ class ClusterCollector(Collector):
     """Gauges read at scrape time from the live view: queues, workers, GPUs,
     routes, and the delivery counters every worker keeps in Redis."""
 
-    def __init__(self, live: LiveView, batcher: Batcher, table: Any) -> None:
+    def __init__(
+        self, live: LiveView, batcher: Batcher, table: Callable[[], RouteTable]
+    ) -> None:
         self.live = live
         self.batcher = batcher
         # A callable: the route table in force changes on reload.
@@ -126,7 +130,7 @@ class ClusterCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         live = self.live
-        table: RouteTable = self.table()
+        table = self.table()
         yield _gauge("turnout_broker_up", "Whether the last look at Redis succeeded.", [],
                      [([], int(live.broker_ok))])
         queues = live.known_queues()

@@ -30,7 +30,9 @@ from celery import Celery
 from celery.events import Event
 from celery.utils.nodenames import anon_nodename
 from celery.utils.time import utcoffset
+from redis.asyncio.client import Pipeline
 
+from turnout import keys
 from turnout.celery_app import TASK_PREDICT
 
 _ORIGIN = f"{os.getpid()}@{socket.gethostname()}"
@@ -43,6 +45,14 @@ class Built:
     message: str  # what to LPUSH onto the queue
     # (channel, payload) of the task-sent event to PUBLISH, while monitoring
     event: tuple[str, bytes] | None = None
+
+    def queue(self, pipe: Pipeline, queue: str) -> None:
+        """Add to ``pipe`` what queues the task: the message, one bell token
+        that wakes one idle worker, and the task-sent event if any."""
+        pipe.lpush(queue, self.message)
+        pipe.lpush(keys.bell(queue), 1)
+        if self.event is not None:
+            pipe.publish(*self.event)
 
 
 def _envelope(body: bytes, headers: dict[str, Any], exchange: str, routing_key: str,
@@ -64,7 +74,8 @@ def _envelope(body: bytes, headers: dict[str, Any], exchange: str, routing_key: 
 
 
 class TaskMessages:
-    def __init__(self, celery: Celery, db: int = 0) -> None:
+    def __init__(self, celery: Celery, db: int = 0,
+                 monitoring: Callable[[], bool] = lambda: False) -> None:
         self._amqp = celery.amqp
         self._clock = celery.clock
         # kombu's fanout topic for task-sent: keyprefix_fanout ('/{db}.'),
@@ -72,7 +83,7 @@ class TaskMessages:
         self._sent_topic = f"/{db}.{EVENT_EXCHANGE}/task.sent"
         self._hostname = anon_nodename()
         # Whether monitoring is on (TURNOUT_EVENTS, or a `turnout flower` running).
-        self.monitoring: Callable[[], bool] = lambda: False
+        self.monitoring = monitoring
 
     def predict(
         self,

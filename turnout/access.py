@@ -55,9 +55,16 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def same_hash(a: str, b: str) -> bool:
-    """Constant time, so that how long a comparison takes says nothing."""
-    return hmac.compare_digest(a.encode(), b.encode())
+def find(known: list[ApiKey], token: str) -> ApiKey | None:
+    """The key ``token`` belongs to. Its hash is compared with every key's
+    in constant time, with no early exit, so that how long the look-up takes
+    says nothing about any stored hash (there are tens of keys, not millions)."""
+    digest = hash_token(token).encode()
+    found = None
+    for key in known:
+        if hmac.compare_digest(key.hash.encode(), digest):
+            found = key
+    return found
 
 
 def parse_key(raw: bytes | str) -> ApiKey:
@@ -66,13 +73,9 @@ def parse_key(raw: bytes | str) -> ApiKey:
                   doc.get("rate_per_s"))
 
 
-def parse_keys(raw: dict[Any, Any]) -> dict[str, ApiKey]:
-    """``turnout:apikeys`` (name -> JSON) as hash -> key."""
-    out = {}
-    for value in raw.values():
-        key = parse_key(value)
-        out[key.hash] = key
-    return out
+def parse_keys(raw: dict[Any, Any]) -> list[ApiKey]:
+    """``turnout:apikeys`` (name -> JSON) as keys, by name."""
+    return sorted((parse_key(value) for value in raw.values()), key=lambda k: k.name)
 
 
 def check_name(name: str) -> str:
@@ -120,7 +123,7 @@ def create(
 
 
 def list_keys(client: redis.Redis) -> list[ApiKey]:
-    return sorted(parse_keys(client.hgetall(keys.API_KEYS)).values(), key=lambda k: k.name)
+    return parse_keys(client.hgetall(keys.API_KEYS))
 
 
 def revoke(client: redis.Redis, name: str) -> bool:

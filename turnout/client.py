@@ -190,7 +190,7 @@ class _Base:
     def _backoff(self) -> Backoff:
         return Backoff(time.monotonic() + self.retry_for_s)
 
-    def _answer(self, call: Call, response: httpx.Response) -> dict[str, Any]:
+    def _answer(self, response: httpx.Response) -> dict[str, Any]:
         if response.status_code >= 400:
             raise error_for(response)
         body: dict[str, Any] = response.json()
@@ -328,7 +328,7 @@ class Client(_Base):
                 response = self._http.request(
                     call.method, call.path, json=call.json, headers=call.headers,
                     timeout=call.timeout or self.timeout)
-                return self._answer(call, response)
+                return self._answer(response)
             except httpx.TransportError as exc:
                 error: ApiError = self._unreachable(exc)
             except ApiError as exc:
@@ -472,7 +472,7 @@ class AsyncClient(_Base):
                 response = await self._http.request(
                     call.method, call.path, json=call.json, headers=call.headers,
                     timeout=call.timeout or self.timeout)
-                return self._answer(call, response)
+                return self._answer(response)
             except httpx.TransportError as exc:
                 error: ApiError = self._unreachable(exc)
             except ApiError as exc:

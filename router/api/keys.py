@@ -25,7 +25,7 @@ class KeyRequest(BaseModel):
 async def _reread(services: Services) -> list[access.ApiKey]:
     raw = await services.client.hgetall(keys.API_KEYS)
     services.keyring.update(raw)  # in force in this process at once
-    return sorted(access.parse_keys(raw).values(), key=lambda k: k.name)
+    return access.parse_keys(raw)
 
 
 @router.get("")

@@ -36,11 +36,8 @@ def keys_create(ctx: Context, name: str, scope: str, rate_per_s: float | None) -
     """Make a key and print its token, once: only its hash is stored."""
     from turnout import access
 
-    client = _client(ctx)
-    try:
+    with _client(ctx) as client:
         key, token = access.create(client, name, scope, rate_per_s)
-    finally:
-        client.close()
     # The token alone on stdout, so that `$(turnout keys create …)` captures it.
     click.echo(token)
     click.echo(f"turnout: key {key.name!r} ({key.scope}) made; the token above is shown once "
@@ -55,11 +52,8 @@ def keys_list(ctx: Context) -> int:
     """The keys' names, scopes and rates (never their tokens)."""
     from turnout import access
 
-    client = _client(ctx)
-    try:
+    with _client(ctx) as client:
         found = access.list_keys(client)
-    finally:
-        client.close()
     if not found:
         click.echo("no API keys: the API is open on loopback only")
         return 0
@@ -78,11 +72,8 @@ def keys_revoke(ctx: Context, name: str) -> int:
     """Revoke a key: every API process refuses it within half a second."""
     from turnout import access
 
-    client = _client(ctx)
-    try:
+    with _client(ctx) as client:
         gone = access.revoke(client, name)
-    finally:
-        client.close()
     if not gone:
         click.echo(f"turnout: no API key named {name!r}", err=True)
         return 1
