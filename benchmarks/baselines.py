@@ -7,7 +7,7 @@
 - ``handwritten``: a hand-written Redis list queue whose workers pop small
   batches: no acknowledgements, no retries, no redelivery.
 
-Run as ``python -m benchmarks.baselines {floor|tutorial|handwritten} api|worker``;
+Run as ``python -m turnout.benchmarks.baselines {floor|tutorial|handwritten} api|worker``;
 the broker comes from BENCH_BROKER_URL, the model from BENCH_MODELS_DIR.
 """
 

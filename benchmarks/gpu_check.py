@@ -1,5 +1,5 @@
 """The GPU proof: run on a machine with NVIDIA GPUs, with a stack up
-(``turnout up``), as ``python -m benchmarks.gpu_check --url http://127.0.0.1:8000``.
+(``turnout up``), as ``python -m turnout.benchmarks.gpu_check --url http://127.0.0.1:8000``.
 
 It shows: pinning (a process with ``CUDA_VISIBLE_DEVICES=i`` sees exactly one
 device, whose UUID is NVML's device i); the telemetry of ``/v1/devices``;
@@ -18,8 +18,8 @@ import sys
 import urllib.request
 from typing import Any
 
-from benchmarks.client import closed_loop
-from workers.gpu.nvml import PyNvml, normalize_uuid
+from turnout.benchmarks.client import closed_loop
+from turnout.workers.gpu.nvml import PyNvml, normalize_uuid
 
 _PROBE = (
     "import json, torch; p = torch.cuda.get_device_properties(0); "
@@ -55,11 +55,11 @@ def _post(url: str, path: str, body: Any) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check")
+    p = argparse.ArgumentParser(prog="python -m turnout.benchmarks.gpu_check")
     p.add_argument("--url", default="http://127.0.0.1:8000")
     p.add_argument("--seconds", type=float, default=5.0)
     args = p.parse_args(argv)
-    from workers.gpu.nvml import device_count
+    from turnout.workers.gpu.nvml import device_count
 
     count, why = device_count()
     if not count:

@@ -2,7 +2,7 @@
 and what its queues buy.
 
 It starts its own stack (a Redis, Turnout's workers and API, and the
-baselines of ``benchmarks.baselines``), or measures a running one with
+baselines of ``turnout.benchmarks.baselines``), or measures a running one with
 ``--url`` (scenarios a and b only). Scenarios:
 
   a  latency at concurrency 1, per model
@@ -32,8 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import report
-from benchmarks.scenarios import (
+from turnout.benchmarks import report
+from turnout.benchmarks.scenarios import (
     SCENARIOS,
     Bench,
     Options,
@@ -45,13 +45,13 @@ from benchmarks.scenarios import (
     scenario_d,
     training_isolation,
 )
-from benchmarks.stacks import BenchStack, no_batching, one_queue, routes_variant
+from turnout.benchmarks.stacks import BenchStack, no_batching, one_queue, routes_variant
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def machine() -> dict[str, Any]:
-    from workers.gpu.nvml import device_count
+    from turnout.workers.gpu.nvml import device_count
 
     cpu = "unknown"
     try:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.client import Progress, Run, closed_loop, open_loop
+from turnout.benchmarks.client import Progress, Run, closed_loop, open_loop
 
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
 DIGITS_ROW = [0.0, 0.0, 5.0, 13.0, 9.0, 1.0, 0.0, 0.0] * 8
@@ -163,10 +163,10 @@ def events_cost(bench: Bench, url: str, broker_url: str, routes: Path) -> list[d
     and the `turnout:monitoring` key every API process reads)."""
     import redis
 
-    from turnout import keys
-    from turnout.celery_app import make_celery
-    from turnout.routes import load_routes
-    from turnout.settings import load_settings
+    from turnout.core import redis_keys
+    from turnout.core.celery_app import make_celery
+    from turnout.core.routes import load_routes
+    from turnout.core.settings import load_settings
 
     client = redis.Redis.from_url(broker_url)
     app = make_celery(load_settings(broker_url=broker_url), load_routes(routes))
@@ -174,17 +174,17 @@ def events_cost(bench: Bench, url: str, broker_url: str, routes: Path) -> list[d
     try:
         for label, on in (("events off", False), ("events on", True)):
             if on:
-                client.set(keys.MONITORING, "bench")
+                client.set(redis_keys.MONITORING, "bench")
                 app.control.enable_events()
             else:
-                client.delete(keys.MONITORING)
+                client.delete(redis_keys.MONITORING)
                 app.control.disable_events()
             time.sleep(1.5)  # every API process has read the key by then
             seen = _task_events(client, url, app.conf.broker_url)
             for c in (1, 32):
                 rows.append(bench.measure(label, url, "iris", c) | {"task_events_seen": seen})
     finally:
-        client.delete(keys.MONITORING)
+        client.delete(redis_keys.MONITORING)
         app.control.disable_events()
         client.close()
         app.close()
@@ -195,7 +195,7 @@ def _task_events(client: Any, url: str, broker_url: str) -> list[str]:
     """The task events one request makes now (proof that monitoring is on or off)."""
     import httpx
 
-    from turnout.settings import RedisSettings
+    from turnout.core.settings import RedisSettings
 
     db = RedisSettings.from_url(broker_url).db
     pubsub = client.pubsub(ignore_subscribe_messages=True)

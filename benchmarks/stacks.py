@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
-from turnout.redis_server import EmbeddedRedis, free_port
-from turnout.settings import RedisSettings
+from turnout.core.settings import RedisSettings
+from turnout.stack.redis_server import EmbeddedRedis, free_port
 
 
 @dataclass
@@ -139,7 +139,7 @@ class BenchStack:
     """The processes of one run, on one embedded Redis."""
 
     def __init__(self, folder: Path) -> None:
-        from turnout.settings import load_settings
+        from turnout.core.settings import load_settings
 
         self.folder = folder
         self.settings = load_settings()
@@ -177,7 +177,7 @@ class BenchStack:
         """Turnout's workers (a CPU worker and one GPU worker per device, or one
         on the CPU) and an API; with ``shared``, every worker on the cpu queue;
         with ``training``, a training worker too."""
-        from workers.gpu.nvml import device_count
+        from turnout.workers.gpu.nvml import device_count
 
         env = {"TURNOUT_ROUTES_FILE": str(routes)}
         tag = "shared" if shared else "bench"
@@ -207,18 +207,18 @@ class BenchStack:
         for kind in ("floor", "tutorial", "handwritten"):
             port = free_port()
             env = {"BENCH_PORT": str(port)}
-            proc = self.procs.spawn(f"{kind}-api", [*python(), "-m", "benchmarks.baselines", kind, "api"], env=env)
+            proc = self.procs.spawn(f"{kind}-api", [*python(), "-m", "turnout.benchmarks.baselines", kind, "api"], env=env)
             urls[kind] = f"http://127.0.0.1:{port}"
             if kind == "tutorial":
                 self.procs.spawn("tutorial-worker", [
-                    *python(), "-m", "celery", "-A", "benchmarks.baselines", "worker",
+                    *python(), "-m", "celery", "-A", "turnout.benchmarks.baselines", "worker",
                     "-c", "2", "-Q", "tutorial", "--without-gossip", "--without-mingle",
                     "--without-heartbeat", "-l", "WARNING",
                 ], env={"BENCH_TUTORIAL": "1"})
             if kind == "handwritten":
                 for i in range(2):
                     self.procs.spawn(f"handwritten-worker-{i}",
-                                     [*python(), "-m", "benchmarks.baselines", kind, "worker"])
+                                     [*python(), "-m", "turnout.benchmarks.baselines", kind, "worker"])
             wait_http(urls[kind], proc, path="/docs")
         return urls
 

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from turnout.errors import ArtifactError
-from turnout.routes import FRAMEWORKS, Route
+from turnout.core.errors import ArtifactError
+from turnout.core.routes import FRAMEWORKS, Route
 
 META_FILE = "meta.json"
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ml.artifacts import META_FILE, ModelMeta, model_dir, sha256_file
-from turnout.routes import RouteTable
+from turnout.core.routes import RouteTable
+from turnout.ml.artifacts import META_FILE, ModelMeta, model_dir, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def build_digits_cnn(folder: Path, name: str, version: str) -> ModelMeta:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    from ml.nets import DigitsCNN
+    from turnout.ml.nets import DigitsCNN
 
     torch.manual_seed(SEED)
     data = load_digits()
@@ -171,7 +171,7 @@ def build_minilm(folder: Path, name: str, version: str) -> ModelMeta:
     )
     # A sanity check that the copy encodes meaning: paraphrases sit closer
     # than unrelated sentences.
-    from ml.adapters.embedding import EmbeddingAdapter
+    from turnout.ml.adapters.embedding import EmbeddingAdapter
 
     encoder = EmbeddingAdapter().load(folder / weights, meta, "cpu", {})
     a, b, c = encoder.predict(

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ml.adapters.base import LoadedModel
+from turnout.ml.adapters.base import LoadedModel
 
 
 class OutOfMemory(Exception):

@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from ml.artifacts import META_FILE, ModelMeta, sha256_file
-from turnout.catalog import list_versions, next_version
-from turnout.routes import Route
-from turnout.training import BUNDLED, dataset_path
+from turnout.core.catalog import list_versions, next_version
+from turnout.core.routes import Route
+from turnout.core.training import BUNDLED, dataset_path
+from turnout.ml.artifacts import META_FILE, ModelMeta, sha256_file
 
 Report = Callable[..., None]
 HELD_OUT = 0.25
@@ -183,7 +183,7 @@ def _fit_torch(
 ) -> ModelMeta:
     import torch
 
-    from ml.nets import DigitsCNN
+    from turnout.ml.nets import DigitsCNN
 
     x_train, x_test, y_train, y_test = split
     device = "cuda" if torch.cuda.is_available() else "cpu"

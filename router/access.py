@@ -1,7 +1,7 @@
 """Who may call what: bearer API keys checked ahead of every route, the
 predict fast path and FastAPI alike.
 
-Keys live in Redis as hashes (``turnout.access``); each API process keeps
+Keys live in Redis as hashes (``turnout.core.access``); each API process keeps
 them in memory, refreshed with the live view (every half second), and reads
 Redis again only for a token it does not know (a key made since). With no
 keys at all the API is open, but only on loopback (or on purpose, with
@@ -18,10 +18,10 @@ from typing import Any
 import redis.asyncio as aioredis
 from starlette.types import Scope
 
-from turnout import keys
-from turnout.access import ADMIN, PREDICT, ApiKey, find, is_loopback, parse_keys
-from turnout.errors import Forbidden, RateLimited, Unauthorized
-from turnout.settings import Settings
+from turnout.core import redis_keys
+from turnout.core.access import ADMIN, PREDICT, ApiKey, find, is_loopback, parse_keys
+from turnout.core.errors import Forbidden, RateLimited, Unauthorized
+from turnout.core.settings import Settings
 
 # Open to anyone: liveness and readiness (for load balancers), and the API's
 # own description.
@@ -63,7 +63,7 @@ class KeyRing:
 
     async def _read(self) -> list[ApiKey]:
         # A Redis error propagates: the call is answered 503, never let in.
-        self.known = parse_keys(await self._client.hgetall(keys.API_KEYS))
+        self.known = parse_keys(await self._client.hgetall(redis_keys.API_KEYS))
         return self.known
 
     async def authenticate(self, header: str | None, scope: str, what: str) -> ApiKey | None:

@@ -28,8 +28,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from router.results import ResultWatcher
-from turnout.routes import Route
+from turnout.core.routes import Route
+from turnout.router.results import ResultWatcher
 
 # A batch whose result never came (its worker and the message were lost) stops
 # counting as in flight after its time limit times this, plus a margin.

@@ -15,17 +15,9 @@ import redis.asyncio as aioredis
 from celery import Celery
 from redis.exceptions import RedisError
 
-from router.batching import Batch, Batcher, Job
-from router.idempotency import Claims, claim_key
-from router.live import LiveView
-from router.metrics import Metrics
-from router.publish import TaskMessages
-from router.results import READY_STATES, ResultWatcher, error_text
-from router.routing import choose_queue
-from router.validation import validate_inputs
-from turnout import keys
-from turnout.catalog import require_version
-from turnout.errors import (
+from turnout.core import redis_keys
+from turnout.core.catalog import require_version
+from turnout.core.errors import (
     BrokerUnavailable,
     IdempotencyMismatch,
     TaskFinished,
@@ -33,9 +25,17 @@ from turnout.errors import (
     UnknownTask,
     VersionNotLoaded,
 )
-from turnout.routes import Route, RouteTable
-from turnout.serving import choose_version
-from turnout.settings import Settings
+from turnout.core.routes import Route, RouteTable
+from turnout.core.serving import choose_version
+from turnout.core.settings import Settings
+from turnout.router.batching import Batch, Batcher, Job
+from turnout.router.idempotency import Claims, claim_key
+from turnout.router.live import LiveView
+from turnout.router.metrics import Metrics
+from turnout.router.publish import TaskMessages
+from turnout.router.results import READY_STATES, ResultWatcher, error_text
+from turnout.router.routing import choose_queue
+from turnout.router.validation import validate_inputs
 
 # Celery states that the v1 contract folds into its five.
 _STATUS = {"RECEIVED": "PENDING", "RETRY": "PENDING"}
@@ -123,7 +123,7 @@ class Dispatcher:
         claim = None
         if idempotency_key is not None:
             claim = claim_key(owner, idempotency_key)
-            earlier = await self.claims.claim(claim, job.id, keys.task(""))
+            earlier = await self.claims.claim(claim, job.id, redis_keys.task(""))
             if earlier is not None:
                 return await self._replay(earlier, route, wait_s)
         # Counted at once: requests routed while this one is being sent see it.
@@ -216,7 +216,7 @@ class Dispatcher:
             }
             if job.owner is not None:
                 record["owner"] = job.owner
-            pipe.set(keys.task(job.id), orjson.dumps(record), ex=self.settings.result_ttl_s)
+            pipe.set(redis_keys.task(job.id), orjson.dumps(record), ex=self.settings.result_ttl_s)
         message.queue(pipe, batch.queue)
         try:
             await pipe.execute()
@@ -263,7 +263,7 @@ class Dispatcher:
         )
         solo = "1" if record.get("size", 1) == 1 else "0"
         outcome = await self._revoke(
-            keys=[keys.result(batch_id), keys.revoked(task_id)],
+            keys=[redis_keys.result(batch_id), redis_keys.revoked(task_id)],
             args=[doc, self.settings.result_ttl_s, solo],
         )
         outcome = outcome.decode() if isinstance(outcome, bytes) else outcome
@@ -280,7 +280,7 @@ class Dispatcher:
             raise UnknownTask(f"no task {task_id!r}: task ids are UUIDs") from None
         # A request is usually its own batch's first: one round trip then.
         raw_record, raw_meta, revoked = await self.client.mget(
-            keys.task(task_id), keys.result(task_id), keys.revoked(task_id)
+            redis_keys.task(task_id), redis_keys.result(task_id), redis_keys.revoked(task_id)
         )
         if raw_record is None:
             raise UnknownTask(f"no task {task_id}: this router never issued it, or it expired")
@@ -290,7 +290,7 @@ class Dispatcher:
             raise UnknownTask(f"no task {task_id}: this router never issued it, or it expired")
         batch_id = record.get("batch", task_id)
         if batch_id != task_id:
-            raw_meta = await self.client.get(keys.result(batch_id))
+            raw_meta = await self.client.get(redis_keys.result(batch_id))
         return record, orjson.loads(raw_meta) if raw_meta else None, revoked is not None
 
     @staticmethod

@@ -16,8 +16,8 @@ import time
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from turnout import keys
-from turnout.errors import InvalidInput
+from turnout.core import redis_keys
+from turnout.core.errors import InvalidInput
 
 # KEYS: the claim. ARGV: new id, ttl, now, the record key prefix, lapse
 # seconds. Returns the id the key already names, or nil once claimed.
@@ -45,7 +45,7 @@ def claim_key(owner: str | None, idempotency_key: str) -> str:
             "Idempotency-Key: expected 1 to 255 visible ASCII characters (a UUID, say), got "
             f"{len(idempotency_key)} characters"
         )
-    return keys.idempotency(owner or "-", idempotency_key)
+    return redis_keys.idempotency(owner or "-", idempotency_key)
 
 
 class Claims:

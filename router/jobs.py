@@ -19,16 +19,16 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from router.idempotency import Claims, claim_key
-from router.live import LiveView
-from router.publish import TaskMessages
-from router.results import READY_STATES, error_text
-from router.routing import choose_queue
-from router.validation import validate_inputs
-from turnout import keys
-from turnout.errors import BrokerUnavailable, IdempotencyMismatch, UnknownBatch
-from turnout.routes import Route, RouteTable
-from turnout.settings import Settings
+from turnout.core import redis_keys
+from turnout.core.errors import BrokerUnavailable, IdempotencyMismatch, UnknownBatch
+from turnout.core.routes import Route, RouteTable
+from turnout.core.settings import Settings
+from turnout.router.idempotency import Claims, claim_key
+from turnout.router.live import LiveView
+from turnout.router.publish import TaskMessages
+from turnout.router.results import READY_STATES, error_text
+from turnout.router.routing import choose_queue
+from turnout.router.validation import validate_inputs
 
 # Rows per chunk when the route has no max_batch and the client names none.
 DEFAULT_CHUNK_ROWS = 256
@@ -75,7 +75,7 @@ class BatchJobs:
         claim = None
         if idempotency_key is not None:
             claim = claim_key(owner, idempotency_key)
-            earlier = await self.claims.claim(claim, job_id, keys.batch(""))
+            earlier = await self.claims.claim(claim, job_id, redis_keys.batch(""))
             if earlier is not None:
                 return await self._submitted(earlier, route.name)
         submitted_at = time.time()
@@ -110,7 +110,7 @@ class BatchJobs:
         }
         if owner is not None:
             record["owner"] = owner
-        pipe.set(keys.batch(job_id), json.dumps(record), ex=self.settings.result_ttl_s)
+        pipe.set(redis_keys.batch(job_id), json.dumps(record), ex=self.settings.result_ttl_s)
         try:
             await pipe.execute()
         except (RedisError, OSError) as exc:
@@ -133,7 +133,7 @@ class BatchJobs:
 
     async def _submitted(self, job_id: str, model: str) -> dict[str, Any]:
         """The 202 body of a job an Idempotency-Key already made."""
-        raw = await self.client.get(keys.batch(job_id))
+        raw = await self.client.get(redis_keys.batch(job_id))
         record = orjson.loads(raw) if raw else {"model": model, "rows": None, "chunks": None}
         if record["model"] != model:
             raise IdempotencyMismatch(
@@ -156,14 +156,14 @@ class BatchJobs:
             uuid.UUID(job_id)
         except ValueError:
             raise UnknownBatch(f"no batch {job_id!r}: batch ids are UUIDs") from None
-        raw = await self.client.get(keys.batch(job_id))
+        raw = await self.client.get(redis_keys.batch(job_id))
         if raw is None:
             raise UnknownBatch(f"no batch {job_id}: this router never issued it, or it expired")
         record = orjson.loads(raw)
         if viewer is not None and record.get("owner") not in (None, viewer):
             raise UnknownBatch(f"no batch {job_id}: this router never issued it, or it expired")
         chunks = record["chunks"]
-        metas = await self.client.mget([keys.result(c[0]) for c in chunks]) if chunks else []
+        metas = await self.client.mget([redis_keys.result(c[0]) for c in chunks]) if chunks else []
         total = record["rows"]
         done_rows = failed_rows = started = 0
         predictions: list[Any] = [None] * total

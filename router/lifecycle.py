@@ -1,7 +1,7 @@
 """Changing which version serves: rollouts, canaries, rollbacks.
 
 ``PUT /v1/models/{name}/default`` writes what is wanted into the model's
-serving document (``turnout.serving``); the workers load it in the
+serving document (``turnout.core.serving``); the workers load it in the
 background while the old version goes on serving; the default flips only
 once every live worker that serves the model has the new version ready. A
 version that fails to load anywhere is dropped, the old default stays, and
@@ -25,13 +25,13 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import WatchError
 
-from router.live import LiveView
-from turnout import keys
-from turnout.catalog import list_versions, require_version
-from turnout.errors import InvalidInput, LoadFailed
-from turnout.routes import Route, RouteTable
-from turnout.serving import FAILED, READY, Canary, Serving, rollout_state, version_states
-from turnout.settings import Settings
+from turnout.core import redis_keys
+from turnout.core.catalog import list_versions, require_version
+from turnout.core.errors import InvalidInput, LoadFailed
+from turnout.core.routes import Route, RouteTable
+from turnout.core.serving import FAILED, READY, Canary, Serving, rollout_state, version_states
+from turnout.core.settings import Settings
+from turnout.router.live import LiveView
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +54,14 @@ class Lifecycle:
         while True:
             async with self.client.pipeline(transaction=True) as pipe:
                 try:
-                    await pipe.watch(keys.SERVING)
-                    current = Serving.from_json(await pipe.hget(keys.SERVING, model))
+                    await pipe.watch(redis_keys.SERVING)
+                    current = Serving.from_json(await pipe.hget(redis_keys.SERVING, model))
                     new = change(current)
                     if new is None:
                         await pipe.unwatch()
                         return current
                     pipe.multi()
-                    pipe.hset(keys.SERVING, model, new.to_json())
+                    pipe.hset(redis_keys.SERVING, model, new.to_json())
                     await pipe.execute()
                 except WatchError:
                     continue
@@ -70,7 +70,7 @@ class Lifecycle:
 
     async def describe(self, name: str) -> dict[str, Any]:
         route = self.table.require(name)
-        serving = Serving.from_json(await self.client.hget(keys.SERVING, name))
+        serving = Serving.from_json(await self.client.hget(redis_keys.SERVING, name))
         workers = self.live.workers
         versions = []
         for info in list_versions(self.settings.models_dir, route):

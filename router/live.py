@@ -13,12 +13,12 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from router.routing import LiveState, LiveWorker
-from turnout import heartbeats, keys
-from turnout.errors import ConfigError
-from turnout.routes import RouteTable
-from turnout.routes.shared import parse_published
-from turnout.serving import READY, Serving, parse_all, rollout_state
+from turnout.core import heartbeats, redis_keys
+from turnout.core.errors import ConfigError
+from turnout.core.routes import RouteTable
+from turnout.core.routes.shared import parse_published
+from turnout.core.serving import READY, Serving, parse_all, rollout_state
+from turnout.router.routing import LiveState, LiveWorker
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ class LiveView:
         self._interval = interval_s
         self.state = LiveState(known=False)
         self.workers: list[dict[str, Any]] = []
-        # Which versions serve each model (turnout.serving), as of the last refresh.
+        # Which versions serve each model (turnout.core.serving), as of the last refresh.
         self.serving: dict[str, Serving] = {}
         self.updated_at = 0.0
         self.broker_ok = False
@@ -63,11 +63,11 @@ class LiveView:
         pipe = self._client.pipeline(transaction=False)
         for queue in queues:
             pipe.llen(queue)
-        pipe.hgetall(keys.SERVING)
-        pipe.hget(keys.ROUTES, "generation")
-        pipe.hgetall(keys.API_KEYS)
-        pipe.hgetall(keys.STATS)
-        pipe.exists(keys.MONITORING)
+        pipe.hgetall(redis_keys.SERVING)
+        pipe.hget(redis_keys.ROUTES, "generation")
+        pipe.hgetall(redis_keys.API_KEYS)
+        pipe.hgetall(redis_keys.STATS)
+        pipe.exists(redis_keys.MONITORING)
         *lengths, serving, generation, api_keys, stats, monitoring = await pipe.execute()
         self.monitoring = bool(monitoring)
         self.delivery_stats = {
@@ -88,7 +88,7 @@ class LiveView:
     async def _adopt_routes(self, generation: int) -> None:
         """A newer route table was published (``turnout reload``): use it."""
         try:
-            found, table = parse_published(await self._client.hgetall(keys.ROUTES))
+            found, table = parse_published(await self._client.hgetall(redis_keys.ROUTES))
         except ConfigError as exc:
             log.error("the published route table is bad (%s); keeping the last good one", exc)
             self.routes_generation = generation

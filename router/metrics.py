@@ -24,9 +24,9 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from router.batching import Batcher
-from router.live import LiveView
-from turnout.routes import RouteTable
+from turnout.core.routes import RouteTable
+from turnout.router.batching import Batcher
+from turnout.router.live import LiveView
 
 # Seconds: from a sub-millisecond scikit-learn call to a long GPU batch.
 TIME_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,

@@ -32,8 +32,8 @@ from celery.utils.nodenames import anon_nodename
 from celery.utils.time import utcoffset
 from redis.asyncio.client import Pipeline
 
-from turnout import keys
-from turnout.celery_app import TASK_PREDICT
+from turnout.core import redis_keys
+from turnout.core.celery_app import TASK_PREDICT
 
 _ORIGIN = f"{os.getpid()}@{socket.gethostname()}"
 # Celery's event exchange; on Redis a fanout, each event a PUBLISH.
@@ -50,7 +50,7 @@ class Built:
         """Add to ``pipe`` what queues the task: the message, one bell token
         that wakes one idle worker, and the task-sent event if any."""
         pipe.lpush(queue, self.message)
-        pipe.lpush(keys.bell(queue), 1)
+        pipe.lpush(redis_keys.bell(queue), 1)
         if self.event is not None:
             pipe.publish(*self.event)
 

@@ -18,13 +18,13 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from turnout import keys
-from turnout.settings import RedisSettings
+from turnout.core import redis_keys
+from turnout.core.settings import RedisSettings
 
 log = logging.getLogger(__name__)
 
 READY_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
-_PREFIX = keys.CELERY_RESULT_PREFIX.encode()
+_PREFIX = redis_keys.CELERY_RESULT_PREFIX.encode()
 
 
 class ResultWatcher:
@@ -96,7 +96,7 @@ class ResultWatcher:
         return self._subscribed.is_set()
 
     async def lookup(self, task_id: str) -> dict[str, Any] | None:
-        raw = await self._client.get(keys.result(task_id))
+        raw = await self._client.get(redis_keys.result(task_id))
         return orjson.loads(raw) if raw else None
 
     def _resolve(self, task_id: str, meta: dict[str, Any]) -> None:
@@ -110,7 +110,7 @@ class ResultWatcher:
             conn = aioredis.Redis.from_url(self._redis.url, socket_connect_timeout=5)
             pubsub = conn.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.psubscribe(keys.CELERY_RESULT_PREFIX + "*")
+                await pubsub.psubscribe(redis_keys.CELERY_RESULT_PREFIX + "*")
                 # Results finished while the subscription was down are fetched.
                 await self._catch_up()
                 self._subscribed.set()
@@ -143,7 +143,7 @@ class ResultWatcher:
         # In slices: thousands of waiters must not mean thousands of round trips.
         for start in range(0, len(waiting), 500):
             ids = waiting[start : start + 500]
-            for task_id, raw in zip(ids, await self._client.mget([keys.result(i) for i in ids]), strict=True):
+            for task_id, raw in zip(ids, await self._client.mget([redis_keys.result(i) for i in ids]), strict=True):
                 meta = orjson.loads(raw) if raw else None
                 if meta is not None and meta.get("status") in READY_STATES:
                     self._resolve(task_id, meta)

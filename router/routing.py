@@ -6,8 +6,8 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from turnout.errors import NoCapacity, QueueFull
-from turnout.routes import Route, RouteTable
+from turnout.core.errors import NoCapacity, QueueFull
+from turnout.core.routes import Route, RouteTable
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,12 @@ import orjson
 import redis.asyncio as aioredis
 from celery import Celery, chord
 
-from router.live import LiveView
-from turnout import keys
-from turnout.errors import NoCapacity, TaskFinished, UnknownTraining
-from turnout.routes import RouteTable
-from turnout.settings import Settings
-from turnout.training import CANCEL_LUA, TASK_SELECT, TASK_TRIAL, job_view, parse_request
+from turnout.core import redis_keys
+from turnout.core.errors import NoCapacity, TaskFinished, UnknownTraining
+from turnout.core.routes import RouteTable
+from turnout.core.settings import Settings
+from turnout.core.training import CANCEL_LUA, TASK_SELECT, TASK_TRIAL, job_view, parse_request
+from turnout.router.live import LiveView
 
 
 class Training:
@@ -53,7 +53,7 @@ class Training:
             "lane": request.lane, "created_at": time.time(),
             "trials": [{"params": p} for p in trials],
         }
-        await self.client.set(keys.training(job_id), orjson.dumps(record),
+        await self.client.set(redis_keys.training(job_id), orjson.dumps(record),
                               ex=self.settings.result_ttl_s)
         limit = self.settings.train_time_limit_s
         header = [
@@ -75,7 +75,7 @@ class Training:
             uuid.UUID(job_id)
         except ValueError:
             raise UnknownTraining(f"no training job {job_id!r}: job ids are UUIDs") from None
-        raw = await self.client.get(keys.training(job_id))
+        raw = await self.client.get(redis_keys.training(job_id))
         if raw is None:
             raise UnknownTraining(f"no training job {job_id}: never submitted, or it expired")
         record: dict[str, Any] = orjson.loads(raw)
@@ -83,7 +83,7 @@ class Training:
 
     async def status(self, job_id: str) -> dict[str, Any]:
         record = await self._record(job_id)
-        raw = await self.client.hgetall(keys.training_progress(job_id))
+        raw = await self.client.hgetall(redis_keys.training_progress(job_id))
         progress = {(k.decode() if isinstance(k, bytes) else k): orjson.loads(v)
                     for k, v in raw.items()}
         return job_view(record, progress)
@@ -91,7 +91,7 @@ class Training:
     async def cancel(self, job_id: str) -> dict[str, Any]:
         await self._record(job_id)
         outcome = await self._cancel(
-            keys=[keys.training(job_id), keys.training_cancel(job_id)],
+            keys=[redis_keys.training(job_id), redis_keys.training_cancel(job_id)],
             args=[self.settings.result_ttl_s],
         )
         outcome = outcome.decode() if isinstance(outcome, bytes) else str(outcome)

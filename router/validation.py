@@ -11,8 +11,8 @@ import json
 import math
 from typing import Any
 
-from turnout.errors import InvalidInput
-from turnout.routes import Route
+from turnout.core.errors import InvalidInput
+from turnout.core.routes import Route
 
 _SHOWN = 40  # how much of an offending value a message quotes
 

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import redis
 
-from turnout.redis_server import EmbeddedRedis
-from turnout.settings import RedisSettings
+from turnout.core.settings import RedisSettings
+from turnout.stack.redis_server import EmbeddedRedis
 
 
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from ml.build import build
+    from turnout.ml.build import build
 
     folder = tmp_path_factory.mktemp("models")
     for name in ("iris", "digits-cnn", "minilm"):

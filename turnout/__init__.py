@@ -1,11 +1,19 @@
-"""Turnout's core, which every process shares, and the ``turnout`` command.
+"""Turnout: a GPU-aware, multi-queue inference router.
 
-The core: ``settings`` (the one home for ``TURNOUT_*``), ``routes`` (the route
-table), ``errors`` (the error family), ``keys`` (Redis key names),
-``celery_app`` (the Celery app and its configuration), ``heartbeats``. These
-import nothing from ``router``, ``workers``, ``ml`` or ``benchmarks``.
+One import name holds it all, each layer importing only those below it
+(pyproject.toml's import-linter contract):
 
-The command: ``cli`` (click), ``stack`` (``turnout up``'s supervisor, on
-``supervisor.Part``) and ``redis_server`` (the embedded Redis). The CLI and
-the stack may import every package; nothing imports them.
+- ``turnout.cli``: the ``turnout`` command (click);
+- ``turnout.benchmarks``: ``turnout bench`` and ``turnout chaos``;
+- ``turnout.stack``: ``turnout up``'s stack, its supervisor, the embedded Redis;
+- ``turnout.router`` (the HTTP side) and ``turnout.workers`` (the Celery workers);
+- ``turnout.ml``: framework adapters and model building;
+- ``turnout.core``: what every process shares (settings, the route table,
+  errors, Redis key names, the Celery app, the typed messages, the input kinds);
+- ``turnout.client``: the Python client, on httpx alone.
+
+``router``, ``workers``, ``ml`` and ``benchmarks`` are folders at the top of the
+repository, mapped into this namespace by the distribution.
 """
+
+__version__ = "0.1.0"

@@ -26,6 +26,7 @@ task ended in FAILURE or REVOKED.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 import uuid
@@ -36,8 +37,6 @@ from types import TracebackType
 from typing import Any, Self
 
 import httpx
-
-from turnout.settings import load_settings
 
 FINISHED = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
 _RETRY_STATUS = frozenset({429, 502, 503, 504})
@@ -170,16 +169,26 @@ def retryable(error: ApiError, call: Call) -> bool:
     return error.status in _RETRY_STATUS
 
 
+def _url_from_env() -> str:
+    """Where the API is, from the same variables the server reads. Read here,
+    not through ``turnout.core.settings``, so that the client installs with
+    httpx alone (no pydantic, no server)."""
+    if os.environ.get("TURNOUT_URL"):
+        return os.environ["TURNOUT_URL"]
+    host = os.environ.get("TURNOUT_API_HOST") or "127.0.0.1"
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1"
+    return f"http://{host}:{os.environ.get('TURNOUT_API_PORT') or 8000}"
+
+
 class _Base:
     def __init__(
         self, url: str | None = None, api_key: str | None = None, timeout: float = 30.0,
         retry_for_s: float = 30.0,
     ) -> None:
-        if url is None or api_key is None:
-            settings = load_settings()
-            url = url or settings.api_url
-            if api_key is None and settings.api_key is not None:
-                api_key = settings.api_key.get_secret_value()
+        url = url or _url_from_env()
+        if api_key is None:
+            api_key = os.environ.get("TURNOUT_API_KEY") or None
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.retry_for_s = retry_for_s

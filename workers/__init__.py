@@ -1,6 +1,7 @@
-"""Celery workers: how each kind starts (``cpu/``, ``gpu/``, ``start.py``), the
-worker built from a spec (``factory.py``), and what runs in its pool children
-(``runtime.py``, ``board.py``, ``memory.py``).
+"""Celery workers: how each kind starts (``cpu/``, ``gpu/``, ``start.py``); a
+worker's Celery app (``app.py``), its heartbeat and fencing (``heartbeat.py``)
+and its entry point (``run.py``); the training worker (``training.py``); and
+what runs in its pool children (``runtime.py``, ``board.py``, ``memory.py``).
 
-Imports ``turnout`` and ``ml``; never ``router``.
+Imports ``turnout.core`` and ``turnout.ml``; never ``turnout.router``.
 """

@@ -18,19 +18,19 @@ import redis
 from celery import Task
 from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded
 
-from ml.adapters import LoadedModel
-from ml.adapters.base import TransientError
-from ml.oom import predict_splitting
-from turnout import delivery, keys
-from turnout.errors import ConfigError
-from turnout.routes import Route, RouteTable
-from turnout.routes.shared import parse_published
-from turnout.serving import Serving, parse_all
-from turnout.settings import Settings
-from workers.board import Slot
-from workers.memory import DeviceMemory
-from workers.shelf import NotLoaded, Shelf
-from workers.spec import WorkerSpec
+from turnout.core import delivery, redis_keys
+from turnout.core.errors import ConfigError
+from turnout.core.routes import Route, RouteTable
+from turnout.core.routes.shared import parse_published
+from turnout.core.serving import Serving, parse_all
+from turnout.core.settings import Settings
+from turnout.ml.adapters import LoadedModel
+from turnout.ml.adapters.base import TransientError
+from turnout.ml.oom import predict_splitting
+from turnout.workers.board import Slot
+from turnout.workers.memory import DeviceMemory
+from turnout.workers.shelf import NotLoaded, Shelf
+from turnout.workers.spec import WorkerSpec
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +79,8 @@ def start_under_lease(
     key of ``revoked_keys``), or None when this run must not happen: the
     worker no longer owns the task, or the task already has its result."""
     code, deliveries, *revoked = scripts.start(
-        keys=[delivery.LEASES, delivery.done(task_id), keys.result(task_id), delivery.STATS,
-              keys.deliveries(task_id), *revoked_keys],
+        keys=[delivery.LEASES, delivery.done(task_id), redis_keys.result(task_id), delivery.STATS,
+              redis_keys.deliveries(task_id), *revoked_keys],
         args=[incarnation, task_id,
               meta_doc(task_id, "STARTED", {"pid": os.getpid(), "hostname": hostname}), ttl_s],
     )
@@ -103,7 +103,7 @@ class WorkerRuntime:
     shelf: Shelf | None = None
     client: redis.Redis | None = None
     memory: DeviceMemory | None = None
-    # The worker's incarnation (turnout.delivery): what its leases name.
+    # The worker's incarnation (turnout.core.delivery): what its leases name.
     incarnation: str = ""
     scripts: delivery.Scripts | None = None
     # The generation of the published route table in use (0: the file's).
@@ -136,12 +136,12 @@ class WorkerRuntime:
         (adopting a newer published one), and the serving documents."""
         assert self.client is not None
         pipe = self.client.pipeline(transaction=False)
-        pipe.hgetall(keys.SERVING)
-        pipe.hget(keys.ROUTES, "generation")
+        pipe.hgetall(redis_keys.SERVING)
+        pipe.hget(redis_keys.ROUTES, "generation")
         raw_serving, generation = pipe.execute()
         if int(generation or 0) > self.routes_generation:
             try:
-                found, table = parse_published(self.client.hgetall(keys.ROUTES))
+                found, table = parse_published(self.client.hgetall(redis_keys.ROUTES))
             except ConfigError as exc:
                 log.error("worker %s: the published route table is bad (%s); keeping the last",
                           self.spec.name, exc)
@@ -268,7 +268,7 @@ class WorkerRuntime:
     ) -> tuple[int, list[int]] | None:
         assert self.scripts is not None
         return start_under_lease(self.scripts, self.incarnation, task_id, hostname,
-                                 self.settings.result_ttl_s, [keys.revoked(r[0]) for r in requests])
+                                 self.settings.result_ttl_s, [redis_keys.revoked(r[0]) for r in requests])
 
     def _finish(self, task_id: str, body: dict[str, Any]) -> None:
         """The result, under the lease, if it is the task's first. While Redis
@@ -291,7 +291,7 @@ class WorkerRuntime:
             entry = orjson.dumps({"event": "result", "task": task_id, "state": "SUCCESS",
                                   "incarnation": self.incarnation, "t": time.time()}).decode()
         stored = self.scripts.store(
-            keys=[delivery.LEASES, delivery.done(task_id), keys.result(task_id), delivery.STATS,
+            keys=[delivery.LEASES, delivery.done(task_id), redis_keys.result(task_id), delivery.STATS,
                   delivery.LEDGER],
             args=[self.incarnation, task_id, meta_doc(task_id, "SUCCESS", body),
                   self.settings.result_ttl_s, entry],

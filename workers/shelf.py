@@ -25,14 +25,14 @@ from typing import Any
 
 import redis
 
-from ml.adapters import LoadedModel, get_adapter
-from ml.artifacts import verify
-from turnout.catalog import at_version, sort_key
-from turnout.routes import Route
-from turnout.serving import FAILED, LOADING, READY, Serving
-from turnout.settings import Settings
-from workers.memory import DeviceMemory, estimate_mb
-from workers.spec import WorkerSpec
+from turnout.core.catalog import at_version, sort_key
+from turnout.core.routes import Route
+from turnout.core.serving import FAILED, LOADING, READY, Serving
+from turnout.core.settings import Settings
+from turnout.ml.adapters import LoadedModel, get_adapter
+from turnout.ml.artifacts import verify
+from turnout.workers.memory import DeviceMemory, estimate_mb
+from turnout.workers.spec import WorkerSpec
 
 log = logging.getLogger(__name__)
 

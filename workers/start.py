@@ -11,10 +11,10 @@ import os
 import socket
 import sys
 
-from turnout.errors import ConfigError
-from turnout.routes import check_queue
-from turnout.training import LANE_GPU, LANES
-from workers.spec import WorkerSpec
+from turnout.core.errors import ConfigError
+from turnout.core.routes import check_queue
+from turnout.core.training import LANE_GPU, LANES
+from turnout.workers.spec import WorkerSpec
 
 
 def worker_spec(
@@ -43,15 +43,15 @@ def worker_spec(
 
 
 def _cpu(concurrency: int | None, name: str | None) -> WorkerSpec:
-    from workers.cpu import cpu_spec, limit_native_threads
+    from turnout.workers.cpu import cpu_spec, limit_native_threads
 
     limit_native_threads()
     return cpu_spec(concurrency=concurrency, name=name)
 
 
 def _gpu(device: str | None, name: str | None, memory_limit_mb: float | None) -> WorkerSpec:
-    from workers.gpu import gpu_spec, pin_device
-    from workers.gpu.nvml import device_count
+    from turnout.workers.gpu import gpu_spec, pin_device
+    from turnout.workers.gpu.nvml import device_count
 
     if device is None:
         raise ConfigError("turnout worker gpu needs --device N (a GPU index) or --device cpu")
@@ -94,7 +94,7 @@ def _lane(queue: str) -> str:
 def _train(device: str | None, name: str | None) -> WorkerSpec:
     """The training lane: ``--device N`` trains on GPU N (train.gpu); ``--device
     cpu`` trains on the CPU and takes both lanes (the GPU one standing in)."""
-    from workers.gpu import pin_device
+    from turnout.workers.gpu import pin_device
 
     if device is None:
         raise ConfigError("turnout worker train needs --device N (a GPU index) or --device cpu")

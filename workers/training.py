@@ -4,7 +4,7 @@ It consumes ``train.gpu`` (and, on the CPU, ``train.cpu`` too), one job at a
 time, and its pool child is replaced after every job
 (``worker_max_tasks_per_child=1``), so a job's memory, GPU memory included,
 goes back when it ends. Its deliveries are owned like any worker's
-(turnout.delivery): a trial whose worker lives is never run twice, and one
+(turnout.core.delivery): a trial whose worker lives is never run twice, and one
 whose worker dies runs again from the start, writing its progress only once
 it passes where the first run got.
 
@@ -28,15 +28,15 @@ import redis
 from celery import Task, signals
 from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded
 
-from ml.train import Cancelled, discard, register, train_trial, trial_folder
-from turnout import delivery, keys
-from turnout.routes import RouteTable
-from turnout.settings import Settings
-from turnout.training import MARK_LUA, PROGRESS_LUA, TASK_SELECT, TASK_TRIAL
-from workers.board import Board, Slot
-from workers.factory import WorkerApp, owned_app
-from workers.runtime import start_under_lease
-from workers.spec import WorkerSpec
+from turnout.core import delivery, redis_keys
+from turnout.core.routes import RouteTable
+from turnout.core.settings import Settings
+from turnout.core.training import MARK_LUA, PROGRESS_LUA, TASK_SELECT, TASK_TRIAL
+from turnout.ml.train import Cancelled, discard, register, train_trial, trial_folder
+from turnout.workers.app import WorkerApp, owned_app
+from turnout.workers.board import Board, Slot
+from turnout.workers.runtime import start_under_lease
+from turnout.workers.spec import WorkerSpec
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class Trainer:
             raise Ignore()
 
     def cancelled(self, job_id: str) -> bool:
-        return bool(self.client.exists(keys.training_cancel(job_id)))
+        return bool(self.client.exists(redis_keys.training_cancel(job_id)))
 
     def trial(self, task: Task, job_id: str, model: str, index: int, trainer: str,
               params: dict[str, Any], seed: int, dataset: str) -> dict[str, Any]:
@@ -83,7 +83,7 @@ class Trainer:
             return {**out, "status": "cancelled"}
         route = self.table.require(model)
         folder = trial_folder(self.settings.models_dir, model, job_id, index)
-        progress_key = keys.training_progress(job_id)
+        progress_key = redis_keys.training_progress(job_id)
 
         def report(stage: str, percent: float, **more: Any) -> None:
             doc = {"stage": stage, "percent": round(percent, 1), **more}
@@ -113,13 +113,13 @@ class Trainer:
     def select(self, task: Task, results: list[dict[str, Any]], job_id: str, model: str) -> dict[str, Any]:
         """Keep the best trial by held-out accuracy and register it, once."""
         self._start(task)
-        record_key = keys.training(job_id)
+        record_key = redis_keys.training(job_id)
         record = orjson.loads(self.client.get(record_key) or b"{}")
         results = sorted(results, key=lambda r: int(r["index"]))
         record["trials"] = [{k: v for k, v in r.items() if k != "index"} for r in results]
         ok = [r for r in results if r.get("status") == "SUCCESS"]
         models_dir = self.settings.models_dir
-        if not ok or not self._mark(keys=[record_key, keys.training_cancel(job_id)]):
+        if not ok or not self._mark(keys=[record_key, redis_keys.training_cancel(job_id)]):
             discard(models_dir, model, job_id)
             if self.cancelled(job_id):
                 record["status"] = "REVOKED"
@@ -137,7 +137,7 @@ class Trainer:
         if len(results) > 1:
             extra["trials"] = [{"params": r["params"], "status": r.get("status"),
                                 "score": r.get("score"), "error": r.get("error")} for r in results]
-        with self.client.lock(keys.register_lock(model), timeout=120, blocking_timeout=120):
+        with self.client.lock(redis_keys.register_lock(model), timeout=120, blocking_timeout=120):
             version = register(models_dir, route, job_id, chosen, extra)
         discard(models_dir, model, job_id)
         record.update(status="SUCCESS", version=version, metrics=best["metrics"],

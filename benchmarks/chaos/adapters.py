@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ml.adapters.base import Prediction
-from ml.adapters.torch import TorchAdapter
-from ml.artifacts import ModelMeta
+from turnout.ml.adapters.base import Prediction
+from turnout.ml.adapters.torch import TorchAdapter
+from turnout.ml.artifacts import ModelMeta
 
 
 class _Wrapped:

@@ -17,8 +17,8 @@ from typing import Any
 
 import redis
 
-from benchmarks.client import Connection, post
-from turnout import delivery, keys
+from turnout.benchmarks.client import Connection, post
+from turnout.core import delivery, redis_keys
 
 FINAL = {"SUCCESS", "FAILURE", "REVOKED"}
 
@@ -122,7 +122,7 @@ async def _get(url: str, ids: list[str], concurrency: int = 16) -> dict[str, dic
 def _from_redis(client: redis.Redis, ids: list[str]) -> dict[str, dict[str, Any]]:
     """Results read straight from the backend, for tasks the API does not list
     by id (a batch job's chunks)."""
-    raws = client.mget([keys.result(i) for i in ids]) if ids else []
+    raws = client.mget([redis_keys.result(i) for i in ids]) if ids else []
     out = {}
     for task_id, raw in zip(ids, raws, strict=True):
         meta = json.loads(raw) if raw else {"status": "PENDING"}

@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.chaos.scenarios import SCENARIOS
-from benchmarks.chaos.stack import ChaosStack
-from benchmarks.chaos.tally import Options
+from turnout.benchmarks.chaos.scenarios import SCENARIOS
+from turnout.benchmarks.chaos.stack import ChaosStack
+from turnout.benchmarks.chaos.tally import Options
 
 REPO = Path(__file__).resolve().parents[2]
 CHARTED = ("1", "2", "10")

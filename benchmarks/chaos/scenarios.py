@@ -15,11 +15,11 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from benchmarks.chaos.load import Ledger, Load, settle, submit
-from benchmarks.chaos.stack import CPU_WORKER, GPU_WORKERS, ChaosStack
-from benchmarks.chaos.tally import Options, drain, one, post, tally
-from benchmarks.scenarios import DIGITS_ROW, IRIS_ROW
-from turnout import keys
+from turnout.benchmarks.chaos.load import Ledger, Load, settle, submit
+from turnout.benchmarks.chaos.stack import CPU_WORKER, GPU_WORKERS, ChaosStack
+from turnout.benchmarks.chaos.tally import Options, drain, one, post, tally
+from turnout.benchmarks.scenarios import DIGITS_ROW, IRIS_ROW
+from turnout.core import redis_keys
 
 IRIS = {"inputs": [IRIS_ROW]}
 DIGITS = {"inputs": [DIGITS_ROW]}
@@ -37,7 +37,7 @@ def gpu_kill_during_batch(stack: ChaosStack, o: Options) -> dict[str, Any]:
     status, reply = post(stack, "/v1/models/slow-digits/batch",
                           {"inputs": [DIGITS_ROW] * (chunks * 16), "chunk_rows": 16})
     assert status == 202, reply
-    record = json.loads(stack.client.get(keys.batch(reply["batch_id"])) or b"{}")
+    record = json.loads(stack.client.get(redis_keys.batch(reply["batch_id"])) or b"{}")
     chunk_ids = [c[0] for c in record["chunks"]]
     killed: list[tuple[float, str]] = []
     first_fault = None

@@ -19,10 +19,10 @@ from typing import IO, Any
 
 import redis
 
-from turnout import delivery, keys
-from turnout.redis_server import EmbeddedRedis, free_port
-from turnout.settings import RedisSettings, load_settings
-from turnout.supervisor import Part
+from turnout.core import delivery, redis_keys
+from turnout.core.settings import RedisSettings, load_settings
+from turnout.stack.redis_server import EmbeddedRedis, free_port
+from turnout.stack.supervisor import Part
 
 ROUTES = Path(__file__).with_name("routes.yaml")
 GPU_WORKERS = ("gpu-a@chaos", "gpu-b@chaos")
@@ -115,7 +115,7 @@ class ChaosStack:
         raise RuntimeError(f"the chaos stack was not healthy in {timeout_s:.0f} s; logs in {self.folder}")
 
     def heartbeat(self, name: str) -> dict[str, Any]:
-        raw = self.client.get(keys.worker(name))
+        raw = self.client.get(redis_keys.worker(name))
         return json.loads(raw) if raw else {}
 
     def busy_gpu_worker(self, timeout_s: float = 30) -> str:

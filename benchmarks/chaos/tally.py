@@ -11,9 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks.chaos.load import Ledger, Load, Sent, settle
-from benchmarks.chaos.stack import ChaosStack
-from turnout import delivery
+from turnout.benchmarks.chaos.load import Ledger, Load, Sent, settle
+from turnout.benchmarks.chaos.stack import ChaosStack
+from turnout.core import delivery
 
 
 @dataclass

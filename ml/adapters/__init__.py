@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import importlib
 
-from ml.adapters.base import Adapter, LoadedModel, Prediction
+from turnout.ml.adapters.base import Adapter, LoadedModel, Prediction
 
 # Names map to import paths so that a worker imports only the frameworks its
 # routes use: a CPU worker serving sklearn models never imports torch.
 ADAPTERS: dict[str, str] = {
-    "sklearn": "ml.adapters.sklearn:SklearnAdapter",
-    "torch": "ml.adapters.torch:TorchAdapter",
-    "embedding": "ml.adapters.embedding:EmbeddingAdapter",
+    "sklearn": "turnout.ml.adapters.sklearn:SklearnAdapter",
+    "torch": "turnout.ml.adapters.torch:TorchAdapter",
+    "embedding": "turnout.ml.adapters.embedding:EmbeddingAdapter",
 }
 
 

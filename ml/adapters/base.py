@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from ml.artifacts import ModelMeta
+from turnout.ml.artifacts import ModelMeta
 
 
 @dataclass

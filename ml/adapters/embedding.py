@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ml.adapters.base import Prediction
-from ml.artifacts import ModelMeta
+from turnout.ml.adapters.base import Prediction
+from turnout.ml.artifacts import ModelMeta
 
 
 class SentenceEncoder:

@@ -8,8 +8,8 @@ from typing import Any
 import joblib
 import numpy as np
 
-from ml.adapters.base import Prediction
-from ml.artifacts import ModelMeta
+from turnout.ml.adapters.base import Prediction
+from turnout.ml.artifacts import ModelMeta
 
 
 class SklearnModel:

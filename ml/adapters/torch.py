@@ -1,4 +1,4 @@
-"""PyTorch models: an architecture from ``ml.nets`` plus a state dict."""
+"""PyTorch models: an architecture from ``turnout.ml.nets`` plus a state dict."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Any
 
 import torch
 
-from ml.adapters.base import Prediction
-from ml.artifacts import ModelMeta
-from ml.nets import build_net
+from turnout.ml.adapters.base import Prediction
+from turnout.ml.artifacts import ModelMeta
+from turnout.ml.nets import build_net
 
 
 class TorchClassifier:

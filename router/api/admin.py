@@ -6,9 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from router.api.deps import ServicesDep
-from turnout.errors import BadRouteTable, ConfigError
-from turnout.routes.shared import prepare, queue_publish
+from turnout.core.errors import BadRouteTable, ConfigError
+from turnout.core.routes.shared import prepare, queue_publish
+from turnout.router.api.deps import ServicesDep
 
 router = APIRouter(prefix="/v1/admin", tags=["administration"])
 

@@ -9,24 +9,24 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI
 from fastapi.responses import ORJSONResponse
 
-from router.access import KeyRing, open_when_empty
-from router.api import admin, batches, keys, models, ops, tasks, training
-from router.api.deps import Services
-from router.api.errors import install_error_handlers
-from router.api.fastpath import PredictFastPath
-from router.api.guard import Access
-from router.api.limits import BodyLimit
-from router.dispatch import Dispatcher
-from router.jobs import BatchJobs
-from router.lifecycle import Lifecycle
-from router.live import LiveView
-from router.metrics import Metrics
-from router.results import ResultWatcher
-from router.training import Training
-from turnout.celery_app import make_celery
-from turnout.delivery import ReaperThread
-from turnout.routes import RouteTable
-from turnout.settings import Settings
+from turnout.core.celery_app import make_celery
+from turnout.core.delivery import ReaperThread
+from turnout.core.routes import RouteTable
+from turnout.core.settings import Settings
+from turnout.router.access import KeyRing, open_when_empty
+from turnout.router.api import admin, api_keys, batches, models, ops, tasks, training
+from turnout.router.api.deps import Services
+from turnout.router.api.errors import install_error_handlers
+from turnout.router.api.fastpath import PredictFastPath
+from turnout.router.api.guard import Access
+from turnout.router.api.limits import BodyLimit
+from turnout.router.dispatch import Dispatcher
+from turnout.router.jobs import BatchJobs
+from turnout.router.lifecycle import Lifecycle
+from turnout.router.live import LiveView
+from turnout.router.metrics import Metrics
+from turnout.router.results import ResultWatcher
+from turnout.router.training import Training
 
 
 def create_asgi(settings: Settings, table: RouteTable) -> Access:
@@ -107,6 +107,6 @@ def create_app(settings: Settings, table: RouteTable) -> FastAPI:
     app.include_router(tasks.router)
     app.include_router(ops.router)
     app.include_router(admin.router)
-    app.include_router(keys.router)
+    app.include_router(api_keys.router)
     app.include_router(training.router)
     return app

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from router.access import owner_of, viewer_of
-from router.api.deps import ServicesDep
-from router.validation import parse_batch_body
+from turnout.router.access import owner_of, viewer_of
+from turnout.router.api.deps import ServicesDep
+from turnout.router.validation import parse_batch_body
 
 router = APIRouter(tags=["batches"])
 

@@ -8,15 +8,15 @@ from typing import Annotated
 import redis.asyncio as aioredis
 from fastapi import Depends, Request
 
-from router.access import KeyRing
-from router.dispatch import Dispatcher
-from router.jobs import BatchJobs
-from router.lifecycle import Lifecycle
-from router.live import LiveView
-from router.metrics import Metrics
-from router.training import Training
-from turnout.routes import RouteTable
-from turnout.settings import Settings
+from turnout.core.routes import RouteTable
+from turnout.core.settings import Settings
+from turnout.router.access import KeyRing
+from turnout.router.dispatch import Dispatcher
+from turnout.router.jobs import BatchJobs
+from turnout.router.lifecycle import Lifecycle
+from turnout.router.live import LiveView
+from turnout.router.metrics import Metrics
+from turnout.router.training import Training
 
 
 @dataclass

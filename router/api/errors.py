@@ -13,7 +13,7 @@ from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 from starlette.types import Send
 
-from turnout.errors import TooManyRequests, TurnoutError, Unauthorized
+from turnout.core.errors import TooManyRequests, TurnoutError, Unauthorized
 
 # Names the error's class, so that clients (turnout.client) can raise the same
 # kind of error the server did; the body stays FastAPI's usual {"detail"}.

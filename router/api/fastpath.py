@@ -17,9 +17,9 @@ import re
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
-from router.access import owner_of
-from router.api.errors import ERROR_HEADER, error_response, respond
-from router.api.models import predict_response
+from turnout.router.access import owner_of
+from turnout.router.api.errors import ERROR_HEADER, error_response, respond
+from turnout.router.api.models import predict_response
 
 log = logging.getLogger(__name__)
 

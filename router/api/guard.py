@@ -1,5 +1,5 @@
 """The access check as ASGI middleware, ahead of the predict fast path and of
-FastAPI, so that one check (``router.access``) covers every route."""
+FastAPI, so that one check (``turnout.router.access``) covers every route."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from router.access import required_scope
-from router.api.deps import Services
-from router.api.errors import ERROR_HEADER, error_response, respond
+from turnout.router.access import required_scope
+from turnout.router.api.deps import Services
+from turnout.router.api.errors import ERROR_HEADER, error_response, respond
 
 
 class Access:

@@ -6,7 +6,7 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from turnout.errors import PayloadTooLarge
+from turnout.core.errors import PayloadTooLarge
 
 
 class BodyLimit:

@@ -8,11 +8,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from router.access import owner_of
-from router.api.deps import Services, ServicesDep
-from router.routing import choose_queue
-from router.validation import parse_predict_body
-from turnout.errors import NoCapacity, QueueFull, TurnoutError
+from turnout.core.errors import NoCapacity, QueueFull, TurnoutError
+from turnout.router.access import owner_of
+from turnout.router.api.deps import Services, ServicesDep
+from turnout.router.routing import choose_queue
+from turnout.router.validation import parse_predict_body
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 

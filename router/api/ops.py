@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from redis.exceptions import RedisError
 
-from router.api.deps import ServicesDep
+from turnout.router.api.deps import ServicesDep
 
 router = APIRouter(tags=["operations"])
 

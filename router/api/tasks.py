@@ -7,8 +7,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from router.access import viewer_of
-from router.api.deps import ServicesDep
+from turnout.router.access import viewer_of
+from turnout.router.api.deps import ServicesDep
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 

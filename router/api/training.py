@@ -9,8 +9,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from router.api.deps import ServicesDep
-from turnout.errors import InvalidInput
+from turnout.core.errors import InvalidInput
+from turnout.router.api.deps import ServicesDep
 
 router = APIRouter(tags=["training"])
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.support.procs import REPO, Cluster
-from turnout.settings import RedisSettings
+from turnout.core.settings import RedisSettings
 
 ROUTES = REPO / "tests" / "support" / "routes.yaml"
 

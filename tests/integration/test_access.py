@@ -15,9 +15,9 @@ import pytest
 import redis
 
 from tests.support.procs import REPO, Cluster, wait_for
-from turnout import access
-from turnout.redis_server import free_port
-from turnout.settings import RedisSettings
+from turnout.core import access
+from turnout.core.settings import RedisSettings
+from turnout.stack.redis_server import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ from sklearn.datasets import load_digits, load_iris
 from tests.integration.conftest import Stack
 from tests.support.metrics import sample
 from tests.support.procs import poll_task
-from turnout import keys
+from turnout.core import redis_keys
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +49,7 @@ def test_concurrent_requests_share_tasks_and_keep_their_own_results(stack: Stack
     for view in views[:6]:
         again = stack.http.get(f"/v1/tasks/{view['task_id']}").json()
         assert again["status"] == "SUCCESS" and again["predictions"] == view["predictions"]
-    records = [json.loads(stack.cluster.client.get(keys.task(v["task_id"]))) for v in views]
+    records = [json.loads(stack.cluster.client.get(redis_keys.task(v["task_id"]))) for v in views]
     assert len({r["batch"] for r in records}) < 24
     # /metrics counts it too: more requests than tasks for this model.
     text = stack.http.get("/metrics").text

@@ -26,7 +26,7 @@ from turnout.client import (
     TaskFailed,
     Unreachable,
 )
-from turnout.settings import RedisSettings
+from turnout.core.settings import RedisSettings
 
 pytestmark = pytest.mark.integration
 

@@ -21,8 +21,8 @@ import httpx
 import pytest
 
 from tests.support.procs import REPO, Cluster, wait_for
-from turnout.redis_server import free_port
-from turnout.settings import RedisSettings
+from turnout.core.settings import RedisSettings
+from turnout.stack.redis_server import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,7 @@ from sklearn.datasets import load_digits
 
 from tests.conftest import start_redis
 from tests.support.procs import REPO, Cluster, Proc, alive, poll_task, wait_for
-from turnout import delivery, keys
+from turnout.core import delivery, redis_keys
 
 pytestmark = pytest.mark.integration
 
@@ -129,7 +129,7 @@ def test_a_frozen_worker_that_wakes_writes_no_second_result(owned: Owned) -> Non
     try:
         done = poll_task(owned.http, task_id, {"SUCCESS", "FAILURE"}, timeout=30)
         assert done["status"] == "SUCCESS" and done["worker"] == survivor, done
-        first = owned.cluster.client.get(keys.result(task_id))
+        first = owned.cluster.client.get(redis_keys.result(task_id))
     finally:
         os.killpg(frozen.pid, signal.SIGCONT)
 
@@ -137,7 +137,7 @@ def test_a_frozen_worker_that_wakes_writes_no_second_result(owned: Owned) -> Non
     # still writes is fenced off.
     wait_for(lambda: frozen.poll() is not None, 20, "the woken worker to stop itself")
     time.sleep(1)
-    assert owned.cluster.client.get(keys.result(task_id)) == first
+    assert owned.cluster.client.get(redis_keys.result(task_id)) == first
     ledger = owned.ledger(task_id)
     assert ledger["stored"][1] == 1  # one result stored, and only one
     assert len(ledger["runs"]) == 2
@@ -156,7 +156,7 @@ def test_a_job_longer_than_the_visibility_timeout_runs_once(owned: Owned) -> Non
     ledger = owned.ledger(task_id)
     assert len(ledger["runs"]) == 1, ledger
     assert ledger["stored"] == {1: 1}
-    assert int(owned.cluster.client.get(keys.deliveries(task_id))) == 1
+    assert int(owned.cluster.client.get(redis_keys.deliveries(task_id))) == 1
     assert all(alive(p.proc.pid) for p in procs.values())
     # Each start of a worker is an incarnation of its own, shown to operators.
     shown = {w["name"]: w["incarnation"] for w in owned.http.get("/v1/workers").json()["workers"]}
@@ -194,12 +194,12 @@ def test_a_pickled_task_message_is_refused_and_never_unpickled(owned: Owned, tmp
     }
     client = owned.cluster.client
     client.lpush("gpu", json.dumps(envelope))
-    client.lpush(keys.bell("gpu"), 1)
+    client.lpush(redis_keys.bell("gpu"), 1)
 
     # Taken off the queue, refused and acknowledged: nothing held, nothing run.
     wait_for(lambda: client.llen("gpu") == 0 and client.hlen("unacked") == 0, 30,
              "the pickled message to be taken and refused")
     time.sleep(1)
     assert not trap.exists()
-    assert client.get(keys.result(task_id)) is None
+    assert client.get(redis_keys.result(task_id)) is None
     assert owned.ledger(task_id)["runs"] == []

@@ -18,8 +18,8 @@ import httpx
 import pytest
 
 from tests.support.procs import REPO, alive, descendants
-from turnout.redis_server import free_port
-from turnout.settings import RedisSettings
+from turnout.core.settings import RedisSettings
+from turnout.stack.redis_server import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ from sklearn.datasets import load_digits
 
 from tests.conftest import start_redis
 from tests.support.procs import REPO, Cluster, alive, descendants, poll_task, wait_for
-from turnout import keys
+from turnout.core import redis_keys
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +52,7 @@ class LossStack:
         return str(r.json()["task_id"])
 
     def deliveries(self, task_id: str) -> int:
-        return int(self.cluster.client.get(keys.deliveries(task_id)) or 0)
+        return int(self.cluster.client.get(redis_keys.deliveries(task_id)) or 0)
 
 
 @pytest.fixture(scope="module")
@@ -162,6 +162,6 @@ def test_a_queued_task_can_be_revoked_and_never_runs(loss: LossStack) -> None:
     # The worker took the revoked job off the queue and dropped it unrun.
     wait_for(lambda: loss.deliveries(queued) == 1 and loss.cluster.client.llen("gpu") == 0, 30, "the revoked job to be consumed")
     wait_for(lambda: loss.cluster.client.hlen("unacked") == 0, 30, "the revoked job to be acknowledged")
-    meta = json.loads(loss.cluster.client.get(keys.result(queued)))
+    meta = json.loads(loss.cluster.client.get(redis_keys.result(queued)))
     assert meta["status"] == "REVOKED"
     assert loss.http.get(f"/v1/tasks/{queued}").json()["status"] == "REVOKED"

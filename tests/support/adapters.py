@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ml.adapters.base import Prediction
-from ml.adapters.torch import TorchAdapter
-from ml.artifacts import ModelMeta
+from turnout.ml.adapters.base import Prediction
+from turnout.ml.adapters.torch import TorchAdapter
+from turnout.ml.artifacts import ModelMeta
 
 
 class _Slow:
@@ -103,7 +103,7 @@ class SlowLoadSklearnAdapter:
     {load_sleep_s: N}`` takes N seconds to load: a rollout a test can watch."""
 
     def load(self, path: Path, meta: ModelMeta, device: str, options: dict[str, Any]) -> Any:
-        from ml.adapters.sklearn import SklearnAdapter
+        from turnout.ml.adapters.sklearn import SklearnAdapter
 
         time.sleep(float(meta.architecture_args.get("load_sleep_s", 0)))
         return SklearnAdapter().load(path, meta, device, options)

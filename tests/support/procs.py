@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 import redis
 
-from turnout import keys
-from turnout.redis_server import free_port
-from turnout.settings import RedisSettings
+from turnout.core import redis_keys
+from turnout.core.settings import RedisSettings
+from turnout.stack.redis_server import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -129,7 +129,7 @@ class Cluster:
         return p
 
     def heartbeat(self, name: str) -> dict[str, Any] | None:
-        raw = self.client.get(keys.worker(name))
+        raw = self.client.get(redis_keys.worker(name))
         return json.loads(raw) if raw else None
 
     def worker(self, kind: str, name: str, *extra: str, env: dict[str, str] | None = None, timeout: float = 90) -> Proc:

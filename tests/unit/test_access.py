@@ -9,10 +9,10 @@ from typing import Any
 import orjson
 import pytest
 
-from router.access import KeyRing, required_scope
-from turnout import access
-from turnout.errors import ConfigError, Forbidden, RateLimited, Unauthorized
-from turnout.settings import Settings
+from turnout.core import access
+from turnout.core.errors import ConfigError, Forbidden, RateLimited, Unauthorized
+from turnout.core.settings import Settings
+from turnout.router.access import KeyRing, required_scope
 
 
 @pytest.mark.parametrize(

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ml.adapters import get_adapter
-from ml.artifacts import verify
-from turnout.errors import ArtifactError
-from turnout.routes import Route, parse_routes
+from turnout.core.errors import ArtifactError
+from turnout.core.routes import Route, parse_routes
+from turnout.ml.adapters import get_adapter
+from turnout.ml.artifacts import verify
 
 
 def _route(**changes: object) -> Route:
@@ -79,9 +79,9 @@ def test_digits_cnn_meets_its_accuracy_bar_and_loads_weights_only(models: Path) 
 def test_a_job_registers_one_version_however_often_it_is_delivered(tmp_path: Path) -> None:
     """The select step run twice (its worker died after the rename) finds the
     version it already made instead of making another."""
-    from ml.train import register, trial_folder
-    from turnout.catalog import list_versions
-    from turnout.routes import parse_routes
+    from turnout.core.catalog import list_versions
+    from turnout.core.routes import parse_routes
+    from turnout.ml.train import register, trial_folder
 
     route = parse_routes({"models": {"m": {"framework": "sklearn", "version": 1, "queue": "cpu",
                                            "input": {"kind": "tabular", "width": 4}}}}).routes["m"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from benchmarks import report
-from benchmarks.client import Run
+from turnout.benchmarks import report
+from turnout.benchmarks.client import Run
 
 
 def row(system: str, c: int, rps: float, p50: float, p99: float, model: str = "iris") -> dict[str, Any]:

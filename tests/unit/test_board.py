@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from workers.board import SLOT_BYTES, Board
+from turnout.workers.board import SLOT_BYTES, Board
 
 
 def test_children_post_and_the_parent_reads_across_fork() -> None:

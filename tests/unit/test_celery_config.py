@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import yaml
 
-from turnout.celery_app import celery_config, make_celery, visibility_timeout_s
-from turnout.routes import parse_routes
-from turnout.settings import RedisSettings, Settings
+from turnout.core.celery_app import celery_config, make_celery, visibility_timeout_s
+from turnout.core.routes import parse_routes
+from turnout.core.settings import RedisSettings, Settings
 
 TABLE = parse_routes(
     yaml.safe_load(

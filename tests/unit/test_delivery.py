@@ -1,4 +1,4 @@
-"""The ownership rules of turnout.delivery, on a real Redis: who may ack, who
+"""The ownership rules of turnout.core.delivery, on a real Redis: who may ack, who
 may write a result, how a dead worker's deliveries come back, and races
 between acks, give-backs and reapers."""
 
@@ -12,8 +12,8 @@ from collections import Counter
 import pytest
 import redis
 
-from turnout import delivery, keys
-from turnout.redis_server import free_port
+from turnout.core import delivery, redis_keys
+from turnout.stack.redis_server import free_port
 
 
 def _message(task_id: str, queue: str = "gpu") -> tuple[str, str]:
@@ -98,17 +98,17 @@ def test_a_result_is_written_only_under_the_lease_and_only_once(redis_client: re
 
     def store(incarnation: str, value: str) -> int:
         return int(scripts.store(
-            keys=[delivery.LEASES, delivery.done(task_id), keys.result(task_id), delivery.STATS,
+            keys=[delivery.LEASES, delivery.done(task_id), redis_keys.result(task_id), delivery.STATS,
                   delivery.LEDGER],
             args=[incarnation, task_id, value, 60, ""],
         ))
 
     assert store("b#1", "from b") == 0  # b holds no lease on it
-    assert redis_client.get(keys.result(task_id)) is None
+    assert redis_client.get(redis_keys.result(task_id)) is None
     assert store("a#1", "from a") == 1
     assert store("a#1", "again") == -1  # the first result wins
     assert store("", "from the router") == -1
-    assert redis_client.get(keys.result(task_id)) == b"from a"
+    assert redis_client.get(redis_keys.result(task_id)) == b"from a"
     counters = delivery.stats(redis_client)
     assert counters["fenced_results"] == 1 and counters["duplicate_results"] == 2
 

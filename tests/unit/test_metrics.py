@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from router.metrics import Metrics
-from router.routing import LiveState
 from tests.support.metrics import sample
-from turnout.routes import load_routes
-from turnout.settings import REPO_ROOT
+from turnout.core.routes import load_routes
+from turnout.core.settings import REPO_ROOT
+from turnout.router.metrics import Metrics
+from turnout.router.routing import LiveState
 
 
 class FakeLive:

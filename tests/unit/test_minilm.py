@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ml.adapters import get_adapter
-from ml.artifacts import verify
-from turnout.routes import load_routes
+from turnout.core.routes import load_routes
+from turnout.ml.adapters import get_adapter
+from turnout.ml.artifacts import verify
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -46,7 +46,7 @@ def test_vectors_equal_sentence_transformers(models_dir: Path, route, monkeypatc
 def test_a_tampered_tokenizer_is_refused(models_dir: Path, route, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     import shutil
 
-    from turnout.errors import ArtifactError
+    from turnout.core.errors import ArtifactError
 
     copy = tmp_path / "models"
     shutil.copytree(models_dir / "minilm", copy / "minilm")

@@ -7,7 +7,13 @@ from typing import Any
 
 import pytest
 
-from workers.gpu.nvml import DeviceTelemetry, NvmlUnavailable, PyNvml, device_count, normalize_uuid
+from turnout.workers.gpu.nvml import (
+    DeviceTelemetry,
+    NvmlUnavailable,
+    PyNvml,
+    device_count,
+    normalize_uuid,
+)
 
 
 class FakeNvml:

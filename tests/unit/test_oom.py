@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 import torch
 
-from ml.adapters.base import Prediction
-from ml.oom import OutOfMemory, is_out_of_memory, predict_splitting
+from turnout.ml.adapters.base import Prediction
+from turnout.ml.oom import OutOfMemory, is_out_of_memory, predict_splitting
 
 
 class Fits:

@@ -9,14 +9,14 @@ import uuid
 import redis
 import redis.asyncio as aioredis
 
-from router.results import ResultWatcher
-from turnout import keys
+from turnout.core import redis_keys
+from turnout.router.results import ResultWatcher
 
 
 def _publish(client: redis.Redis, task_id: str, status: str) -> None:
     doc = json.dumps({"status": status, "result": {"predictions": [1]}, "task_id": task_id})
-    client.set(keys.result(task_id), doc)
-    client.publish(keys.result(task_id), doc)
+    client.set(redis_keys.result(task_id), doc)
+    client.publish(redis_keys.result(task_id), doc)
 
 
 def _url(client: redis.Redis) -> str:
@@ -25,7 +25,7 @@ def _url(client: redis.Redis) -> str:
 
 
 def test_a_waiter_hears_its_result_and_ignores_started(redis_client: redis.Redis) -> None:
-    from turnout.settings import RedisSettings
+    from turnout.core.settings import RedisSettings
 
     settings = RedisSettings.from_url(_url(redis_client))
 
@@ -58,7 +58,7 @@ def test_a_waiter_hears_its_result_and_ignores_started(redis_client: redis.Redis
 
 
 def test_a_result_published_before_the_subscription_is_found(redis_client: redis.Redis) -> None:
-    from turnout.settings import RedisSettings
+    from turnout.core.settings import RedisSettings
 
     settings = RedisSettings.from_url(_url(redis_client))
     task_id = str(uuid.uuid4())

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from turnout.errors import ConfigError
-from turnout.routes import load_routes, parse_routes
+from turnout.core.errors import ConfigError
+from turnout.core.routes import load_routes, parse_routes
 
 REPO = Path(__file__).resolve().parents[2]
 

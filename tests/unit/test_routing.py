@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from router.routing import LiveState, LiveWorker, candidates, choose_queue
-from turnout.errors import NoCapacity, QueueFull
-from turnout.routes import parse_routes
+from turnout.core.errors import NoCapacity, QueueFull
+from turnout.core.routes import parse_routes
+from turnout.router.routing import LiveState, LiveWorker, candidates, choose_queue
 
 TABLE = parse_routes(
     yaml.safe_load(

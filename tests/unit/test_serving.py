@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import random
 
-from turnout.routes import parse_routes
-from turnout.serving import Canary, Serving, bucket, choose_version, rollout_state
-from workers.factory import merge_versions
+from turnout.core.routes import parse_routes
+from turnout.core.serving import Canary, Serving, bucket, choose_version, rollout_state
+from turnout.workers.heartbeat import merge_versions
 
 TABLE = parse_routes({"models": {"iris": {"framework": "sklearn", "version": 1, "queue": "cpu",
                                           "input": {"kind": "tabular", "width": 4}}}})

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from turnout.errors import ConfigError
-from turnout.settings import RedisSettings, Settings
+from turnout.core.errors import ConfigError
+from turnout.core.settings import RedisSettings, Settings
 
 
 @pytest.mark.parametrize(

@@ -5,9 +5,9 @@ from typing import Any
 import pytest
 import yaml
 
-from router.validation import parse_predict_body, validate_inputs
-from turnout.errors import InvalidInput
-from turnout.routes import parse_routes
+from turnout.core.errors import InvalidInput
+from turnout.core.routes import parse_routes
+from turnout.router.validation import parse_predict_body, validate_inputs
 
 TABLE = parse_routes(
     yaml.safe_load(

@@ -7,8 +7,8 @@ import textwrap
 
 import pytest
 
-from workers.cpu import cpu_spec
-from workers.gpu import gpu_spec, pin_device
+from turnout.workers.cpu import cpu_spec
+from turnout.workers.gpu import gpu_spec, pin_device
 
 
 def test_cpu_worker_uses_every_core_with_the_usual_prefetch() -> None:
@@ -38,7 +38,7 @@ def test_pinning_sets_the_device_before_torch_and_refuses_after() -> None:
     script = textwrap.dedent(
         """
         import os, sys
-        from workers.gpu import pin_device
+        from turnout.workers.gpu import pin_device
         pin_device(2)
         assert "torch" not in sys.modules
         print(os.environ["CUDA_VISIBLE_DEVICES"], os.environ["CUDA_DEVICE_ORDER"])

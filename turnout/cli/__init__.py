@@ -14,14 +14,14 @@ from collections.abc import Sequence
 
 import click
 
+from turnout.cli.api_keys import keys
 from turnout.cli.context import cli
 from turnout.cli.flower import flower
-from turnout.cli.keys import keys
 from turnout.cli.models import models, reload, routes
 from turnout.cli.run import api, bench, chaos, up, worker
 from turnout.cli.status import status
 from turnout.cli.train import train
-from turnout.errors import TurnoutError
+from turnout.core.errors import TurnoutError
 
 for command in (up, api, worker, status, routes, models, reload, train, keys, flower, bench,
                 chaos):

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from turnout.routes import RouteTable, load_routes
-from turnout.settings import Settings, load_settings
+from turnout.core.routes import RouteTable, load_routes
+from turnout.core.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from turnout.client import Client

@@ -15,7 +15,7 @@ from turnout.cli.context import Context, pass_context
 def flower(ctx: Context, port: int | None, address: str) -> int:
     """Run Flower, the Celery monitor: workers, and every task with its state,
     worker and runtime. User 'turnout', password in $TURNOUT_HOME/flower.password."""
-    from turnout.monitoring import FLOWER_USER, run_flower
+    from turnout.core.monitoring import FLOWER_USER, run_flower
 
     settings = ctx.settings(flower_port=port)
     click.echo(f"turnout: Flower on http://{address}:{settings.flower_port} (user "

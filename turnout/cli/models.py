@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from turnout.cli.context import Context, pass_context
-from turnout.errors import ConfigError
-from turnout.routes import load_routes
+from turnout.core.errors import ConfigError
+from turnout.core.routes import load_routes
 
 
 @click.group()
@@ -48,7 +48,7 @@ def reload(ctx: Context) -> int:
     """
     import redis
 
-    from turnout.routes import shared
+    from turnout.core.routes import shared
 
     settings = ctx.settings()
     client = redis.Redis.from_url(settings.redis().url, socket_timeout=5)
@@ -78,7 +78,7 @@ def models() -> None:
 @pass_context
 def models_build(ctx: Context, names: tuple[str, ...], missing: bool) -> int:
     """Build the shipped models (iris, digits-cnn, minilm) from bundled data."""
-    from ml.build import build_table
+    from turnout.ml.build import build_table
 
     status = 0
     for built in build_table(ctx.settings().models_dir, ctx.table(), names, missing):

@@ -23,7 +23,7 @@ _insecure = click.option(
 @pass_context
 def up(ctx: Context, port: int | None, insecure_no_auth: bool | None, flower: bool) -> int:
     """Run the whole stack on this machine: Redis, workers and the API."""
-    from turnout.stack import Stack
+    from turnout.stack.up import Stack
 
     settings = ctx.settings(api_port=port, insecure_no_auth=insecure_no_auth,
                             events=True if flower else None)
@@ -44,8 +44,8 @@ def api(ctx: Context, host: str | None, port: int | None, insecure_no_auth: bool
     """Run the HTTP API."""
     import uvicorn
 
-    from router.api.app import create_asgi
-    from turnout.access import check_bind_against
+    from turnout.core.access import check_bind_against
+    from turnout.router.api.app import create_asgi
 
     settings = ctx.settings(api_host=host, api_port=port, insecure_no_auth=insecure_no_auth)
     ctx.logging()
@@ -78,12 +78,12 @@ def worker(ctx: Context, kind: str, device: str | None, concurrency: int | None,
            name: str | None, queues: str | None, memory_limit_mb: float | None) -> int:
     """Run a CPU, GPU or training worker (the training lane: one job at a
     time, a fresh process per job)."""
-    from workers.start import worker_spec
+    from turnout.workers.start import worker_spec
 
     spec = worker_spec(kind, device=device, concurrency=concurrency, name=name, queues=queues,
                        memory_limit_mb=memory_limit_mb)
     # Imported after the spec: a GPU worker pins its device before torch loads.
-    from workers.factory import run_worker
+    from turnout.workers.run import run_worker
 
     ctx.logging()
     return run_worker(spec, ctx.settings(), ctx.table())
@@ -99,7 +99,7 @@ _PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True, "help_
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def bench(args: tuple[str, ...]) -> int:
     """The benchmark: turnout bench --help."""
-    from benchmarks.run import main
+    from turnout.benchmarks.run import main
 
     return main(list(args))
 
@@ -108,6 +108,6 @@ def bench(args: tuple[str, ...]) -> int:
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def chaos(args: tuple[str, ...]) -> int:
     """The reliability suite: turnout chaos --help."""
-    from benchmarks.chaos.run import main
+    from turnout.benchmarks.chaos.run import main
 
     return main(list(args))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 
-from workers.spec import WorkerSpec
+from turnout.workers.spec import WorkerSpec
 
 
 def cpu_spec(concurrency: int | None = None, name: str | None = None) -> WorkerSpec:

@@ -11,7 +11,7 @@ import os
 import socket
 import sys
 
-from workers.spec import WorkerSpec
+from turnout.workers.spec import WorkerSpec
 
 
 def pin_device(device: int | None) -> None:

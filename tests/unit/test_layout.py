@@ -1,0 +1,44 @@
+"""The distribution's shape: one import name, every package listed."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _pyproject() -> dict:
+    return tomllib.loads((REPO / "pyproject.toml").read_text())
+
+
+def _package_folders() -> set[str]:
+    """Every package under turnout/, the links into the top-level folders followed."""
+    found = set()
+    for init in (REPO / "turnout").glob("**/__init__.py"):
+        rel = init.parent.relative_to(REPO)
+        found.add(".".join(rel.parts))
+    # glob does not follow the links: walk each mapped folder by hand.
+    for name, folder in _pyproject()["tool"]["setuptools"]["package-dir"].items():
+        for init in (REPO / folder).glob("**/__init__.py"):
+            rel = init.parent.relative_to(REPO / folder)
+            found.add(".".join([name, *rel.parts]))
+    return found
+
+
+def test_every_package_folder_is_in_the_distribution() -> None:
+    listed = set(_pyproject()["tool"]["setuptools"]["packages"])
+    assert _package_folders() == listed
+
+
+def test_the_mapped_folders_are_linked_into_turnout() -> None:
+    """mypy and import-linter see the installed shape through these links."""
+    for name, folder in _pyproject()["tool"]["setuptools"]["package-dir"].items():
+        link = REPO / Path(*name.split("."))
+        assert link.is_symlink(), f"{link} should be a link to ../{folder}"
+        assert link.resolve() == (REPO / folder).resolve()
+
+
+def test_only_one_import_name() -> None:
+    packages = _pyproject()["tool"]["setuptools"]["packages"]
+    assert {p.split(".")[0] for p in packages} == {"turnout"}

@@ -1,0 +1,81 @@
+"""``turnout keys``: API keys, made, listed and revoked straight in Redis
+(so it works before any API runs, and never sends a token over the wire)."""
+
+from __future__ import annotations
+
+import datetime
+from typing import TYPE_CHECKING
+
+import click
+
+from turnout.cli.context import Context, pass_context
+
+if TYPE_CHECKING:
+    import redis
+
+
+def _client(ctx: Context) -> redis.Redis:
+    import redis
+
+    return redis.Redis.from_url(ctx.settings().redis().url, socket_timeout=5)
+
+
+@click.group()
+def keys() -> None:
+    """API keys: bearer tokens with scope predict or admin."""
+
+
+@keys.command("create")
+@click.argument("name")
+@click.option("--scope", type=click.Choice(["predict", "admin"]), default="predict",
+              help="predict: predict, batches, own tasks; admin: also train, promote, reload, keys.")
+@click.option("--rate", "rate_per_s", type=click.FloatRange(min=0, min_open=True),
+              help="At most this many requests a second (per API process); over it, 429.")
+@pass_context
+def keys_create(ctx: Context, name: str, scope: str, rate_per_s: float | None) -> int:
+    """Make a key and print its token, once: only its hash is stored."""
+    from turnout.core import access
+
+    with _client(ctx) as client:
+        key, token = access.create(client, name, scope, rate_per_s)
+    # The token alone on stdout, so that `$(turnout keys create …)` captures it.
+    click.echo(token)
+    click.echo(f"turnout: key {key.name!r} ({key.scope}) made; the token above is shown once "
+               "and stored nowhere. Send it as 'Authorization: Bearer <token>' "
+               "(turnout.client: TURNOUT_API_KEY).", err=True)
+    return 0
+
+
+@keys.command("list")
+@pass_context
+def keys_list(ctx: Context) -> int:
+    """The keys' names, scopes and rates (never their tokens)."""
+    from turnout.core import access
+
+    with _client(ctx) as client:
+        found = access.list_keys(client)
+    if not found:
+        click.echo("no API keys: the API is open on loopback only")
+        return 0
+    click.echo(f"{'name':<24} {'scope':<8} {'rate/s':>8}  created")
+    for key in found:
+        made = datetime.datetime.fromtimestamp(key.created_at, datetime.UTC)
+        rate = f"{key.rate_per_s:g}" if key.rate_per_s else "-"
+        click.echo(f"{key.name:<24} {key.scope:<8} {rate:>8}  {made:%Y-%m-%d %H:%M:%S} UTC")
+    return 0
+
+
+@keys.command("revoke")
+@click.argument("name")
+@pass_context
+def keys_revoke(ctx: Context, name: str) -> int:
+    """Revoke a key: every API process refuses it within half a second."""
+    from turnout.core import access
+
+    with _client(ctx) as client:
+        gone = access.revoke(client, name)
+    if not gone:
+        click.echo(f"turnout: no API key named {name!r}", err=True)
+        return 1
+    click.echo(f"turnout: key {name!r} revoked")
+    return 0

@@ -1,0 +1,165 @@
+"""Taking, acking and giving back deliveries, each one atomic step in Redis."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+import redis
+
+from turnout.core.delivery.scripts import Scripts
+from turnout.core.redis_keys import (
+    INCARNATIONS,
+    LEASES,
+    OWNERS,
+    STATS,
+    UNACKED,
+    UNACKED_INDEX,
+    bell,
+    held,
+)
+
+
+def new_incarnation(name: str) -> str:
+    """This start of worker ``name``: ``name#random``, never reused."""
+    return f"{name}#{secrets.token_hex(6)}"
+
+
+def register(client: redis.Redis, incarnation: str) -> None:
+    """Make ``incarnation`` known before it takes its first message."""
+    client.hsetnx(INCARNATIONS, incarnation, 0)
+
+
+def retire(client: redis.Redis, incarnation: str) -> int:
+    """A clean stop: give back whatever is still held, then forget the
+    incarnation. Returns how many deliveries went back."""
+    return give_back(client, incarnation, why="stopped")
+
+
+def append(
+    scripts: Scripts, incarnation: str, tag: str, payload: str, task_id: str,
+    client: Any = None,
+) -> bool:
+    """kombu's unacked write plus the owner, atomically. False: the
+    incarnation was reaped, and nothing was written."""
+    return bool(scripts.append(
+        keys=[INCARNATIONS, UNACKED_INDEX, UNACKED, OWNERS, held(incarnation), LEASES],
+        args=[incarnation, tag, payload, time.time(), task_id],
+        client=client,
+    ))
+
+
+def claim(
+    scripts: Scripts, incarnation: str, queues: list[str], bell_index: int = 0
+) -> tuple[str, str] | int:
+    """Take the next message from the first of ``queues`` that has one, owned
+    by ``incarnation``: (queue, message JSON); 0 when all are empty; -1 when
+    the incarnation was reaped. ``bell_index`` (1-based) names the queue whose
+    bell the caller already popped; otherwise one bell of the claimed queue is
+    popped here, so that bells and messages stay about one to one."""
+    got = scripts.claim(
+        keys=[INCARNATIONS, UNACKED_INDEX, UNACKED, OWNERS, held(incarnation), LEASES,
+              *queues, *(bell(q) for q in queues)],
+        args=[incarnation, time.time(), len(queues), bell_index],
+    )
+    if isinstance(got, list):
+        queue, message = (x.decode() if isinstance(x, bytes) else x for x in got)
+        return queue, message
+    return int(got)
+
+
+def ack(scripts: Scripts, incarnation: str, tag: str, client: Any = None) -> int:
+    """Remove a delivery if ``incarnation`` owns it: 1 done, 0 refused (another
+    owner, or given back), 2 nothing to remove (unowned and not unacked)."""
+    return int(scripts.ack(
+        keys=[OWNERS, UNACKED_INDEX, UNACKED, held(incarnation), LEASES, STATS],
+        args=[incarnation, tag],
+        client=client,
+    ))
+
+
+def beat(scripts: Scripts, incarnation: str) -> int:
+    """One heartbeat: the new counter, or -1 when the incarnation was reaped."""
+    return int(scripts.beat(keys=[INCARNATIONS], args=[incarnation]))
+
+
+def restored(payload: bytes | str) -> tuple[str, str, str]:
+    """The message as it goes back to its queue: marked redelivered, with a
+    new delivery tag. Returns (queue, message JSON, new tag)."""
+    message, _exchange, routing_key = json.loads(payload)
+    tag = str(uuid.uuid4())
+    properties = message.setdefault("properties", {})
+    properties["delivery_tag"] = tag
+    properties.setdefault("delivery_info", {})["redelivered"] = True
+    message.setdefault("headers", {})["redelivered"] = True
+    # Turnout's queues are bound by name on the direct exchange: the routing
+    # key is the queue (priorities are not used).
+    return routing_key, json.dumps(message), tag
+
+
+def give_back(
+    client: redis.Redis,
+    incarnation: str,
+    tags: Iterable[str] | None = None,
+    *,
+    why: str = "reaped",
+    leftmost: bool = False,
+    forget: bool = True,
+) -> int:
+    """Give ``incarnation``'s deliveries (all of them, or ``tags``) back to
+    their queues, atomically: WATCH on the incarnation's held set, so that an
+    ack, an append or another reaper in between makes this attempt start over
+    and find nothing twice. With ``forget``, the incarnation is also struck
+    off, so that it can never take or ack anything again.
+
+    Returns how many messages went back. ``leftmost`` puts them at the end of
+    their queue (kombu's requeue on reject); otherwise at the head.
+    """
+    key = held(incarnation)
+    while True:
+        with client.pipeline() as pipe:
+            try:
+                pipe.watch(key)
+                members = [t.decode() if isinstance(t, bytes) else t for t in pipe.smembers(key)]
+                wanted = members if tags is None else [t for t in tags if t in set(members)]
+                payloads = pipe.hmget(UNACKED, wanted) if wanted else []
+                owners = pipe.hmget(OWNERS, wanted) if wanted else []
+                pipe.multi()
+                moved = 0
+                for tag, payload, owner in zip(wanted, payloads, owners, strict=True):
+                    owner_text = owner.decode() if isinstance(owner, bytes) else owner
+                    pipe.srem(key, tag)
+                    if owner_text is None or owner_text.split("\t", 1)[0] != incarnation:
+                        continue  # not this incarnation's (any more)
+                    task_id = owner_text.split("\t", 1)[1]
+                    pipe.zrem(UNACKED_INDEX, tag)
+                    pipe.hdel(UNACKED, tag)
+                    pipe.hdel(OWNERS, tag)
+                    if task_id:
+                        pipe.hdel(LEASES, task_id)
+                    if payload is None:
+                        continue
+                    queue, message, _ = restored(payload)
+                    (pipe.lpush if leftmost else pipe.rpush)(queue, message)
+                    pipe.lpush(bell(queue), 1)
+                    moved += 1
+                if moved:
+                    pipe.hincrby(STATS, f"given_back_{why}", moved)
+                if forget:
+                    pipe.hdel(INCARNATIONS, incarnation)
+                    pipe.delete(key)
+                pipe.execute()
+                return moved
+            except redis.WatchError:
+                continue
+
+
+def stats(client: redis.Redis) -> dict[str, int]:
+    raw = client.hgetall(STATS)
+    return {
+        (k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()
+    }

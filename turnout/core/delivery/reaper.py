@@ -1,0 +1,122 @@
+"""Declaring silent workers dead, on this process's own clock, and giving
+their deliveries back."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from turnout.core.delivery.ownership import give_back
+from turnout.core.redis_keys import INCARNATIONS
+
+log = logging.getLogger("turnout.core.delivery")
+
+
+@dataclass
+class Reaper:
+    """Declares incarnations dead and gives their deliveries back.
+
+    Death is judged by this process's monotonic clock alone: an incarnation is
+    dead once its beat counter has not moved for ``dead_after_s`` *as seen
+    from here*, over an unbroken watch; no timestamp written by another host
+    is compared with ours. When this process cannot read Redis, or has itself
+    not looked for a while (it was frozen, starved, or busy), its observations
+    start over: time it did not watch never counts as a worker's silence.
+
+    Any number of reapers may run at once (each API process, ``turnout up``,
+    each worker): each give-back is one transaction (``give_back``).
+    """
+
+    client: redis.Redis
+    dead_after_s: float
+    name: str = "reaper"
+    clock: Any = time.monotonic
+    # A gap longer than this between two looks breaks the watch (default:
+    # half of dead_after_s).
+    max_gap_s: float | None = None
+    _seen: dict[str, tuple[Any, float]] = field(default_factory=dict)
+    _last_look: float | None = None
+
+    def forget(self) -> None:
+        """Start the watch over (this process could not look)."""
+        self._seen.clear()
+        self._last_look = None
+
+    def tick(self) -> list[tuple[str, int]]:
+        """One look: returns the incarnations reaped now, with how many
+        deliveries each gave back."""
+        try:
+            counters = self.client.hgetall(INCARNATIONS)
+        except redis.RedisError:
+            self.forget()
+            raise
+        now = self.clock()
+        gap = self.max_gap_s if self.max_gap_s is not None else self.dead_after_s / 2
+        if self._last_look is not None and now - self._last_look > gap:
+            self._seen.clear()
+        self._last_look = now
+        reaped: list[tuple[str, int]] = []
+        current = {
+            (k.decode() if isinstance(k, bytes) else k): v for k, v in counters.items()
+        }
+        for incarnation in list(self._seen):
+            if incarnation not in current:
+                del self._seen[incarnation]
+        for incarnation, counter in current.items():
+            seen = self._seen.get(incarnation)
+            if seen is None or seen[0] != counter:
+                self._seen[incarnation] = (counter, now)
+                continue
+            if now - seen[1] < self.dead_after_s:
+                continue
+            moved = give_back(self.client, incarnation, why="reaped")
+            del self._seen[incarnation]
+            reaped.append((incarnation, moved))
+            log.warning(
+                "%s: worker %s silent for %.1f s: declared dead; %d job(s) given back",
+                self.name, incarnation, now - seen[1], moved,
+            )
+        return reaped
+
+
+class ReaperThread:
+    """A ``Reaper`` looking every ``interval_s`` on a thread of its own, so a
+    busy event loop or a long forward pass never delays it."""
+
+    def __init__(self, url: str, dead_after_s: float, interval_s: float, name: str) -> None:
+        self.url = url
+        self.dead_after_s = dead_after_s
+        self.interval_s = interval_s
+        self.name = name
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name=f"turnout-{self.name}", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        client = redis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=5)
+        reaper = Reaper(client, self.dead_after_s, name=self.name)
+        failing = False
+        try:
+            while not self._stop.wait(self.interval_s):
+                try:
+                    reaper.tick()
+                    failing = False
+                except redis.RedisError as exc:
+                    if not failing:  # once per outage, not once per tick
+                        log.warning("%s: cannot reach Redis (%s); retrying", self.name, exc)
+                    failing = True
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)

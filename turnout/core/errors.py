@@ -1,0 +1,137 @@
+"""One family of errors, raised in the core and turned into HTTP codes at the edge.
+
+Each error carries the status a client should see; ``turnout.router.api.errors`` is the
+only place that turns them into responses. Messages say what was wrong, where,
+and what was expected, because a person reads them.
+"""
+
+from __future__ import annotations
+
+
+class TurnoutError(Exception):
+    """Base of every error Turnout raises on purpose."""
+
+    status_code: int = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(TurnoutError):
+    """A setting or the route table is wrong; raised at start, never per request."""
+
+
+class BadRouteTable(ConfigError):
+    """A route table offered for reload is refused; the last good one stays."""
+
+    status_code = 422
+
+
+class UnknownModel(TurnoutError):
+    status_code = 404
+
+
+class UnknownVersion(TurnoutError):
+    status_code = 404
+
+
+class VersionNotLoaded(TurnoutError):
+    """The version exists, but no live worker has it loaded."""
+
+    status_code = 409
+
+
+class LoadFailed(TurnoutError):
+    """A new version could not be loaded; the old one keeps serving."""
+
+    status_code = 409
+
+
+class UnknownDataset(TurnoutError):
+    status_code = 404
+
+
+class UnknownTraining(TurnoutError):
+    status_code = 404
+
+
+class UnknownTask(TurnoutError):
+    status_code = 404
+
+
+class UnknownBatch(TurnoutError):
+    status_code = 404
+
+
+class UnknownKey(TurnoutError):
+    status_code = 404
+
+
+class KeyExists(TurnoutError):
+    status_code = 409
+
+
+class InvalidInput(TurnoutError):
+    status_code = 422
+
+
+class PayloadTooLarge(TurnoutError):
+    status_code = 413
+
+
+class TaskFinished(TurnoutError):
+    status_code = 409
+
+
+class IdempotencyMismatch(TurnoutError):
+    """An Idempotency-Key sent again with another request than its first."""
+
+    status_code = 409
+
+
+class TooManyRequests(TurnoutError):
+    """Come back later: answered with ``Retry-After``."""
+
+    status_code = 429
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class QueueFull(TooManyRequests):
+    pass
+
+
+class RateLimited(TooManyRequests):
+    """The API key's own request rate is spent."""
+
+
+class Unauthorized(TurnoutError):
+    """No API key, or one that is not (or no longer) valid."""
+
+    status_code = 401
+
+
+class Forbidden(TurnoutError):
+    """A valid API key without the scope the call needs."""
+
+    status_code = 403
+
+
+class NoCapacity(TurnoutError):
+    """No live worker can take the route's work now, and no fallback can."""
+
+    status_code = 503
+
+
+class BrokerUnavailable(TurnoutError):
+    status_code = 503
+
+
+class ArtifactError(TurnoutError):
+    """A model artifact is missing, outside the models folder, or fails its checksum."""

@@ -1,0 +1,29 @@
+"""The operator's route table (``configs/routes.yaml``): its typed shape
+(``schema``) and how a file becomes one (``loading``)."""
+
+from turnout.core.routes.loading import load_routes, parse_routes
+from turnout.core.routes.schema import (
+    FRAMEWORKS,
+    QUEUE_RE,
+    Defaults,
+    InputSchema,
+    QueueConfig,
+    RetryPolicy,
+    Route,
+    RouteTable,
+    check_queue,
+)
+
+__all__ = [
+    "FRAMEWORKS",
+    "QUEUE_RE",
+    "Defaults",
+    "InputSchema",
+    "QueueConfig",
+    "RetryPolicy",
+    "Route",
+    "RouteTable",
+    "check_queue",
+    "load_routes",
+    "parse_routes",
+]

