@@ -93,12 +93,9 @@ def verify(models_dir: Path, route: Route) -> tuple[Path, ModelMeta]:
             f"model {route.name!r}: the route says framework {route.framework!r}, "
             f"the artifact was built with {meta.framework!r}"
         )
-    width = meta.input.get("width")
-    if route.input.kind == "tabular" and width != route.input.width:
-        raise ArtifactError(
-            f"model {route.name!r}: the route says input width {route.input.width}, "
-            f"the artifact takes {width}"
-        )
+    mismatch = route.input.mismatch(route.name, meta.input)
+    if mismatch is not None:
+        raise ArtifactError(mismatch)
     path = (folder / meta.artifact).resolve()
     if not path.is_relative_to(folder):
         raise ArtifactError(f"model {route.name!r}: artifact {meta.artifact!r} leaves {folder}")

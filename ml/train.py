@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from turnout.core.catalog import list_versions, next_version
+from turnout.core.inputs import Tabular
 from turnout.core.routes import Route
 from turnout.core.training import BUNDLED, dataset_path
 from turnout.ml.artifacts import META_FILE, ModelMeta, sha256_file
@@ -114,6 +115,9 @@ def train_trial(
     """Train one trial into ``folder``; its held-out metrics."""
     report("loading data", 2.0)
     data = load_dataset(dataset_name, data_dir)
+    if not isinstance(route.input, Tabular):
+        raise TrialFailed(f"model {route.name!r} does not take tabular rows; it cannot be "
+                          "trained on a table")
     width = route.input.width
     if data.x.shape[1] != width:
         raise TrialFailed(
@@ -170,7 +174,7 @@ def _fit_sklearn(
     joblib.dump(model, path)
     return ModelMeta(
         name=route.name, version="", framework="sklearn", artifact=path.name,
-        sha256=sha256_file(path), input={"kind": "tabular", "width": route.input.width},
+        sha256=sha256_file(path), input=route.input.describe(),
         classes=[c.item() if hasattr(c, "item") else c for c in model.classes_],
         metrics={"test_accuracy": accuracy},
         built_with={n: package_version(n) for n in ("scikit-learn", "numpy", "joblib")},

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 import uuid
@@ -25,6 +24,7 @@ from turnout.core.errors import (
     UnknownTask,
     VersionNotLoaded,
 )
+from turnout.core.messages import RequestItem, ResultDoc
 from turnout.core.routes import Route, RouteTable
 from turnout.core.serving import choose_version
 from turnout.core.settings import Settings
@@ -33,7 +33,7 @@ from turnout.router.idempotency import Claims, claim_key
 from turnout.router.live import LiveView
 from turnout.router.metrics import Metrics
 from turnout.router.publish import TaskMessages
-from turnout.router.results import READY_STATES, ResultWatcher, error_text
+from turnout.router.results import ResultWatcher
 from turnout.router.routing import choose_queue
 from turnout.router.validation import validate_inputs
 
@@ -165,10 +165,10 @@ class Dispatcher:
                 f"not {route.name!r}; use a new key for a new request"
             )
         batch_id = record.get("batch", task_id)
-        if (meta is None or meta.get("status") not in READY_STATES) and not revoked and wait_s > 0:
+        if (meta is None or not meta.ready) and not revoked and wait_s > 0:
             async with self.watcher.watch(batch_id) as future:
                 meta = await self.watcher.lookup(batch_id)  # finished while we looked away?
-                if meta is None or meta.get("status") not in READY_STATES:
+                if meta is None or not meta.ready:
                     meta = await self.watcher.wait(
                         batch_id, future, max(0.0, deadline - time.monotonic())
                     )
@@ -196,7 +196,7 @@ class Dispatcher:
         """Write every request's record and queue the batch's task, atomically,
         in one round trip."""
         route = batch.route
-        requests = [[j.id, j.rows, j.submitted_at] for j in batch.jobs]
+        requests = [RequestItem(j.id, j.rows, j.submitted_at).to_wire() for j in batch.jobs]
         message = self.messages.predict(
             batch.id,
             batch.queue,
@@ -236,7 +236,7 @@ class Dispatcher:
             route.time_limit_s + self.settings.max_queue_wait_s, future.cancel
         )
 
-        def done(result: asyncio.Future[dict[str, Any]]) -> None:
+        def done(result: asyncio.Future[ResultDoc]) -> None:
             give_up.cancel()
             if not result.cancelled():
                 metrics.observe_result(route.name, version, result.result())
@@ -256,11 +256,7 @@ class Dispatcher:
         if revoked:
             return {"task_id": task_id, "status": "REVOKED"}
         batch_id = record.get("batch", task_id)
-        doc = json.dumps(
-            {"status": "REVOKED", "result": None, "traceback": None, "children": [],
-             "date_done": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
-             "task_id": batch_id}
-        )
+        doc = ResultDoc.revoked(batch_id).encode()
         solo = "1" if record.get("size", 1) == 1 else "0"
         outcome = await self._revoke(
             keys=[redis_keys.result(batch_id), redis_keys.revoked(task_id)],
@@ -273,7 +269,7 @@ class Dispatcher:
 
     async def _read(
         self, task_id: str, viewer: str | None = None
-    ) -> tuple[dict[str, Any], dict[str, Any] | None, bool]:
+    ) -> tuple[dict[str, Any], ResultDoc | None, bool]:
         try:
             uuid.UUID(task_id)
         except ValueError:
@@ -291,13 +287,13 @@ class Dispatcher:
         batch_id = record.get("batch", task_id)
         if batch_id != task_id:
             raw_meta = await self.client.get(redis_keys.result(batch_id))
-        return record, orjson.loads(raw_meta) if raw_meta else None, revoked is not None
+        return record, ResultDoc.decode(raw_meta), revoked is not None
 
     @staticmethod
     def _view(
-        task_id: str, record: dict[str, Any], meta: dict[str, Any] | None, revoked: bool
+        task_id: str, record: dict[str, Any], meta: ResultDoc | None, revoked: bool
     ) -> dict[str, Any]:
-        status = "PENDING" if meta is None else _STATUS.get(meta["status"], meta["status"])
+        status = "PENDING" if meta is None else _STATUS.get(meta.status, meta.status)
         view: dict[str, Any] = {
             "task_id": task_id,
             "status": status,
@@ -305,29 +301,28 @@ class Dispatcher:
             "queue": record["queue"],
         }
         if status == "SUCCESS" and meta is not None:
-            result = meta.get("result") or {}
-            entries = result.get("results") or []
-            index = record.get("index", 0)
-            entry = entries[index] if index < len(entries) else {"error": "no result for it"}
-            if entry.get("revoked"):
+            result = meta.task_result()
+            entry = result.outcome(record.get("index", 0))
+            if entry.revoked:
                 view["status"] = "REVOKED"
-            elif "error" in entry:
+            elif entry.error is not None:
                 view["status"] = "FAILURE"
-                view["error"] = entry["error"]
+                view["error"] = entry.error
             else:
-                for key in ("predictions", "probabilities"):
-                    if key in entry:
-                        view[key] = entry[key]
-                for key in ("worker", "device", "version"):
-                    if key in result:
-                        view[key] = result[key]
-                view["timings_ms"] = entry.get("timings_ms", {})
-                if result.get("batch_size", 1) > 1:
-                    view["batch_size"] = result["batch_size"]
-                if entry.get("oom_splits"):
-                    view["oom_splits"] = entry["oom_splits"]
+                view["predictions"] = entry.predictions
+                if entry.probabilities is not None:
+                    view["probabilities"] = entry.probabilities
+                view["worker"] = result.worker
+                view["device"] = result.device
+                if result.version:
+                    view["version"] = result.version
+                view["timings_ms"] = entry.timings_ms
+                if result.batch_size > 1:
+                    view["batch_size"] = result.batch_size
+                if entry.oom_splits:
+                    view["oom_splits"] = entry.oom_splits
         elif status == "FAILURE" and meta is not None:
-            view["error"] = error_text(meta.get("result"))
+            view["error"] = meta.error_text()
         if revoked:
             view["status"] = "REVOKED"
             view.pop("error", None)

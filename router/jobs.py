@@ -21,12 +21,12 @@ from redis.exceptions import RedisError
 
 from turnout.core import redis_keys
 from turnout.core.errors import BrokerUnavailable, IdempotencyMismatch, UnknownBatch
+from turnout.core.messages import RequestItem, ResultDoc
 from turnout.core.routes import Route, RouteTable
 from turnout.core.settings import Settings
 from turnout.router.idempotency import Claims, claim_key
 from turnout.router.live import LiveView
 from turnout.router.publish import TaskMessages
-from turnout.router.results import READY_STATES, error_text
 from turnout.router.routing import choose_queue
 from turnout.router.validation import validate_inputs
 
@@ -94,7 +94,8 @@ class BatchJobs:
             message = self.messages.predict(
                 task_id,
                 queue,
-                (route.name, [[task_id, part, submitted_at]], {"version": version, "pinned": False}),
+                (route.name, [RequestItem(task_id, part, submitted_at).to_wire()],
+                 {"version": version, "pinned": False}),
                 time_limit=route.time_limit_s,
                 soft_time_limit=route.soft_time_limit_s,
                 group_id=job_id,
@@ -172,11 +173,10 @@ class BatchJobs:
         errors: list[dict[str, Any]] = []
         versions: set[str] = set()
         for index, ((_, _, start, count), raw_meta) in enumerate(zip(chunks, metas, strict=True)):
-            meta = orjson.loads(raw_meta) if raw_meta else None
-            state = meta["status"] if meta else "PENDING"
-            if state == "STARTED":
+            meta = ResultDoc.decode(raw_meta)
+            if meta is not None and meta.status == "STARTED":
                 started += 1
-            if state not in READY_STATES or meta is None:
+            if meta is None or not meta.ready:
                 continue
             done_rows += count
             error = _chunk_error(meta)
@@ -186,13 +186,14 @@ class BatchJobs:
                     {"chunk": index, "rows": [start, start + count], "error": error}
                 )
                 continue
-            entry = meta["result"]["results"][0]
-            if meta["result"].get("version"):
-                versions.add(str(meta["result"]["version"]))
-            predictions[start : start + count] = entry["predictions"]
-            if "probabilities" in entry:
+            result = meta.task_result()
+            entry = result.outcome(0)
+            if result.version:
+                versions.add(result.version)
+            predictions[start : start + count] = entry.predictions or []
+            if entry.probabilities is not None:
                 any_proba = True
-                probabilities[start : start + count] = entry["probabilities"]
+                probabilities[start : start + count] = entry.probabilities
         finished = done_rows == total
         if finished:
             status = "FAILURE" if errors else "SUCCESS"
@@ -228,12 +229,9 @@ class BatchJobs:
         return view
 
 
-def _chunk_error(meta: dict[str, Any]) -> str | None:
-    if meta["status"] == "REVOKED":
+def _chunk_error(meta: ResultDoc) -> str | None:
+    if meta.status == "REVOKED":
         return "revoked"
-    if meta["status"] == "FAILURE":
-        return error_text(meta.get("result"))
-    entry = (meta.get("result") or {}).get("results", [{}])[0]
-    if "error" in entry:
-        return str(entry["error"])
-    return None
+    if meta.status == "FAILURE":
+        return meta.error_text()
+    return meta.task_result().outcome(0).error

@@ -29,7 +29,7 @@ from turnout.core import redis_keys
 from turnout.core.catalog import list_versions, require_version
 from turnout.core.errors import InvalidInput, LoadFailed
 from turnout.core.routes import Route, RouteTable
-from turnout.core.serving import FAILED, READY, Canary, Serving, rollout_state, version_states
+from turnout.core.serving import FAILED, READY, Canary, Serving, rollout_state
 from turnout.core.settings import Settings
 from turnout.router.live import LiveView
 
@@ -77,9 +77,10 @@ class Lifecycle:
             entry = info.describe()
             # Each worker's state of this version (its generation is internal).
             entry["workers"] = [
-                {"name": w["name"], **{k: v for k, v in state.items() if k != "generation"}}
+                {"name": w.name, "state": state.state,
+                 **({"reason": state.reason} if state.reason is not None else {})}
                 for w in workers
-                if (state := version_states(w, name).get(info.version)) is not None
+                if (state := w.version_states(name).get(info.version)) is not None
             ]
             role = _role(route, serving, info.version)
             if role:

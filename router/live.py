@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 
 from turnout.core import heartbeats, redis_keys
 from turnout.core.errors import ConfigError
+from turnout.core.messages import Heartbeat
 from turnout.core.routes import RouteTable
 from turnout.core.routes.shared import parse_published
 from turnout.core.serving import READY, Serving, parse_all, rollout_state
@@ -29,7 +30,7 @@ class LiveView:
         self._table = table
         self._interval = interval_s
         self.state = LiveState(known=False)
-        self.workers: list[dict[str, Any]] = []
+        self.workers: list[Heartbeat] = []
         # Which versions serve each model (turnout.core.serving), as of the last refresh.
         self.serving: dict[str, Serving] = {}
         self.updated_at = 0.0
@@ -53,7 +54,7 @@ class LiveView:
         for route in self._table.routes.values():
             names.update(route.queues)
         for worker in self.workers:
-            names.update(worker["queues"])
+            names.update(worker.queues)
         return sorted(names)
 
     async def refresh(self) -> None:
@@ -142,20 +143,15 @@ class LiveView:
                 self.broker_ok = False
 
 
-def _live_worker(doc: dict[str, Any]) -> LiveWorker:
-    gpu = doc.get("gpu") or {}
-    index = doc.get("gpu_index")
+def _live_worker(beat: Heartbeat) -> LiveWorker:
     return LiveWorker(
-        name=doc["name"],
-        queues=frozenset(doc.get("queues", ())),
-        models=frozenset(doc.get("models", ())),
-        refused=dict(doc.get("refused") or {}),
-        device_queue=f"gpu.{index}" if index is not None else None,
-        free_memory_mb=gpu.get("memory_free_mb"),
-        busy=int(doc.get("busy", 0)),
-        concurrency=int(doc.get("concurrency", 1)),
-        versions={
-            model: frozenset(v for v, s in states.items() if s.get("state") == READY)
-            for model, states in (doc.get("versions") or {}).items()
-        },
+        name=beat.name,
+        queues=frozenset(beat.queues),
+        models=frozenset(beat.models),
+        refused=dict(beat.refused),
+        device_queue=beat.device_queue,
+        free_memory_mb=beat.gpu.memory_free_mb if beat.gpu is not None else None,
+        busy=beat.busy,
+        concurrency=beat.concurrency,
+        versions={model: beat.ready_versions(model) for model in beat.versions},
     )

@@ -12,7 +12,6 @@ counters kept in Redis) is the same from every process: take it from any one
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -24,6 +23,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from turnout.core.messages import ResultDoc
 from turnout.core.routes import RouteTable
 from turnout.router.batching import Batcher
 from turnout.router.live import LiveView
@@ -85,26 +85,24 @@ class Metrics:
     def error(self, code: int, error: str) -> None:
         self.errors.labels(str(code), error).inc()
 
-    def observe_result(self, model: str, version: str, meta: dict[str, Any]) -> None:
+    def observe_result(self, model: str, version: str, meta: ResultDoc) -> None:
         """A task this process queued has finished: time each of its requests."""
-        status = str(meta.get("status"))
-        self.task_outcomes.labels(model, status).inc()
-        result = meta.get("result")
-        if status != "SUCCESS" or not isinstance(result, dict):
+        self.task_outcomes.labels(model, meta.status).inc()
+        if meta.status != "SUCCESS" or not isinstance(meta.result, dict):
             return
-        entries = result.get("results") or []
-        version = str(result.get("version") or version)
-        self.batch_size.labels(model).observe(len(entries))
+        result = meta.task_result()
+        version = result.version or version
+        self.batch_size.labels(model).observe(len(result.outcomes))
         rows = 0
-        for entry in entries:
-            rows += len(entry.get("predictions") or ())
-            timings = entry.get("timings_ms")
+        for entry in result.outcomes:
+            rows += len(entry.predictions or ())
+            timings = entry.timings_ms
             if timings:
                 self.queue_time.labels(model, version).observe(timings.get("queued", 0) / 1000)
                 self.run_time.labels(model, version).observe(timings.get("run", 0) / 1000)
                 self.request_time.labels(model, version).observe(timings.get("total", 0) / 1000)
-            if entry.get("oom_splits"):
-                self.oom_splits.labels(model).inc(int(entry["oom_splits"]))
+            if entry.oom_splits:
+                self.oom_splits.labels(model).inc(entry.oom_splits)
         self.batch_rows.labels(model).observe(rows)
 
     def watch_cluster(
@@ -184,28 +182,27 @@ class ClusterCollector(Collector):
         up, busy, slots, loaded, refused = [], [], [], [], []
         gpu_util, mem_used, mem_total, temp, power = [], [], [], [], []
         for w in self.live.workers:
-            name = w["name"]
-            device = str(w.get("device", ""))
-            up.append(([name, str(w.get("kind", "")), device, str(w.get("host", ""))], 1))
-            busy.append(([name], int(w.get("busy", 0))))
-            slots.append(([name], int(w.get("concurrency", 1))))
-            loaded.append(([name], len(w.get("models") or ())))
-            for model in (w.get("refused") or {}):
+            name = w.name
+            up.append(([name, w.kind, w.device, w.host], 1))
+            busy.append(([name], w.busy))
+            slots.append(([name], w.concurrency))
+            loaded.append(([name], len(w.models)))
+            for model in w.refused:
                 refused.append(([name, model], 1))
-            gpu = w.get("gpu") or {}
-            if gpu:
-                labels = [name, str(w.get("host", "")), str(gpu.get("index", w.get("gpu_index"))),
-                          str(gpu.get("uuid", ""))]
-                if gpu.get("utilization_pct") is not None:
-                    gpu_util.append((labels, gpu["utilization_pct"] / 100))
-                if gpu.get("memory_used_mb") is not None:
-                    mem_used.append((labels, gpu["memory_used_mb"] * MIB))
-                if gpu.get("memory_total_mb") is not None:
-                    mem_total.append((labels, gpu["memory_total_mb"] * MIB))
-                if gpu.get("temperature_c") is not None:
-                    temp.append((labels, gpu["temperature_c"]))
-                if gpu.get("power_w") is not None:
-                    power.append((labels, gpu["power_w"]))
+            gpu = w.gpu
+            if gpu is not None:
+                index = gpu.index if gpu.index is not None else w.gpu_index
+                labels = [name, w.host, str(index), gpu.uuid or ""]
+                if gpu.utilization_pct is not None:
+                    gpu_util.append((labels, gpu.utilization_pct / 100))
+                if gpu.memory_used_mb is not None:
+                    mem_used.append((labels, gpu.memory_used_mb * MIB))
+                if gpu.memory_total_mb is not None:
+                    mem_total.append((labels, gpu.memory_total_mb * MIB))
+                if gpu.temperature_c is not None:
+                    temp.append((labels, gpu.temperature_c))
+                if gpu.power_w is not None:
+                    power.append((labels, gpu.power_w))
         yield _gauge("turnout_worker_up", "A live worker (from its heartbeat).",
                      ["worker", "kind", "device", "host"], up)
         yield _gauge("turnout_worker_busy_slots", "Jobs the worker is running now.", ["worker"],

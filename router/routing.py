@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from turnout.core.errors import NoCapacity, QueueFull
+from turnout.core.messages import serves
 from turnout.core.routes import Route, RouteTable
 
 
@@ -28,9 +29,7 @@ class LiveWorker:
     versions: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
     def serves(self, model: str, version: str | None = None) -> bool:
-        if model not in self.models:
-            return False
-        return version is None or version in self.versions.get(model, frozenset())
+        return serves(self.models, self.versions.get(model, frozenset()), model, version)
 
 
 @dataclass(frozen=True)

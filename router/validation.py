@@ -2,7 +2,8 @@
 
 Pure functions: they take the decoded JSON and the route, and either return the
 rows to send or raise ``InvalidInput`` with a message that names the row (and
-the column) and what was wrong with it.
+the column) and what was wrong with it. What a row must be is the input kind's
+(turnout.core.inputs); the request's shape is checked here.
 """
 
 from __future__ import annotations
@@ -12,14 +13,8 @@ import math
 from typing import Any
 
 from turnout.core.errors import InvalidInput
+from turnout.core.inputs import show
 from turnout.core.routes import Route
-
-_SHOWN = 40  # how much of an offending value a message quotes
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= _SHOWN else text[: _SHOWN - 1] + "…"
 
 
 def validate_inputs(route: Route, inputs: Any, max_rows: int | None = None) -> list[Any]:
@@ -35,58 +30,7 @@ def validate_inputs(route: Route, inputs: Any, max_rows: int | None = None) -> l
             f"inputs: {len(inputs)} rows, but model {route.name!r} takes at most "
             f"{limit} per request"
         )
-    if route.input.kind == "text":
-        return _text_rows(route, inputs)
-    return _tabular_rows(route, inputs)
-
-
-def _tabular_rows(route: Route, inputs: list[Any]) -> list[list[float]]:
-    width = route.input.width
-    assert width is not None  # the route table guarantees it for tabular inputs
-    rows: list[list[float]] = []
-    for i, row in enumerate(inputs):
-        if not isinstance(row, list):
-            raise InvalidInput(
-                f"inputs[{i}]: expected a list of {width} numbers, got {_show(row)}"
-            )
-        if len(row) != width:
-            raise InvalidInput(
-                f"inputs[{i}]: expected {width} numbers for model {route.name!r}, "
-                f"got {len(row)}"
-            )
-        out: list[float] = []
-        for j, value in enumerate(row):
-            # bool is an int in Python, but true/false in a feature row is a mistake.
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise InvalidInput(f"inputs[{i}][{j}]: expected a number, got {_show(value)}")
-            try:
-                number = float(value)
-            except OverflowError:
-                raise InvalidInput(
-                    f"inputs[{i}][{j}]: the number is too large for a float"
-                ) from None
-            if not math.isfinite(number):
-                raise InvalidInput(
-                    f"inputs[{i}][{j}]: expected a finite number, got {_show(value)}"
-                )
-            out.append(number)
-        rows.append(out)
-    return rows
-
-
-def _text_rows(route: Route, inputs: list[Any]) -> list[str]:
-    limit = route.input.max_length
-    for i, text in enumerate(inputs):
-        if not isinstance(text, str):
-            raise InvalidInput(f"inputs[{i}]: expected a string, got {_show(text)}")
-        if not text.strip():
-            raise InvalidInput(f"inputs[{i}]: the string is empty")
-        if len(text) > limit:
-            raise InvalidInput(
-                f"inputs[{i}]: {len(text)} characters, but model {route.name!r} takes "
-                f"at most {limit}"
-            )
-    return inputs
+    return route.input.rows(route.name, inputs)
 
 
 def _json_object(raw: bytes, allowed: tuple[str, ...]) -> dict[str, Any]:
@@ -117,7 +61,7 @@ def parse_batch_body(raw: bytes, max_chunk_rows: int) -> tuple[Any, int | None]:
         return body["inputs"], None
     if isinstance(chunk, bool) or not isinstance(chunk, int) or not 1 <= chunk <= max_chunk_rows:
         raise InvalidInput(
-            f"chunk_rows: expected a whole number from 1 to {max_chunk_rows}, got {_show(chunk)}"
+            f"chunk_rows: expected a whole number from 1 to {max_chunk_rows}, got {show(chunk)}"
         )
     return body["inputs"], chunk
 
@@ -129,7 +73,7 @@ def parse_predict_body(raw: bytes, max_wait_s: float) -> tuple[Any, float]:
     if wait is None:
         wait = 0
     if isinstance(wait, bool) or not isinstance(wait, int | float):
-        raise InvalidInput(f"wait: expected a number of seconds, got {_show(wait)}")
+        raise InvalidInput(f"wait: expected a number of seconds, got {show(wait)}")
     if not math.isfinite(wait) or wait < 0:
         raise InvalidInput(f"wait: expected a number of seconds from 0 to {max_wait_s:g}, got {wait}")
     if wait > max_wait_s:

@@ -89,7 +89,7 @@ def build_worker_app(
 
     @app.task(name=TASK_PREDICT, bind=True)
     def predict(
-        self: Any, model: str, requests: list[list[Any]], spec: dict[str, Any] | None = None
+        self: Any, model: str, requests: list[dict[str, Any]], spec: dict[str, Any] | None = None
     ) -> None:
         if _runtime is None:
             raise RuntimeError("the worker's models are not loaded")

@@ -4,6 +4,7 @@ NVML's figures; and the fencing that stops a worker the others gave up on."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -15,7 +16,15 @@ from typing import Any
 import redis
 
 from turnout.core import delivery, heartbeats
-from turnout.core.serving import FAILED, LOADING, READY
+from turnout.core.messages import (
+    FAILED,
+    LOADING,
+    READY,
+    ChildState,
+    GpuFigures,
+    Heartbeat,
+    VersionState,
+)
 from turnout.core.settings import Settings
 from turnout.workers.app import WorkerApp
 from turnout.workers.gpu.nvml import DeviceTelemetry
@@ -24,7 +33,7 @@ from turnout.workers.spec import WorkerSpec
 log = logging.getLogger(__name__)
 
 
-class Heartbeat:
+class HeartbeatThread:
     """A thread in the worker's parent that says, every second or so, that the
     worker is alive, which queues it consumes, which models it serves (and
     refused), what its children are running and, for a GPU, NVML's figures.
@@ -51,27 +60,27 @@ class Heartbeat:
         self.telemetry = telemetry
         models = worker.models
         self.incarnation = worker.incarnation
-        self.doc: dict[str, Any] = {
-            "name": spec.name,
-            "incarnation": worker.incarnation,
-            "kind": spec.kind,
-            "queues": list(spec.queues),
-            "device": spec.device_label,
-            "models": models,
-            "concurrency": spec.concurrency,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "started_at": time.time(),
-        }
-        if spec.kind == "gpu":
+        gpu = spec.kind == "gpu"
+        # The fixed part; each beat adds what the children post.
+        self.fixed = Heartbeat(
+            name=spec.name,
+            incarnation=worker.incarnation,
+            kind=spec.kind,
+            queues=tuple(spec.queues),
+            device=spec.device_label,
+            concurrency=spec.concurrency,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started_at=time.time(),
+            models=tuple(models),
+            gpu_index=spec.gpu_index if gpu else None,
             # What this process pinned itself to, before torch was imported.
-            self.doc["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
-            self.doc["gpu_index"] = spec.gpu_index
-        if spec.memory_limit_mb is not None:
-            self.doc["memory_limit_mb"] = spec.memory_limit_mb
+            cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES") if gpu else None,
+            memory_limit_mb=spec.memory_limit_mb,
+        )
         self._loaded: list[str] = list(models)
         self._refused: dict[str, str] = {}
-        self._versions: dict[str, dict[str, dict[str, Any]]] = {}
+        self._versions: dict[str, dict[str, VersionState]] = {}
         self._stop = threading.Event()
         self._withdrawn = threading.Event()
         self._thread: threading.Thread | None = None
@@ -144,9 +153,8 @@ class Heartbeat:
             "its jobs went to other workers"))
         os.kill(os.getpid(), signal.SIGKILL)
 
-    def current(self) -> dict[str, Any]:
-        """The heartbeat document now: the fixed part plus the children's posts."""
-        doc = dict(self.doc)
+    def current(self) -> Heartbeat:
+        """The heartbeat now: the fixed part plus the children's posts."""
         children = self.board.read()
         ready = [c for c in children if c.get("ready")]
         if ready:
@@ -155,27 +163,30 @@ class Heartbeat:
             for child in ready:
                 self._refused.update(child.get("refused") or {})
             self._versions = merge_versions([c.get("versions") or {} for c in ready])
-        # While a replaced child reloads, the worker keeps the models it had:
-        # its jobs wait a moment in the queue rather than being sent elsewhere.
-        doc["models"] = self._loaded
-        doc["refused"] = self._refused
-        doc["versions"] = self._versions
-        doc["reloading"] = len(ready) < len(children) or not children
-        doc["current_tasks"] = [c["current"] for c in children if c.get("current")]
-        doc["busy"] = len(doc["current_tasks"])
-        doc["children"] = [
-            {"pid": c["pid"], "ready": bool(c.get("ready")), "memory": c.get("memory", {})}
-            for c in children
-        ]
+        gpu, telemetry = None, None
         if self.spec.kind == "gpu":
             if self.spec.device != "cuda" or self.telemetry is None:
-                doc["gpu"] = None
-                doc["telemetry"] = "none: the worker runs on the CPU"
+                telemetry = "none: the worker runs on the CPU"
             else:
                 uuid = next((c["device_uuid"] for c in children if c.get("device_uuid")), None)
-                doc["gpu"] = self.telemetry.read(uuid)
-                doc["telemetry"] = self.telemetry.status
-        return doc
+                gpu = GpuFigures.from_wire(self.telemetry.read(uuid))
+                telemetry = self.telemetry.status
+        current = tuple(c["current"] for c in children if c.get("current"))
+        # While a replaced child reloads, the worker keeps the models it had:
+        # its jobs wait a moment in the queue rather than being sent elsewhere.
+        return dataclasses.replace(
+            self.fixed,
+            models=tuple(self._loaded),
+            refused=dict(self._refused),
+            versions=self._versions,
+            reloading=len(ready) < len(children) or not children,
+            current_tasks=current,
+            busy=len(current),
+            children=tuple(ChildState(int(c["pid"]), bool(c.get("ready")), c.get("memory", {}))
+                           for c in children),
+            gpu=gpu,
+            telemetry=telemetry,
+        )
 
     def stop(self) -> None:
         """Withdraw the announcement (the worker is going away). The beats go
@@ -204,26 +215,26 @@ class Heartbeat:
 
 def merge_versions(
     children: list[dict[str, dict[str, dict[str, Any]]]],
-) -> dict[str, dict[str, dict[str, Any]]]:
-    """One worker's version states from its children's: a version is ready when
-    every child has it ready, failed when any child could not load it (with
-    that child's reason), and loading otherwise."""
-    out: dict[str, dict[str, dict[str, Any]]] = {}
-    seen: dict[tuple[str, str], list[dict[str, Any]]] = {}
+) -> dict[str, dict[str, VersionState]]:
+    """One worker's version states from its children's posts: a version is
+    ready when every child has it ready, failed when any child could not load
+    it (with that child's reason), and loading otherwise."""
+    out: dict[str, dict[str, VersionState]] = {}
+    seen: dict[tuple[str, str], list[VersionState]] = {}
     for versions in children:
         for model, states in versions.items():
             for version, state in states.items():
-                seen.setdefault((model, version), []).append(state)
+                seen.setdefault((model, version), []).append(VersionState.from_wire(state))
     for (model, version), found in sorted(seen.items()):
-        failed = [s for s in found if s.get("state") == FAILED]
+        failed = [s for s in found if s.state == FAILED]
         if failed:
-            merged = {"state": FAILED, "reason": failed[0].get("reason"),
-                      "generation": max(int(f.get("generation", 0)) for f in failed)}
-        elif len(found) == len(children) and all(s.get("state") == READY for s in found):
-            merged = {"state": READY}
+            merged = VersionState(FAILED, failed[0].reason, max(f.generation for f in failed))
+        elif len(found) == len(children) and all(s.state == READY for s in found):
+            merged = VersionState(READY)
         else:
-            merged = {"state": LOADING}
+            merged = VersionState(LOADING)
         out.setdefault(model, {})[version] = merged
     return out
+
 
 

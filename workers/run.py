@@ -17,7 +17,7 @@ from turnout.core.routes import RouteTable
 from turnout.core.settings import Settings
 from turnout.workers.app import build_worker_app
 from turnout.workers.gpu.nvml import DeviceTelemetry
-from turnout.workers.heartbeat import Heartbeat
+from turnout.workers.heartbeat import HeartbeatThread
 from turnout.workers.spec import WorkerSpec
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def run_worker(spec: WorkerSpec, settings: Settings, table: RouteTable) -> int:
         worker_app = build_worker_app(spec, settings, table, incarnation)
     app = worker_app.app
     telemetry = DeviceTelemetry() if spec.device == "cuda" else None
-    heartbeat = Heartbeat(spec, settings, worker_app, telemetry)
+    heartbeat = HeartbeatThread(spec, settings, worker_app, telemetry)
     # Announce the worker only once its pool is up, and take it back first thing
     # on shutdown, so the router never routes to a worker that is going away.
     # Registered before the consumer starts, so that its first message has an

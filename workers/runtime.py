@@ -20,6 +20,7 @@ from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded
 
 from turnout.core import delivery, redis_keys
 from turnout.core.errors import ConfigError
+from turnout.core.messages import Outcome, RequestItem, ResultDoc, TaskResult
 from turnout.core.routes import Route, RouteTable
 from turnout.core.routes.shared import parse_published
 from turnout.core.serving import Serving, parse_all
@@ -55,22 +56,6 @@ class DeviceOutOfMemory(Exception):
     """Some rows did not fit in device memory even one at a time."""
 
 
-def meta_doc(task_id: str, status: str, result: Any) -> bytes:
-    """A state as Celery's Redis backend writes it (same key, same document,
-    published on the same channel)."""
-    done = time.strftime("%Y-%m-%dT%H:%M:%S.000000+00:00", time.gmtime())
-    # orjson: a batch of embeddings is hundreds of kB of floats, which the
-    # stdlib encodes ten times slower.
-    return orjson.dumps({
-        "status": status,
-        "result": result,
-        "traceback": None,
-        "children": [],
-        "date_done": done if status == "SUCCESS" else None,
-        "task_id": task_id,
-    })
-
-
 def start_under_lease(
     scripts: delivery.Scripts, incarnation: str, task_id: str, hostname: str, ttl_s: int,
     revoked_keys: list[str],
@@ -82,7 +67,7 @@ def start_under_lease(
         keys=[delivery.LEASES, delivery.done(task_id), redis_keys.result(task_id), delivery.STATS,
               redis_keys.deliveries(task_id), *revoked_keys],
         args=[incarnation, task_id,
-              meta_doc(task_id, "STARTED", {"pid": os.getpid(), "hostname": hostname}), ttl_s],
+              ResultDoc.started(task_id, os.getpid(), hostname).encode(), ttl_s],
     )
     if code == 0:
         log.warning("task %s: not run: worker %s no longer owns it", task_id, incarnation)
@@ -164,12 +149,14 @@ class WorkerRuntime:
             self.slot.post(memory=memory, **fields)
 
     def run(
-        self, task: Task, model: str, requests: list[list[Any]], spec: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
-        """Run one task: a batch of requests, each ``[id, rows, submitted_at]``,
-        as one forward pass, on the version ``spec`` names (``{"version",
-        "pinned"}``). Returns one result per request, in order."""
+        self, task: Task, model: str, items: list[dict[str, Any]],
+        spec: dict[str, Any] | None = None,
+    ) -> TaskResult:
+        """Run one task: a batch of request items (turnout.core.messages), as
+        one forward pass, on the version ``spec`` names (``{"version",
+        "pinned"}``). Returns one outcome per request, in order."""
         started_at = time.time()
+        requests = [RequestItem.from_wire(item) for item in items]
         route = self.table.get(model)
         if route is None or self.shelf is None:
             raise ModelNotServed(f"worker {self.spec.name} does not serve model {model!r}")
@@ -210,13 +197,13 @@ class WorkerRuntime:
                 "worker process died each time; it is not run again"
             )
         live = [i for i, gone in enumerate(revoked) if not gone]
-        rows = [row for i in live for row in requests[i][1]]
+        rows = [row for i in live for row in requests[i].rows]
         if self.settings.ledger:
             # Recorded just before the model runs, with the requests it runs.
             try:
                 self.client.rpush(delivery.LEDGER, orjson.dumps({
                     "event": "start", "task": task_id, "incarnation": self.incarnation,
-                    "requests": [requests[i][0] for i in live], "t": started_at,
+                    "requests": [requests[i].id for i in live], "t": started_at,
                     "pid": os.getpid(),
                 }))
             except redis.RedisError as exc:
@@ -224,9 +211,9 @@ class WorkerRuntime:
         t0 = time.perf_counter()
         self._post(current={"task_id": task_id, "model": model, "rows": len(rows),
                             "requests": len(live), "since": started_at})
-        outcomes: dict[int, dict[str, Any]]
+        outcomes: dict[int, Outcome]
         try:
-            outcomes = self._predict(model, loaded, [requests[i][1] for i in live])
+            outcomes = self._predict(model, loaded, [requests[i].rows for i in live])
         except TransientError as exc:
             retries = task.request.retries
             raise task.retry(
@@ -242,35 +229,36 @@ class WorkerRuntime:
             self._post(current=None)
         run_ms = round((time.perf_counter() - t0) * 1000, 3)
         finished_at = time.time()
-        results: list[dict[str, Any]] = [{"revoked": True} for _ in requests]
+        results = [Outcome(revoked=True) for _ in requests]
         for position, i in enumerate(live):
             entry = outcomes[position]
-            submitted_at = float(requests[i][2])
-            entry["timings_ms"] = {
+            submitted_at = requests[i].submitted_at
+            entry.timings_ms = {
                 "queued": round(max(0.0, started_at - submitted_at) * 1000, 3),
                 "run": run_ms,
                 "total": round(max(0.0, finished_at - submitted_at) * 1000, 3),
             }
             results[i] = entry
-        body = {
-            "results": results,
-            "worker": hostname,
-            "device": self.spec.device_label,
-            "batch_size": len(requests),
-            "rows": len(rows),
-            "version": version,
-        }
+        body = TaskResult(
+            outcomes=results,
+            worker=hostname,
+            device=self.spec.device_label,
+            version=version,
+            batch_size=len(requests),
+            rows=len(rows),
+        )
         self._finish(task_id, body)
         return body
 
     def _start(
-        self, task_id: str, hostname: str, requests: list[list[Any]]
+        self, task_id: str, hostname: str, requests: list[RequestItem]
     ) -> tuple[int, list[int]] | None:
         assert self.scripts is not None
         return start_under_lease(self.scripts, self.incarnation, task_id, hostname,
-                                 self.settings.result_ttl_s, [redis_keys.revoked(r[0]) for r in requests])
+                                 self.settings.result_ttl_s,
+                                 [redis_keys.revoked(r.id) for r in requests])
 
-    def _finish(self, task_id: str, body: dict[str, Any]) -> None:
+    def _finish(self, task_id: str, body: TaskResult) -> None:
         """The result, under the lease, if it is the task's first. While Redis
         is away it is tried again for a while; then the job is given back to
         run again (a second run, never a second result)."""
@@ -284,7 +272,7 @@ class WorkerRuntime:
                 log.warning("task %s: result not stored yet (%s); trying again", task_id, exc)
                 time.sleep(1.0)
 
-    def _store_result(self, task_id: str, body: dict[str, Any]) -> None:
+    def _store_result(self, task_id: str, body: TaskResult) -> None:
         assert self.scripts is not None
         entry = ""
         if self.settings.ledger:
@@ -293,7 +281,7 @@ class WorkerRuntime:
         stored = self.scripts.store(
             keys=[delivery.LEASES, delivery.done(task_id), redis_keys.result(task_id), delivery.STATS,
                   delivery.LEDGER],
-            args=[self.incarnation, task_id, meta_doc(task_id, "SUCCESS", body),
+            args=[self.incarnation, task_id, ResultDoc.success(task_id, body).encode(),
                   self.settings.result_ttl_s, entry],
         )
         if stored != 1:
@@ -302,7 +290,7 @@ class WorkerRuntime:
 
     def _predict(
         self, model: str, loaded: LoadedModel, groups: list[list[Any]]
-    ) -> dict[int, dict[str, Any]]:
+    ) -> dict[int, Outcome]:
         """One forward pass over every group's rows, split on out-of-memory;
         what each group gets back, by position. When the pass fails otherwise,
         each group runs alone, so that one bad request fails alone."""
@@ -317,14 +305,14 @@ class WorkerRuntime:
                 raise
             log.warning("model %s: a batch of %d requests failed (%s); running them one by one",
                         model, len(groups), exc)
-            out: dict[int, dict[str, Any]] = {}
+            out: dict[int, Outcome] = {}
             for position, group in enumerate(groups):
                 try:
                     out[position] = self._predict(model, loaded, [group])[0]
                 except (TransientError, SoftTimeLimitExceeded):
                     raise
                 except Exception as alone:  # noqa: BLE001 - any model error fails only its request
-                    out[position] = {"error": f"{type(alone).__name__}: {alone}"}
+                    out[position] = Outcome(error=f"{type(alone).__name__}: {alone}")
             return out
         if result.splits:
             log.warning(
@@ -344,13 +332,13 @@ class WorkerRuntime:
                 )
                 if len(groups) == 1:
                     raise error
-                out[position] = {"error": f"DeviceOutOfMemory: {error}"}
+                out[position] = Outcome(error=f"DeviceOutOfMemory: {error}")
             else:
-                entry: dict[str, Any] = {"predictions": result.predictions[start:end]}
-                if result.probabilities is not None:
-                    entry["probabilities"] = result.probabilities[start:end]
-                if result.splits:
-                    entry["oom_splits"] = result.splits
-                out[position] = entry
+                out[position] = Outcome(
+                    predictions=result.predictions[start:end],
+                    probabilities=(result.probabilities[start:end]
+                                   if result.probabilities is not None else None),
+                    oom_splits=result.splits,
+                )
             start = end
         return out

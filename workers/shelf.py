@@ -241,7 +241,4 @@ class Shelf:
 def _warm_up(route: Route, model: LoadedModel) -> None:
     # One pass at load pays for lazy initialisation (kernels, allocator,
     # tokenizer) here rather than in the first client's request.
-    if route.input.kind == "tabular" and route.input.width:
-        model.predict([[0.0] * route.input.width])
-    elif route.input.kind == "text":
-        model.predict(["warm up"])
+    model.predict(route.input.warm_up())

@@ -44,7 +44,7 @@ def gpu_kill_during_batch(stack: ChaosStack, o: Options) -> dict[str, Any]:
     for _ in range(kills):
         time.sleep(1.0)
         victim = stack.busy_gpu_worker()
-        incarnation = stack.heartbeat(victim).get("incarnation")
+        incarnation = stack.incarnation(victim)
         at = stack.kill(victim)
         first_fault = first_fault or at
         # What it was running: its runs in the ledger that have no result yet.
@@ -58,7 +58,7 @@ def gpu_kill_during_batch(stack: ChaosStack, o: Options) -> dict[str, Any]:
         # incarnation is up (its old heartbeat outlives it by a few seconds),
         # so that each figure is the cost of one death.
         deadline = time.monotonic() + 120
-        while stack.heartbeat(victim).get("incarnation") in (None, incarnation):
+        while stack.incarnation(victim) in (None, incarnation):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{victim} did not come back")
             time.sleep(0.1)

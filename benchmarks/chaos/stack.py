@@ -20,6 +20,7 @@ from typing import IO, Any
 import redis
 
 from turnout.core import delivery, redis_keys
+from turnout.core.messages import Heartbeat
 from turnout.core.settings import RedisSettings, load_settings
 from turnout.stack.redis_server import EmbeddedRedis, free_port
 from turnout.stack.supervisor import Part
@@ -114,9 +115,14 @@ class ChaosStack:
             time.sleep(0.2)
         raise RuntimeError(f"the chaos stack was not healthy in {timeout_s:.0f} s; logs in {self.folder}")
 
-    def heartbeat(self, name: str) -> dict[str, Any]:
+    def heartbeat(self, name: str) -> Heartbeat | None:
         raw = self.client.get(redis_keys.worker(name))
-        return json.loads(raw) if raw else {}
+        return Heartbeat.decode(raw) if raw else None
+
+    def incarnation(self, name: str) -> str | None:
+        """The incarnation the worker's live heartbeat names, if it has one."""
+        beat = self.heartbeat(name)
+        return beat.incarnation if beat is not None else None
 
     def busy_gpu_worker(self, timeout_s: float = 30) -> str:
         """A GPU worker that holds a job now (Redis's record of what it owns,
@@ -124,7 +130,7 @@ class ChaosStack:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             for name in GPU_WORKERS:
-                incarnation = self.heartbeat(name).get("incarnation")
+                incarnation = self.incarnation(name)
                 if (incarnation and self.parts[name].running()
                         and self.client.scard(delivery.held(incarnation))):
                     return name

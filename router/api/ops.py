@@ -33,19 +33,22 @@ async def queues(services: ServicesDep) -> dict[str, Any]:
 
 @router.get("/v1/workers")
 async def workers(services: ServicesDep) -> dict[str, Any]:
+    """Each live worker's heartbeat (turnout.core.messages.Heartbeat): every
+    field always present, null where it does not apply; ``last_seen`` is
+    when it was sent."""
     await services.live.refresh()
-    fields = (
-        "name", "incarnation", "kind", "queues", "device", "gpu_index", "models", "refused",
-        "concurrency",
-        "busy", "current_tasks", "reloading", "host", "pid", "cuda_visible_devices", "memory_limit_mb",
-        "children", "telemetry", "gpu",
-    )
     return {
         "workers": [
-            {k: w[k] for k in fields if k in w} | {"last_seen": w["ts"]}
-            for w in services.live.workers
+            _without_ts(beat.to_wire()) | {"last_seen": beat.ts} for beat in services.live.workers
         ]
     }
+
+
+def _without_ts(doc: dict[str, Any]) -> dict[str, Any]:
+    # Version states are shown per model (GET /v1/models/{name}), not here.
+    for internal in ("ts", "started_at", "versions"):
+        doc.pop(internal, None)
+    return doc
 
 
 @router.get("/v1/devices")
@@ -54,25 +57,25 @@ async def devices(services: ServicesDep) -> dict[str, Any]:
     await services.live.refresh()
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     for w in services.live.workers:
-        if w.get("kind") != "gpu" or w.get("device") == "cpu":
+        if w.kind != "gpu" or w.device == "cpu":
             continue
-        gpu = w.get("gpu") or {}
-        key = (w.get("host", "?"), gpu.get("uuid") or f"index-{w.get('gpu_index')}")
+        gpu = w.gpu.to_wire() if w.gpu is not None else {}
+        key = (w.host or "?", gpu.get("uuid") or f"index-{w.gpu_index}")
         row = rows.setdefault(
             key,
             {
-                "host": w.get("host"),
-                "index": w.get("gpu_index"),
-                "queue": f"gpu.{w.get('gpu_index')}",
+                "host": w.host,
+                "index": w.gpu_index,
+                "queue": f"gpu.{w.gpu_index}",
                 "workers": [],
                 "busy": 0,
-                "telemetry": w.get("telemetry"),
-                **gpu,
+                "telemetry": w.telemetry,
+                **{k: v for k, v in gpu.items() if v is not None},
             },
         )
-        row["workers"].append(w["name"])
-        row["busy"] += int(w.get("busy", 0))
-        row["models"] = sorted(set(row.get("models", [])) | set(w.get("models", [])))
+        row["workers"].append(w.name)
+        row["busy"] += w.busy
+        row["models"] = sorted(set(row.get("models", [])) | set(w.models))
         row["depth"] = services.live.state.depths.get(row["queue"], 0)
     return {"devices": sorted(rows.values(), key=lambda r: (str(r["host"]), r["index"] or 0))}
 

@@ -54,8 +54,9 @@ class Owned:
         """The name of the worker running ``task_id``, from the heartbeats."""
         def find() -> str | None:
             for name in ("gpu-a@own", "gpu-b@own"):
-                beat = self.cluster.heartbeat(name) or {}
-                if any(t.get("task_id") == task_id for t in beat.get("current_tasks", [])):
+                beat = self.cluster.heartbeat(name)
+                if beat is not None and any(t.get("task_id") == task_id
+                                            for t in beat.current_tasks):
                     return name
             return None
         return str(wait_for(find, 30, f"a worker to run {task_id}"))

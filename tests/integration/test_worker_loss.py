@@ -41,7 +41,7 @@ class LossStack:
         heartbeat = self.cluster.heartbeat(WORKER)
         if heartbeat is None:
             return self.start_worker()
-        pid = heartbeat["pid"]
+        pid = heartbeat.pid
         # /v1/workers refreshes the API's view, which routing reads.
         wait_for(lambda: any(w["pid"] == pid for w in self.http.get("/v1/workers").json()["workers"]), 10, "the API to see the worker")
         return int(pid)

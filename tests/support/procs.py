@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -17,6 +16,7 @@ import httpx
 import redis
 
 from turnout.core import redis_keys
+from turnout.core.messages import Heartbeat
 from turnout.core.settings import RedisSettings
 from turnout.stack.redis_server import free_port
 
@@ -128,9 +128,9 @@ class Cluster:
         self.procs.append(p)
         return p
 
-    def heartbeat(self, name: str) -> dict[str, Any] | None:
+    def heartbeat(self, name: str) -> Heartbeat | None:
         raw = self.client.get(redis_keys.worker(name))
-        return json.loads(raw) if raw else None
+        return Heartbeat.decode(raw) if raw else None
 
     def worker(self, kind: str, name: str, *extra: str, env: dict[str, str] | None = None, timeout: float = 90) -> Proc:
         p = self.spawn(name, "worker", kind, "--name", name, *extra, env=env)

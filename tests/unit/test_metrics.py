@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
 
 import pytest
 
 from tests.support.metrics import sample
+from turnout.core.messages import Heartbeat, ResultDoc
 from turnout.core.routes import load_routes
 from turnout.core.settings import REPO_ROOT
 from turnout.router.metrics import Metrics
@@ -15,7 +15,7 @@ from turnout.router.routing import LiveState
 
 
 class FakeLive:
-    def __init__(self, workers: list[dict[str, Any]]) -> None:
+    def __init__(self, workers: list[Heartbeat]) -> None:
         self.workers = workers
         self.state = LiveState(depths={"gpu": 3})
         self.broker_ok = True
@@ -43,7 +43,7 @@ GPU_WORKER = {
 def test_gpu_and_worker_gauges_in_base_units() -> None:
     table = load_routes(REPO_ROOT / "configs" / "routes.yaml")
     metrics = Metrics()
-    metrics.watch_cluster(FakeLive([GPU_WORKER]), FakeBatcher(), lambda: table)  # type: ignore[arg-type]
+    metrics.watch_cluster(FakeLive([Heartbeat.from_wire(GPU_WORKER)]), FakeBatcher(), lambda: table)  # type: ignore[arg-type]
     text = metrics.render().decode()
     gpu = {"worker": "gpu0@box", "host": "box", "gpu": "0", "uuid": "GPU-1"}
     assert sample(text, "turnout_gpu_utilization_ratio", **gpu) == 0.87
@@ -66,8 +66,8 @@ def test_a_finished_task_is_timed_per_request() -> None:
         {"predictions": [3], "timings_ms": {"queued": 5.0, "run": 10.0, "total": 16.0},
          "oom_splits": 2},
     ]}}
-    metrics.observe_result("cnn", "1", meta)
-    metrics.observe_result("cnn", "1", {"status": "FAILURE", "result": {"exc_type": "X"}})
+    metrics.observe_result("cnn", "1", ResultDoc("t1", meta["status"], meta["result"]))
+    metrics.observe_result("cnn", "1", ResultDoc("t2", "FAILURE", {"exc_type": "X"}))
     text = metrics.render().decode()
     assert sample(text, "turnout_queue_time_seconds_count", model="cnn", version="2") == 2
     assert sample(text, "turnout_queue_time_seconds_sum", model="cnn", version="2") == pytest.approx(0.009)

@@ -10,6 +10,7 @@ import redis
 import redis.asyncio as aioredis
 
 from turnout.core import redis_keys
+from turnout.core.messages import ResultDoc
 from turnout.router.results import ResultWatcher
 
 
@@ -51,7 +52,7 @@ def test_a_waiter_hears_its_result_and_ignores_started(redis_client: redis.Redis
         return meta, (waited, timed_out), left
 
     meta, (waited, timed_out), left = asyncio.run(scenario())
-    assert isinstance(meta, dict) and meta["status"] == "SUCCESS"
+    assert isinstance(meta, ResultDoc) and meta.status == "SUCCESS"
     assert 0.15 < waited < 2  # woke on SUCCESS, not on STARTED or another task
     assert timed_out is None
     assert left == {}  # no waiter leaks
@@ -73,4 +74,4 @@ def test_a_result_published_before_the_subscription_is_found(redis_client: redis
         return meta
 
     meta = asyncio.run(scenario())
-    assert isinstance(meta, dict) and meta["status"] == "SUCCESS"
+    assert isinstance(meta, ResultDoc) and meta.status == "SUCCESS"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+from turnout.core.messages import Heartbeat
 from turnout.core.routes import parse_routes
 from turnout.core.serving import Canary, Serving, bucket, choose_version, rollout_state
 from turnout.workers.heartbeat import merge_versions
@@ -14,8 +15,9 @@ TABLE = parse_routes({"models": {"iris": {"framework": "sklearn", "version": 1, 
 ROUTE = TABLE.routes["iris"]
 
 
-def worker(name: str, **states: str) -> dict[str, object]:
-    return {"name": name, "versions": {"iris": {v: {"state": s} for v, s in states.items()}}}
+def worker(name: str, **states: str) -> Heartbeat:
+    return Heartbeat.from_wire({"name": name, "models": ["iris"],
+                                "versions": {"iris": {v: {"state": s} for v, s in states.items()}}})
 
 
 def test_the_default_is_the_route_tables_until_changed() -> None:
@@ -48,13 +50,13 @@ def test_a_rollout_is_ready_only_where_every_serving_worker_has_it() -> None:
     b = worker("b", **{"1": "ready", "2": "ready"})
     assert rollout_state("iris", "2", [a, b]) == ("ready", [])
     # A worker that serves no version of the model does not hold it up.
-    assert rollout_state("iris", "2", [a, {"name": "gpu", "versions": {}}])[0] == "ready"
+    assert rollout_state("iris", "2", [a, Heartbeat.from_wire({"name": "gpu", "versions": {}})])[0] == "ready"
     assert rollout_state("iris", "2", [])[0] == "loading"
 
 
 def test_a_failure_counts_only_for_the_generation_it_answers() -> None:
-    failed = {"name": "a", "versions": {"iris": {
-        "1": {"state": "ready"}, "2": {"state": "failed", "reason": "bad sha", "generation": 3}}}}
+    failed = Heartbeat.from_wire({"name": "a", "models": ["iris"], "versions": {"iris": {
+        "1": {"state": "ready"}, "2": {"state": "failed", "reason": "bad sha", "generation": 3}}}})
     assert rollout_state("iris", "2", [failed], generation=3) == ("failed", ["worker a: bad sha"])
     # Asked again (generation 4): the old failure is not the answer.
     assert rollout_state("iris", "2", [failed], generation=4)[0] == "loading"
@@ -64,10 +66,10 @@ def test_a_worker_sums_up_its_children() -> None:
     ready = {"iris": {"1": {"state": "ready"}, "2": {"state": "ready"}}}
     half = {"iris": {"1": {"state": "ready"}, "2": {"state": "loading"}}}
     broken = {"iris": {"1": {"state": "ready"}, "2": {"state": "failed", "reason": "x"}}}
-    assert merge_versions([ready, ready])["iris"]["2"] == {"state": "ready"}
-    assert merge_versions([ready, half])["iris"]["2"] == {"state": "loading"}
-    assert merge_versions([ready, {"iris": {"1": {"state": "ready"}}}])["iris"]["2"]["state"] == "loading"
-    assert merge_versions([ready, broken])["iris"]["2"]["state"] == "failed"
+    assert merge_versions([ready, ready])["iris"]["2"].to_wire() == {"state": "ready"}
+    assert merge_versions([ready, half])["iris"]["2"].to_wire() == {"state": "loading"}
+    assert merge_versions([ready, {"iris": {"1": {"state": "ready"}}}])["iris"]["2"].state == "loading"
+    assert merge_versions([ready, broken])["iris"]["2"].state == "failed"
 
 
 def test_the_serving_document_round_trips() -> None:

@@ -27,7 +27,7 @@ def routes_check(ctx: Context, file: Path | None) -> int:
     click.echo(f"{'model':<16} {'framework':<10} {'version':<8} {'queue':<8} {'fallback':<9} "
                f"{'input':<14} {'limit_s':>7} {'rows':>5} {'batch':>5}")
     for r in table.routes.values():
-        shape = f"text<={r.input.max_length}" if r.input.kind == "text" else f"{r.input.width} numbers"
+        shape = r.input.summary()
         click.echo(f"{r.name:<16} {r.framework:<10} {r.version:<8} {r.queue:<8} "
                    f"{r.fallback or '-':<9} {shape:<14} {r.time_limit_s:>7g} {r.max_rows:>5} "
                    f"{r.max_batch or '-':>5}")

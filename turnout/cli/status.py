@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from turnout.cli.context import Context, pass_context
+from turnout.core.messages import Heartbeat
 
 if TYPE_CHECKING:
     from rich.console import Group
@@ -46,13 +47,15 @@ def render(data: dict[str, Any]) -> Group:
     workers = Table(title="workers", title_justify="left", expand=True)
     for column in ("name", "kind", "device", "busy", "models", "last seen"):
         workers.add_column(column)
-    for w in data["workers"]:
-        busy = f"{w.get('busy', 0)}/{w.get('concurrency', 1)}"
-        loaded = ", ".join(w.get("models") or []) or "-"
-        if w.get("refused"):
-            loaded += " (refused: " + ", ".join(w["refused"]) + ")"
-        workers.add_row(w["name"], str(w.get("kind", "")), str(w.get("device", "")), busy,
-                        loaded, _ago(w.get("last_seen"), now))
+    for doc in data["workers"]:
+        # /v1/workers gives each heartbeat (turnout.core.messages) as sent,
+        # with ``last_seen`` for its send time.
+        w = Heartbeat.from_wire({**doc, "ts": doc.get("last_seen")})
+        loaded = ", ".join(w.models) or "-"
+        if w.refused:
+            loaded += " (refused: " + ", ".join(w.refused) + ")"
+        workers.add_row(w.name, w.kind, w.device, f"{w.busy}/{w.concurrency}", loaded,
+                        _ago(w.ts, now))
     queues = Table(title="queues", title_justify="left", expand=True)
     for column in ("queue", "depth", "workers", "429 at"):
         queues.add_column(column, justify="left" if column == "queue" else "right")

@@ -18,10 +18,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from turnout.core.messages import FAILED, LOADING, READY, Heartbeat
 from turnout.core.routes import Route
 
-# A version's state on a worker, as its heartbeat reports it.
-LOADING, READY, FAILED = "loading", "ready", "failed"
+__all__ = ["FAILED", "LOADING", "READY", "Canary", "Serving", "bucket", "choose_version",
+           "parse_all", "rollout_state"]
 
 
 @dataclass(frozen=True)
@@ -89,41 +90,27 @@ def parse_all(raw: Mapping[Any, Any]) -> dict[str, Serving]:
     return out
 
 
-def version_states(worker: Mapping[str, Any], model: str) -> dict[str, dict[str, Any]]:
-    """``{version: {"state", "reason"?}}`` for ``model`` on one worker (from its heartbeat)."""
-    return dict((worker.get("versions") or {}).get(model) or {})
-
-
-def serves(worker: Mapping[str, Any], model: str) -> bool:
-    """Whether a worker serves ``model`` now: some version of it is ready there."""
-    return any(s.get("state") == READY for s in version_states(worker, model).values())
-
-
 def rollout_state(
-    model: str, version: str, workers: Iterable[Mapping[str, Any]], generation: int = 0
+    model: str, version: str, workers: Iterable[Heartbeat], generation: int = 0
 ) -> tuple[str, list[str]]:
     """Where loading ``version`` stands on the workers that serve ``model``:
     ``ready`` once every one of them has it ready, ``failed`` (with each
     worker's reason) once any could not load it for this ``generation`` of
     the serving document or a later one, else ``loading``. With no worker
     serving the model at all, it is ``loading``: nothing can run it."""
-    serving = [w for w in workers if serves(w, model)]
+    serving = [w for w in workers if w.serves(model)]
     if not serving:
         return LOADING, ["no live worker serves the model"]
     reasons = []
-    ready = 0
     for worker in serving:
-        state = version_states(worker, model).get(version) or {}
-        if state.get("state") == FAILED and int(state.get("generation", 0)) >= generation:
-            reasons.append(f"worker {worker.get('name')}: {state.get('reason') or 'failed'}")
-        elif state.get("state") == READY:
-            ready += 1
+        state = worker.version_states(model).get(version)
+        if state is not None and state.state == FAILED and state.generation >= generation:
+            reasons.append(f"worker {worker.name}: {state.reason or 'failed'}")
     if reasons:
         return FAILED, reasons
-    if ready == len(serving):
+    waiting = [w.name for w in serving if not w.serves(model, version)]
+    if not waiting:
         return READY, []
-    waiting = [str(w.get("name")) for w in serving
-               if version_states(w, model).get(version, {}).get("state") != READY]
     return LOADING, [f"loading on {', '.join(waiting)}"]
 
 

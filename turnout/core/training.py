@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from turnout.core.errors import InvalidInput, UnknownDataset
+from turnout.core.inputs import Tabular
 from turnout.core.routes import Route
 
 TASK_TRIAL = "turnout.train_trial"
@@ -154,7 +155,7 @@ class TrainRequest:
 def trainer_for(route: Route) -> str:
     if route.framework == "sklearn":
         return "sklearn"
-    if route.framework == "torch" and route.input.width == 64:
+    if route.framework == "torch" and isinstance(route.input, Tabular) and route.input.width == 64:
         return "torch"
     raise InvalidInput(
         f"model {route.name!r} ({route.framework}) cannot be trained here: Turnout trains "

@@ -14,6 +14,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator
 
 from turnout.core.errors import ConfigError
+from turnout.core.inputs import KINDS
 from turnout.core.routes.schema import (
     MODEL_NAME_RE,
     Defaults,
@@ -98,7 +99,7 @@ def load_routes(path: Path | str) -> RouteTable:
 def _describe(exc: ValidationError, source: str, text: str | None, prefix: tuple) -> str:
     lines = []
     for err in exc.errors(include_url=False):
-        loc = prefix + tuple(err["loc"])
+        loc = prefix + _untagged(tuple(err["loc"]))
         key = ".".join(str(p) for p in loc) or "(top)"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
@@ -111,6 +112,13 @@ def _describe(exc: ValidationError, source: str, text: str | None, prefix: tuple
             msg += f" (given: {given!r})"
         lines.append(f"{key}{_line(text, loc)}: {msg}")
     return f"{source}: " + "; ".join(lines)
+
+
+def _untagged(loc: tuple) -> tuple:
+    """``loc`` without the tag pydantic puts after ``input`` (the input kind's
+    name): the key path as the operator wrote it."""
+    return tuple(part for i, part in enumerate(loc)
+                 if not (i and loc[i - 1] == "input" and part in KINDS))
 
 
 def _line(text: str | None, loc: tuple) -> str:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from turnout.core.errors import UnknownModel
+from turnout.core.inputs import InputSchema
+from turnout.core.strict import StrictModel
 
 QUEUE_RE = re.compile(r"^(cpu|gpu|gpu\.(0|[1-9][0-9]*))$")
 MODEL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -21,30 +23,6 @@ def check_queue(value: str) -> str:
     if not QUEUE_RE.match(value):
         raise ValueError(f"expected 'cpu', 'gpu' or 'gpu.<index>', got {value!r}")
     return value
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class InputSchema(StrictModel):
-    kind: Literal["tabular", "text"] = "tabular"
-    # tabular: numbers per row
-    width: int | None = Field(default=None, ge=1, le=100_000)
-    # text: characters per string
-    max_length: int = Field(default=2048, ge=1)
-
-    def describe(self) -> dict[str, Any]:
-        """The schema as clients see it, without the fields of the other kind."""
-        if self.kind == "tabular":
-            return {"kind": "tabular", "width": self.width}
-        return {"kind": "text", "max_length": self.max_length}
-
-    @model_validator(mode="after")
-    def _width_for_tabular(self) -> InputSchema:
-        if self.kind == "tabular" and self.width is None:
-            raise ValueError("a tabular input needs 'width' (numbers per row)")
-        return self
 
 
 class RetryPolicy(StrictModel):
