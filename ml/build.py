@@ -23,7 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from turnout.core.routes import RouteTable
+from turnout.core.training import DEFAULTS
 from turnout.ml.artifacts import META_FILE, ModelMeta, model_dir, sha256_file
+from turnout.ml.datasets import load_dataset
+from turnout.ml.trainers import TRAINERS, held_out, never, quiet
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +35,7 @@ MIN_DIGITS_ACCURACY = 0.95
 
 
 @dataclass(frozen=True)
-class Built:
+class BuiltModel:
     name: str
     version: str
     folder: Path
@@ -46,88 +49,33 @@ def _versions(*names: str) -> dict[str, str]:
     return {n: version(n) for n in names}
 
 
+def _build_tabular(folder: Path, name: str, version: str, dataset: str, trainer: str,
+                   architecture_check: Callable[[ModelMeta], None] | None = None) -> ModelMeta:
+    """A shipped tabular model: the bundled dataset, held out and fitted as a
+    training job with the defaults would (one trainer per framework)."""
+    data = load_dataset(dataset, data_dir=folder)  # bundled: no data folder is read
+    input_ = {"kind": "tabular", "width": int(data.x.shape[1]), "features": data.features}
+    meta = TRAINERS[trainer](name, input_, dict(DEFAULTS[trainer]), SEED, held_out(data, SEED),
+                             folder, quiet, never)
+    if architecture_check is not None:
+        architecture_check(meta)
+    return ModelMeta(**{**meta.__dict__, "version": version})
+
+
 def build_iris(folder: Path, name: str, version: str) -> ModelMeta:
-    import joblib
-    from sklearn.datasets import load_iris
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import train_test_split
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    data = load_iris()
-    labels = data.target_names[data.target]
-    x_train, x_test, y_train, y_test = train_test_split(
-        data.data, labels, test_size=0.25, random_state=SEED, stratify=labels
-    )
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
-    model.fit(x_train, y_train)
-    accuracy = float(model.score(x_test, y_test))
-    path = folder / "model.joblib"
-    joblib.dump(model, path)
-    return ModelMeta(
-        name=name,
-        version=version,
-        framework="sklearn",
-        artifact=path.name,
-        sha256=sha256_file(path),
-        input={"kind": "tabular", "width": 4, "features": list(data.feature_names)},
-        classes=[str(c) for c in model.classes_],
-        metrics={"test_accuracy": accuracy},
-        built_with=_versions("scikit-learn", "numpy", "joblib"),
-    )
+    return _build_tabular(folder, name, version, "iris", "sklearn")
 
 
-def build_digits_cnn(folder: Path, name: str, version: str) -> ModelMeta:
-    import torch
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    from turnout.ml.nets import DigitsCNN
-
-    torch.manual_seed(SEED)
-    data = load_digits()
-    x_train, x_test, y_train, y_test = train_test_split(
-        data.data.astype(np.float32),
-        data.target,
-        test_size=0.2,
-        random_state=SEED,
-        stratify=data.target,
-    )
-    xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train).long()
-    net = DigitsCNN()
-    optimiser = torch.optim.Adam(net.parameters(), lr=2e-3)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    generator = torch.Generator().manual_seed(SEED)
-    net.train()
-    for _epoch in range(25):
-        order = torch.randperm(len(xt), generator=generator)
-        for start in range(0, len(xt), 64):
-            batch = order[start : start + 64]
-            optimiser.zero_grad()
-            loss_fn(net(xt[batch]), yt[batch]).backward()
-            optimiser.step()
-    net.eval()
-    with torch.inference_mode():
-        predicted = net(torch.from_numpy(x_test)).argmax(dim=1).numpy()
-    accuracy = float((predicted == y_test).mean())
+def _good_enough(meta: ModelMeta) -> None:
+    accuracy = meta.metrics["test_accuracy"]
     if accuracy < MIN_DIGITS_ACCURACY:
         raise RuntimeError(
             f"digits-cnn reached {accuracy:.3f} test accuracy, below {MIN_DIGITS_ACCURACY}"
         )
-    path = folder / "model.pt"
-    torch.save(net.state_dict(), path)
-    return ModelMeta(
-        name=name,
-        version=version,
-        framework="torch",
-        artifact=path.name,
-        sha256=sha256_file(path),
-        input={"kind": "tabular", "width": 64},
-        classes=list(range(10)),
-        architecture="digits_cnn",
-        metrics={"test_accuracy": accuracy},
-        built_with=_versions("torch", "scikit-learn", "numpy"),
-    )
+
+
+def build_digits_cnn(folder: Path, name: str, version: str) -> ModelMeta:
+    return _build_tabular(folder, name, version, "digits", "torch", _good_enough)
 
 
 # The files of the packaged model that serving needs; the weights are the artifact.
@@ -193,7 +141,7 @@ BUILDERS: dict[str, Callable[[Path, str, str], ModelMeta]] = {
 }
 
 
-def build(models_dir: Path, name: str, version: str = "1", folder: str | None = None) -> Built:
+def build(models_dir: Path, name: str, version: str = "1", folder: str | None = None) -> BuiltModel:
     """Build model ``name`` into ``models_dir/<folder or name/version>``, replacing
     what was there only once the new build is complete."""
     try:
@@ -214,12 +162,12 @@ def build(models_dir: Path, name: str, version: str = "1", folder: str | None = 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return Built(name, version, target, meta.metrics, time.perf_counter() - started)
+    return BuiltModel(name, version, target, meta.metrics, time.perf_counter() - started)
 
 
 def build_table(
     models_dir: Path, table: RouteTable, names: Sequence[str] = (), missing: bool = False
-) -> Iterator[Built | str]:
+) -> Iterator[BuiltModel | str]:
     """Build ``names`` (default: every routed model with a builder), each at its
     route's version and folder. Yields what was built, or a message for a name
     with no builder; with ``missing``, models already built are skipped."""

@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from celery import Celery
 from redis.exceptions import RedisError
 
-from turnout.core import redis_keys
+from turnout.core import lua, redis_keys
 from turnout.core.catalog import require_version
 from turnout.core.errors import (
     BrokerUnavailable,
@@ -40,24 +40,6 @@ from turnout.router.validation import validate_inputs
 # Celery states that the v1 contract folds into its five.
 _STATUS = {"RECEIVED": "PENDING", "RETRY": "PENDING"}
 
-# Marks a request revoked unless its task has already finished, atomically.
-# For a task that carries this request alone, the task's result is set to
-# REVOKED too, which wakes anyone waiting on it. KEYS: the task's result key,
-# the request's revoked marker. ARGV: meta doc, ttl, "1" if the task is solo.
-_REVOKE_LUA = """
-local current = redis.call('GET', KEYS[1])
-if current then
-  local status = cjson.decode(current)['status']
-  if status == 'SUCCESS' or status == 'FAILURE' then return status end
-end
-redis.call('SET', KEYS[2], '1', 'EX', ARGV[2])
-if ARGV[3] == '1' then
-  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-  redis.call('PUBLISH', KEYS[1], ARGV[1])
-end
-return 'REVOKED'
-"""
-
 
 @dataclass(frozen=True)
 class Submitted:
@@ -72,7 +54,6 @@ class Dispatcher:
     def __init__(
         self,
         settings: Settings,
-        table: RouteTable,
         celery: Celery,
         client: aioredis.Redis,
         watcher: ResultWatcher,
@@ -81,15 +62,19 @@ class Dispatcher:
     ) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.table = table
         self.client = client
         self.watcher = watcher
         self.live = live
         self.messages = TaskMessages(celery, settings.redis().db,
                                      lambda: settings.events or live.monitoring)
         self.batcher = Batcher(self._publish, live.state_capacity, watcher)
-        self._revoke = client.register_script(_REVOKE_LUA)
+        self._revoke = client.register_script(lua.source("task_revoke"))
         self.claims = Claims(client, settings.result_ttl_s)
+
+    @property
+    def table(self) -> RouteTable:
+        """The route table in force, read at use time (the live view holds it)."""
+        return self.live.table
 
     async def predict(
         self,

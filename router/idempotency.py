@@ -16,24 +16,9 @@ import time
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from turnout.core import redis_keys
+from turnout.core import lua, redis_keys
 from turnout.core.errors import InvalidInput
 
-# KEYS: the claim. ARGV: new id, ttl, now, the record key prefix, lapse
-# seconds. Returns the id the key already names, or nil once claimed.
-_CLAIM_LUA = """
-local current = redis.call('GET', KEYS[1])
-if current then
-  local sep = string.find(current, '\\t', 1, true)
-  local id = string.sub(current, 1, sep - 1)
-  local at = tonumber(string.sub(current, sep + 1))
-  if redis.call('EXISTS', ARGV[4] .. id) == 1 or tonumber(ARGV[3]) - at < tonumber(ARGV[5]) then
-    return id
-  end
-end
-redis.call('SET', KEYS[1], ARGV[1] .. '\\t' .. ARGV[3], 'EX', ARGV[2])
-return false
-"""
 LAPSE_S = 10
 _VALID = re.compile(r"^[\x21-\x7e]{1,255}$")
 
@@ -52,7 +37,7 @@ class Claims:
     def __init__(self, client: aioredis.Redis, ttl_s: int) -> None:
         self._client = client
         self._ttl_s = ttl_s
-        self._script = client.register_script(_CLAIM_LUA)
+        self._script = client.register_script(lua.source("idempotency_claim"))
 
     async def claim(self, claim: str, new_id: str, record_prefix: str) -> str | None:
         """None when ``claim`` is now ``new_id``'s; else the id it names."""

@@ -38,7 +38,6 @@ class BatchJobs:
     def __init__(
         self,
         settings: Settings,
-        table: RouteTable,
         client: aioredis.Redis,
         live: LiveView,
         messages: TaskMessages,
@@ -46,13 +45,17 @@ class BatchJobs:
         track: Callable[[str, Route, str], None] | None = None,
     ) -> None:
         self.settings = settings
-        self.table = table
         self.client = client
         self.live = live
         self.messages = messages
         self.claims = claims
         # Times each chunk when its result comes back (the metrics).
         self.track = track
+
+    @property
+    def table(self) -> RouteTable:
+        """The route table in force, read at use time (the live view holds it)."""
+        return self.live.table
 
     def chunk_limit(self, model: str) -> int:
         route = self.table.get(model)

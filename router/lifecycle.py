@@ -40,12 +40,16 @@ Change = Callable[[Serving], Serving | None]
 
 class Lifecycle:
     def __init__(
-        self, settings: Settings, table: RouteTable, client: aioredis.Redis, live: LiveView
+        self, settings: Settings, client: aioredis.Redis, live: LiveView
     ) -> None:
         self.settings = settings
-        self.table = table
         self.client = client
         self.live = live
+
+    @property
+    def table(self) -> RouteTable:
+        """The route table in force, read at use time (the live view holds it)."""
+        return self.live.table
 
     async def _change(self, model: str, change: Change) -> Serving:
         """Apply ``change`` to the model's document atomically; it returns None

@@ -27,7 +27,9 @@ log = logging.getLogger(__name__)
 class LiveView:
     def __init__(self, client: aioredis.Redis, table: RouteTable, interval_s: float = 0.5):
         self._client = client
-        self._table = table
+        # The route table in force in this process: the one holder, read at use
+        # time by everything that routes; a reload is one assignment (adopt).
+        self.table = table
         self._interval = interval_s
         self.state = LiveState(known=False)
         self.workers: list[Heartbeat] = []
@@ -45,13 +47,12 @@ class LiveView:
         # The published route table's generation in use (0: the file's), and
         # who to tell when a newer one is adopted.
         self.routes_generation = 0
-        self.on_table: Callable[[RouteTable], None] | None = None
         # Given the API keys (turnout:apikeys) as read with each refresh.
         self.on_keys: Callable[[dict[Any, Any]], None] | None = None
 
     def known_queues(self) -> list[str]:
-        names = set(self._table.queues)
-        for route in self._table.routes.values():
+        names = set(self.table.queues)
+        for route in self.table.routes.values():
             names.update(route.queues)
         for worker in self.workers:
             names.update(worker.queues)
@@ -98,9 +99,7 @@ class LiveView:
 
     def adopt(self, generation: int, table: RouteTable) -> None:
         self.routes_generation = generation
-        self._table = table
-        if self.on_table is not None:
-            self.on_table(table)
+        self.table = table
         log.info("route table generation %d in force: %d models", generation, len(table.routes))
 
     def serving_for(self, model: str) -> Serving:

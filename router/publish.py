@@ -41,7 +41,7 @@ EVENT_EXCHANGE = "celeryev"
 
 
 @dataclass(frozen=True)
-class Built:
+class QueuedMessage:
     message: str  # what to LPUSH onto the queue
     # (channel, payload) of the task-sent event to PUBLISH, while monitoring
     event: tuple[str, bytes] | None = None
@@ -94,7 +94,7 @@ class TaskMessages:
         soft_time_limit: float,
         group_id: str | None = None,
         group_index: int | None = None,
-    ) -> Built:
+    ) -> QueuedMessage:
         """The JSON that kombu's Redis transport would LPUSH onto ``queue``,
         and the task-sent event while monitoring is on."""
         message = self._amqp.as_task_v2(
@@ -122,7 +122,7 @@ class TaskMessages:
         envelope["properties"] = {**message.properties, **envelope["properties"]}
         built = orjson.dumps(envelope).decode()
         if message.sent_event is None:
-            return Built(built)
+            return QueuedMessage(built)
         event = Event(
             "task-sent", hostname=self._hostname, utcoffset=utcoffset(), pid=os.getpid(),
             clock=self._clock.forward(), queue=queue, exchange="", routing_key=queue,
@@ -130,4 +130,4 @@ class TaskMessages:
         )
         payload = _envelope(orjson.dumps(event), {"hostname": self._hostname}, EVENT_EXCHANGE,
                             "task.sent", 1)
-        return Built(built, (self._sent_topic, orjson.dumps(payload)))
+        return QueuedMessage(built, (self._sent_topic, orjson.dumps(payload)))

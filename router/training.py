@@ -17,25 +17,29 @@ import orjson
 import redis.asyncio as aioredis
 from celery import Celery, chord
 
-from turnout.core import redis_keys
+from turnout.core import lua, redis_keys
 from turnout.core.errors import NoCapacity, TaskFinished, UnknownTraining
 from turnout.core.routes import RouteTable
 from turnout.core.settings import Settings
-from turnout.core.training import CANCEL_LUA, TASK_SELECT, TASK_TRIAL, job_view, parse_request
+from turnout.core.training import TASK_SELECT, TASK_TRIAL, job_view, parse_request
 from turnout.router.live import LiveView
 
 
 class Training:
     def __init__(
-        self, settings: Settings, table: RouteTable, celery: Celery, client: aioredis.Redis,
+        self, settings: Settings, celery: Celery, client: aioredis.Redis,
         live: LiveView,
     ) -> None:
         self.settings = settings
-        self.table = table
         self.celery = celery
         self.client = client
         self.live = live
-        self._cancel = client.register_script(CANCEL_LUA)
+        self._cancel = client.register_script(lua.source("training_cancel"))
+
+    @property
+    def table(self) -> RouteTable:
+        """The route table in force, read at use time (the live view holds it)."""
+        return self.live.table
 
     async def submit(self, model: str, body: dict[str, Any]) -> dict[str, Any]:
         route = self.table.require(model)

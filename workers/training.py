@@ -28,10 +28,10 @@ import redis
 from celery import Task, signals
 from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded
 
-from turnout.core import delivery, redis_keys
+from turnout.core import delivery, lua, redis_keys
 from turnout.core.routes import RouteTable
 from turnout.core.settings import Settings
-from turnout.core.training import MARK_LUA, PROGRESS_LUA, TASK_SELECT, TASK_TRIAL
+from turnout.core.training import TASK_SELECT, TASK_TRIAL
 from turnout.ml.train import Cancelled, discard, register, train_trial, trial_folder
 from turnout.workers.app import WorkerApp, owned_app
 from turnout.workers.board import Board, Slot
@@ -55,8 +55,8 @@ class Trainer:
     def __post_init__(self) -> None:
         self.client = redis.Redis.from_url(self.settings.redis().url)
         self.scripts = delivery.Scripts(self.client)
-        self._progress = self.client.register_script(PROGRESS_LUA)
-        self._mark = self.client.register_script(MARK_LUA)
+        self._progress = self.client.register_script(lua.source("training_progress"))
+        self._mark = self.client.register_script(lua.source("training_mark"))
         self.slot.post(ready=True, models=[], versions={}, current=None)
 
     def _start(self, task: Task) -> None:

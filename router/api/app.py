@@ -59,28 +59,26 @@ def create_app(settings: Settings, table: RouteTable) -> FastAPI:
         reaper = ReaperThread(redis.url, settings.dead_after_s, settings.reap_interval_s, "api")
         reaper.start()
         metrics = Metrics()
-        dispatcher = Dispatcher(settings, table, celery, client, watcher, live, metrics)
-        lifecycle = Lifecycle(settings, table, client, live)
+        dispatcher = Dispatcher(settings, celery, client, watcher, live, metrics)
+        lifecycle = Lifecycle(settings, client, live)
         # Rollouts that outlast the call that started them finish here.
         live.after_refresh = lifecycle.tick
         keyring = KeyRing(client, open_when_empty(settings))
         live.on_keys = keyring.update
         services = Services(
             settings=settings,
-            table=table,
             client=client,
             live=live,
             dispatcher=dispatcher,
-            jobs=BatchJobs(settings, table, client, live, dispatcher.messages,
+            jobs=BatchJobs(settings, client, live, dispatcher.messages,
                            dispatcher.claims, dispatcher.track),
             metrics=metrics,
             lifecycle=lifecycle,
-            training=Training(settings, table, celery, client, live),
+            training=Training(settings, celery, client, live),
             keyring=keyring,
         )
-        metrics.watch_cluster(live, dispatcher.batcher, lambda: services.table)
+        metrics.watch_cluster(live, dispatcher.batcher, lambda: live.table)
         app.state.services = services
-        live.on_table = services.use_table
         # Started once every hook is in place: its first refresh reads the keys.
         await live.start()
         try:

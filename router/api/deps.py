@@ -22,7 +22,6 @@ from turnout.router.training import Training
 @dataclass
 class Services:
     settings: Settings
-    table: RouteTable
     client: aioredis.Redis
     live: LiveView
     dispatcher: Dispatcher
@@ -32,13 +31,10 @@ class Services:
     training: Training
     keyring: KeyRing
 
-    def use_table(self, table: RouteTable) -> None:
-        """Put a reloaded route table in force in every part that routes."""
-        self.table = table
-        self.dispatcher.table = table
-        self.jobs.table = table
-        self.lifecycle.table = table
-        self.training.table = table
+    @property
+    def table(self) -> RouteTable:
+        """The route table in force (held by the live view, which adopts reloads)."""
+        return self.live.table
 
 
 async def get_services(request: Request) -> Services:

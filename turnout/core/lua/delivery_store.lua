@@ -1,0 +1,25 @@
+-- KEYS: leases, done, result key, stats, ledger
+-- ARGV: incarnation ('' = no lease check), task id, meta, ttl, ledger entry (or '')
+-- Returns 1 stored, 0 fenced (the writer no longer owns the task), -1 duplicate.
+local outcome = 1
+if ARGV[1] ~= '' then
+  local lease = redis.call('HGET', KEYS[1], ARGV[2])
+  if not lease or string.sub(lease, 1, #ARGV[1] + 1) ~= ARGV[1] .. '\t' then
+    outcome = 0
+  end
+end
+if outcome == 1 and not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[4]) then
+  outcome = -1
+end
+if outcome == 1 then
+  redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[4])
+  redis.call('PUBLISH', KEYS[3], ARGV[3])
+elseif outcome == 0 then
+  redis.call('HINCRBY', KEYS[4], 'fenced_results', 1)
+else
+  redis.call('HINCRBY', KEYS[4], 'duplicate_results', 1)
+end
+if ARGV[5] ~= '' then
+  redis.call('RPUSH', KEYS[5], string.sub(ARGV[5], 1, -2) .. ',"stored":' .. outcome .. '}')
+end
+return outcome
