@@ -46,6 +46,7 @@ from turnout.benchmarks.scenarios import (
     training_isolation,
 )
 from turnout.benchmarks.stacks import BenchStack, no_batching, one_queue, routes_variant
+from turnout.core.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -140,11 +141,18 @@ def say(message: str) -> None:
     print(f"bench: {message}", file=sys.stderr, flush=True)
 
 
+def out_folder(given: str | None) -> Path:
+    """``--out``, else ``$TURNOUT_HOME/bench``: a run changes no tracked file
+    unless told to (``--out benchmarks/results`` refreshes the committed figures)."""
+    return Path(given) if given else load_settings().home / "bench"
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="turnout bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--url", help="measure a running Turnout (scenarios a and b) instead")
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "results"),
-                   help="where the JSON and charts go (default benchmarks/results)")
+    p.add_argument("--out", default=None,
+                   help="where the JSON and charts go (default $TURNOUT_HOME/bench; the "
+                   "committed figures are refreshed with --out benchmarks/results)")
     p.add_argument("--scenarios", default=SCENARIOS, help="which of a,b,c,d,e,f (default all)")
     p.add_argument("--repeats", type=int, default=3, help="runs per figure; medians are kept")
     p.add_argument("--duration", type=float, default=2.0, help="seconds per run")
@@ -158,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     scenarios = "".join(c for c in args.scenarios.lower() if c in SCENARIOS)
     options = Options(
-        out=Path(args.out),
+        out=out_folder(args.out),
         repeats=1 if args.quick else max(1, args.repeats),
         duration_s=0.5 if args.quick else args.duration,
         concurrencies=[1, 32] if args.quick else [1, 8, 32, 128],

@@ -21,6 +21,7 @@ from turnout.core.messages import (
     LOADING,
     READY,
     ChildState,
+    CurrentTask,
     GpuFigures,
     Heartbeat,
     VersionState,
@@ -171,7 +172,7 @@ class HeartbeatThread:
                 uuid = next((c["device_uuid"] for c in children if c.get("device_uuid")), None)
                 gpu = GpuFigures.from_wire(self.telemetry.read(uuid))
                 telemetry = self.telemetry.status
-        current = tuple(c["current"] for c in children if c.get("current"))
+        current = tuple(CurrentTask.from_wire(c["current"]) for c in children if c.get("current"))
         # While a replaced child reloads, the worker keeps the models it had:
         # its jobs wait a moment in the queue rather than being sent elsewhere.
         return dataclasses.replace(

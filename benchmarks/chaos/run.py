@@ -16,6 +16,7 @@ from typing import Any
 from turnout.benchmarks.chaos.scenarios import SCENARIOS
 from turnout.benchmarks.chaos.stack import ChaosStack
 from turnout.benchmarks.chaos.tally import Options
+from turnout.core.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 CHARTED = ("1", "2", "10")
@@ -82,6 +83,11 @@ def chart(rows: list[dict[str, Any]], faults: dict[str, list[float]], out: Path)
     return path
 
 
+def out_folder(given: str | None) -> Path:
+    """``--out``, else ``$TURNOUT_HOME/chaos`` (as ``turnout bench`` does)."""
+    return Path(given) if given else load_settings().home / "chaos"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="turnout chaos",
@@ -91,8 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="a small version of each scenario")
     p.add_argument("--scenarios", default=",".join(SCENARIOS),
                    help="which, comma-separated (default all: 1-10)")
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "results"),
-                   help="where chaos.json and chaos.png go")
+    p.add_argument("--out", default=None,
+                   help="where chaos.json and chaos.png go (default $TURNOUT_HOME/chaos; the "
+                   "committed figures are refreshed with --out benchmarks/results)")
     args = p.parse_args(argv)
     wanted = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     unknown = [s for s in wanted if s not in SCENARIOS]
@@ -124,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             print(table([row]).splitlines()[-1], file=sys.stderr, flush=True)
     finally:
         stack.close()
-    out = Path(args.out)
+    out = out_folder(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = {
         "quick": args.quick,

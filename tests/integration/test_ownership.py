@@ -55,8 +55,7 @@ class Owned:
         def find() -> str | None:
             for name in ("gpu-a@own", "gpu-b@own"):
                 beat = self.cluster.heartbeat(name)
-                if beat is not None and any(t.get("task_id") == task_id
-                                            for t in beat.current_tasks):
+                if beat is not None and any(t.task_id == task_id for t in beat.current_tasks):
                     return name
             return None
         return str(wait_for(find, 30, f"a worker to run {task_id}"))

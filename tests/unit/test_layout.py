@@ -5,6 +5,8 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -42,3 +44,14 @@ def test_the_mapped_folders_are_linked_into_turnout() -> None:
 def test_only_one_import_name() -> None:
     packages = _pyproject()["tool"]["setuptools"]["packages"]
     assert {p.split(".")[0] for p in packages} == {"turnout"}
+
+
+def test_bench_and_chaos_write_under_turnout_home_unless_told(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from turnout.benchmarks.chaos.run import out_folder as chaos_out
+    from turnout.benchmarks.run import out_folder as bench_out
+
+    monkeypatch.setenv("TURNOUT_HOME", str(tmp_path))
+    assert bench_out(None) == tmp_path / "bench"
+    assert chaos_out(None) == tmp_path / "chaos"
+    assert bench_out("benchmarks/results") == Path("benchmarks/results")

@@ -293,6 +293,33 @@ class GpuFigures:
 
 
 @dataclass(frozen=True, slots=True)
+class CurrentTask:
+    """A task a worker's pool child is running now."""
+
+    task_id: str
+    model: str
+    since: float
+    rows: int | None = None
+    requests: int | None = None
+    # A training trial: its job, and which trial of it.
+    training: str | None = None
+    trial: int | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"task_id": self.task_id, "model": self.model, "since": self.since}
+        for name in ("rows", "requests", "training", "trial"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        return out
+
+    @classmethod
+    def from_wire(cls, raw: Mapping[str, Any]) -> CurrentTask:
+        return cls(str(raw.get("task_id") or ""), str(raw.get("model") or ""),
+                   float(raw.get("since") or 0.0), raw.get("rows"), raw.get("requests"),
+                   raw.get("training"), raw.get("trial"))
+
+
+@dataclass(frozen=True, slots=True)
 class ChildState:
     """One pool child of a worker, as the heartbeat shows it."""
 
@@ -324,7 +351,7 @@ class Heartbeat:
     versions: dict[str, dict[str, VersionState]] = field(default_factory=dict)
     reloading: bool = False
     busy: int = 0
-    current_tasks: tuple[dict[str, Any], ...] = ()
+    current_tasks: tuple[CurrentTask, ...] = ()
     children: tuple[ChildState, ...] = ()
     # GPU workers: the device index it is pinned to and CUDA_VISIBLE_DEVICES
     # as it set it before torch loaded; null for CPU and training workers.
@@ -354,7 +381,7 @@ class Heartbeat:
                          for m, vs in self.versions.items()},
             "reloading": self.reloading,
             "busy": self.busy,
-            "current_tasks": list(self.current_tasks),
+            "current_tasks": [t.to_wire() for t in self.current_tasks],
             "children": [c.to_wire() for c in self.children],
             "gpu_index": self.gpu_index,
             "cuda_visible_devices": self.cuda_visible_devices,
@@ -388,7 +415,7 @@ class Heartbeat:
             },
             reloading=bool(raw.get("reloading", False)),
             busy=int(raw.get("busy") or 0),
-            current_tasks=tuple(raw.get("current_tasks") or ()),
+            current_tasks=tuple(CurrentTask.from_wire(t) for t in raw.get("current_tasks") or ()),
             children=tuple(
                 ChildState(int(c.get("pid") or 0), bool(c.get("ready")), dict(c.get("memory") or {}))
                 for c in raw.get("children") or ()
