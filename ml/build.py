@@ -25,8 +25,8 @@ import numpy as np
 from turnout.core.routes import RouteTable
 from turnout.core.training import DEFAULTS
 from turnout.ml.artifacts import META_FILE, ModelMeta, model_dir, sha256_file
-from turnout.ml.datasets import load_dataset
-from turnout.ml.trainers import TRAINERS, held_out, never, quiet
+from turnout.ml.datasets import held_out, load_dataset
+from turnout.ml.trainers import TRAINERS, never, quiet
 
 log = logging.getLogger(__name__)
 

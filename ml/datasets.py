@@ -13,7 +13,7 @@ import numpy as np
 
 from turnout.core.training import BUNDLED, dataset_path
 from turnout.ml.artifacts import sha256_file
-from turnout.ml.trainers import TrialFailed
+from turnout.ml.trainers import HELD_OUT, Split, TrialFailed
 
 
 @dataclass(frozen=True)
@@ -56,3 +56,13 @@ def load_dataset(name: str, data_dir: Path) -> Dataset:
         raise TrialFailed(f"dataset {name!r}: every column but {label!r} must be numbers ({exc})") from None
     y = np.asarray(table.column(label).to_pylist())
     return Dataset(name, x, y, sha256_file(path), features)
+
+
+def held_out(data: Dataset, seed: int) -> Split:
+    """``(x_train, x_test, y_train, y_test)``: a stratified split, by ``seed``."""
+    from sklearn.model_selection import train_test_split
+
+    x_train, x_test, y_train, y_test = train_test_split(
+        data.x, data.y, test_size=HELD_OUT, random_state=seed, stratify=data.y
+    )
+    return x_train, x_test, y_train, y_test

@@ -26,8 +26,8 @@ from turnout.core.catalog import list_versions, next_version
 from turnout.core.inputs import Tabular
 from turnout.core.routes import Route
 from turnout.ml.artifacts import META_FILE
-from turnout.ml.datasets import load_dataset
-from turnout.ml.trainers import HELD_OUT, TRAINERS, Cancelled, Report, TrialFailed, held_out
+from turnout.ml.datasets import held_out, load_dataset
+from turnout.ml.trainers import HELD_OUT, TRAINERS, Cancelled, Report, TrialFailed
 
 __all__ = ["Cancelled", "TrialFailed", "discard", "register", "train_trial", "trial_folder"]
 

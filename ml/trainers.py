@@ -13,14 +13,11 @@ import math
 from collections.abc import Callable
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from turnout.ml.artifacts import ModelMeta, sha256_file
-
-if TYPE_CHECKING:
-    from turnout.ml.datasets import Dataset
 
 Report = Callable[..., None]
 Split = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
@@ -46,16 +43,6 @@ def quiet(stage: str, percent: float, **more: Any) -> None:
 def never() -> bool:
     """A ``cancelled`` that never is."""
     return False
-
-
-def held_out(data: Dataset, seed: int) -> Split:
-    """``(x_train, x_test, y_train, y_test)``: a stratified split, by ``seed``."""
-    from sklearn.model_selection import train_test_split
-
-    x_train, x_test, y_train, y_test = train_test_split(
-        data.x, data.y, test_size=HELD_OUT, random_state=seed, stratify=data.y
-    )
-    return x_train, x_test, y_train, y_test
 
 
 def fit_sklearn(

@@ -5,6 +5,7 @@ client talks to a running stack."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -41,8 +42,9 @@ def client_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _run(python: Path, code: str, *args: str) -> subprocess.CompletedProcess[str]:
-    # From a folder outside the checkout: nothing on sys.path but the venv.
-    return subprocess.run([str(python), "-c", textwrap.dedent(code), *args], capture_output=True,
+    # Isolated (-I: no PYTHONPATH, no user site, no current folder) and from a
+    # folder outside the checkout: nothing on sys.path but the venv.
+    return subprocess.run([str(python), "-I", "-c", textwrap.dedent(code), *args], capture_output=True,
                           text=True, cwd=python.parent, timeout=120, check=False)
 
 
@@ -71,8 +73,9 @@ def test_the_install_adds_one_import_name_and_nothing_heavy(client_venv: Path) -
     """)
     assert mapped.returncode == 0, mapped.stderr
     # The command says what to install rather than failing on an import.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     command = subprocess.run([str(client_venv.parent / "turnout"), "--help"], capture_output=True,
-                             text=True, timeout=60, check=False)
+                             text=True, timeout=60, check=False, env=env, cwd=client_venv.parent)
     assert command.returncode == 2
     assert "pip install 'turnout[server]'" in command.stderr
 
