@@ -24,9 +24,10 @@ from turnout.core.errors import Forbidden, RateLimited, Unauthorized
 from turnout.core.settings import Settings
 
 # Open to anyone: liveness and readiness (for load balancers), and the API's
-# own description.
+# own description with the page assets it serves itself (DOCS_ASSETS).
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc",
                         "/openapi.json"})
+DOCS_ASSETS = "/docs-assets"
 _ADMIN_CALLS = (
     ("PUT", re.compile(r"^/v1/models/[^/]+/default$")),
     ("POST", re.compile(r"^/v1/models/[^/]+/train$")),
@@ -38,7 +39,7 @@ _ADMIN_CALLS = (
 def required_scope(method: str, path: str, metrics_auth: bool = False) -> str | None:
     """The scope a call needs; None for the open paths. Anything not named
     (unknown paths included) needs at least ``predict``."""
-    if path in OPEN_PATHS:
+    if path in OPEN_PATHS or path.startswith(DOCS_ASSETS + "/"):
         return None
     if path == "/metrics":
         return PREDICT if metrics_auth else None

@@ -123,8 +123,8 @@ class Lifecycle:
                 raise InvalidInput(f"canary_percent: expected 0 to 100, got {canary_percent}")
             return await self._canary(route, version, canary_percent, wait)
         serving = await self._change(name, partial(_aim, route, version=version))
-        if serving.target is None:  # already the default
-            return 200, self._done(route, serving, serving.previous)
+        if serving.target is None:  # already the default: nothing was replaced
+            return 200, self._done(route, serving, None)
         return await self._follow(route, version, serving, wait, "version", flip=True)
 
     async def _canary(
@@ -135,9 +135,15 @@ class Lifecycle:
                 return None if s.canary is None else s.evolve(canary=None)
             return s.evolve(canary=Canary(version, percent), failure=None)
 
+        before = Serving.from_json(await self.client.hget(redis_keys.SERVING, route.name))
         serving = await self._change(route.name, aim)
         if serving.canary is None:
-            return 200, self._done(route, serving, serving.previous)
+            # A canary call never replaces the default: "previous" stays empty,
+            # and the answer says which canary it ended, if any.
+            body = self._done(route, serving, None)
+            if before.canary is not None:
+                body["canary_ended"] = before.canary.version
+            return 200, body
         return await self._follow(route, version, serving, wait, "canary version", flip=False)
 
     async def _follow(
@@ -150,8 +156,9 @@ class Lifecycle:
             await self.live.refresh()
             state, detail = rollout_state(name, version, self.live.workers, serving.generation)
             if state == READY:
-                if flip:
-                    serving = await self._change(name, partial(_flip, route, version=version))
+                if not flip:
+                    return 200, self._done(route, serving, None)
+                serving = await self._change(name, partial(_flip, route, version=version))
                 return 200, self._done(route, serving, serving.previous)
             if state == FAILED:
                 await self._change(name, partial(_drop, version=version, detail=detail))

@@ -8,12 +8,13 @@ from contextlib import asynccontextmanager
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 from fastapi.responses import ORJSONResponse
+from fastapi_offline import FastAPIOffline
 
 from turnout.core.celery_app import make_celery
 from turnout.core.delivery import ReaperThread
 from turnout.core.routes import RouteTable
 from turnout.core.settings import Settings
-from turnout.router.access import KeyRing, open_when_empty
+from turnout.router.access import DOCS_ASSETS, KeyRing, open_when_empty
 from turnout.router.api import admin, api_keys, batches, models, ops, tasks, training
 from turnout.router.api.deps import Services
 from turnout.router.api.errors import install_error_handlers
@@ -37,6 +38,7 @@ def create_asgi(settings: Settings, table: RouteTable) -> Access:
         PredictFastPath(app),
         max_bytes=settings.max_body_bytes,
         batch_bytes=settings.max_batch_body_bytes,
+        count=lambda status, error: app.state.services.metrics.error(status, error),
     )
     return Access(limited, lambda: app.state.services, settings.metrics_auth)
 
@@ -91,7 +93,10 @@ def create_app(settings: Settings, table: RouteTable) -> FastAPI:
             await client.aclose()
             celery.close()
 
-    app = FastAPI(
+    # Swagger UI and ReDoc from files the package carries (fastapi-offline),
+    # not a public CDN: /docs works on a machine with no network.
+    app = FastAPIOffline(
+        static_url=DOCS_ASSETS,
         title="Turnout",
         # Task views can carry hundreds of kB of floats (embeddings, batch jobs).
         default_response_class=ORJSONResponse,

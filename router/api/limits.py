@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from turnout.core.errors import PayloadTooLarge
+from turnout.core.errors import MalformedRequest, PayloadTooLarge, TurnoutError
+from turnout.router.api.errors import ERROR_HEADER, error_response, respond
+
+# Told of each error answered here (status, error class): the metrics.
+Counter = Callable[[int, str], None]
 
 
 class BodyLimit:
@@ -14,8 +18,10 @@ class BodyLimit:
     at once; a body without one (chunked) is counted as it arrives and stopped
     with 413 as soon as it passes the limit."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, batch_bytes: int | None = None) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, batch_bytes: int | None = None,
+                 count: Counter | None = None) -> None:
         self.app = app
+        self._count = count
         self.default_bytes = max_bytes
         # Batch jobs are the one place where a large body is the point.
         self.batch_bytes = batch_bytes or max_bytes
@@ -31,10 +37,10 @@ class BodyLimit:
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None:
             if not declared.isdigit():
-                await self._answer(send, 400, "Content-Length is not a number")
+                await self._answer(send, MalformedRequest("Content-Length is not a number"))
                 return
             if int(declared) > max_bytes:
-                await self._answer(send, 413, self._message(int(declared), max_bytes))
+                await self._answer(send, PayloadTooLarge(self._message(int(declared), max_bytes)))
                 return
         seen = 0
 
@@ -56,18 +62,10 @@ class BodyLimit:
         given = f"more than {size}" if partial else str(size)
         return f"request body too large: {given} bytes, the limit is {limit}"
 
-    @staticmethod
-    async def _answer(send: Send, status: int, detail: str) -> None:
-        body = json.dumps({"detail": detail}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+    async def _answer(self, send: Send, exc: TurnoutError) -> None:
+        """As every other error answer (turnout.router.api.errors), counted
+        once; the connection is closed, since the body was never read."""
+        status, body, headers = error_response(exc)
+        if self._count is not None:
+            self._count(status, headers.get(ERROR_HEADER, "error"))
+        await respond(send, status, body, {**headers, "Connection": "close"})

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.integration.conftest import Stack
+from tests.support.metrics import sample
 
 pytestmark = pytest.mark.integration
 
@@ -59,11 +60,21 @@ def test_non_finite_and_malformed_bodies(stack: Stack, raw: bytes, message: str)
     assert message in r.json()["detail"]
 
 
+def _payload_errors(stack: Stack) -> float:
+    text = stack.http.get("/metrics").text
+    return sample(text, "turnout_errors_total", code="413", error="PayloadTooLarge") or 0
+
+
 def test_body_over_the_limit_is_413_before_it_is_read(stack: Stack) -> None:
     big = json.dumps({"inputs": [ROW] * 60_000}).encode()  # about 1.4 MB, limit 1 MiB
-    r = stack.http.post("/v1/models/iris/predict", content=big, headers={"content-type": "application/json"})
-    assert r.status_code == 413
-    assert "the limit is 1048576" in r.json()["detail"]
+    before = _payload_errors(stack)
+    for path in ("/v1/models/iris/predict", "/v1/models/iris/versions/1/predict", "/v1/models"):
+        r = stack.http.post(path, content=big, headers={"content-type": "application/json"})
+        assert r.status_code == 413
+        # The error contract, as every other error answer: the class, the body, counted once.
+        assert r.headers["x-turnout-error"] == "PayloadTooLarge"
+        assert r.json() == {"detail": "request body too large: 1320012 bytes, the limit is 1048576"}
+    assert _payload_errors(stack) == before + 3
 
 
 def test_chunked_body_over_the_limit_is_413(stack: Stack) -> None:

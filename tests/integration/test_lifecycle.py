@@ -246,9 +246,18 @@ def test_a_canary_takes_its_share_sticks_per_key_and_waits_until_ready(life: Lif
     metrics = life.http.get("/metrics").text
     assert sample(metrics, "turnout_version_requests_total", model="iris-slow", version="2",
                   code="202")
-    # Ending the canary.
+    # Ending the canary: says so, and the default (and what it replaced) are as they were.
+    before = life.describe("iris-slow")["previous_version"]
     r = life.promote("iris-slow", "2", canary_percent=0)
     assert r.status_code == 200 and "canary" not in r.json()
+    assert r.json() == {"model": "iris-slow", "version": "1", "previous": None, "canary_ended": "2"}
+    assert life.describe("iris-slow")["previous_version"] == before
+    # From the shell, ending no canary says that nothing changed.
+    env = {**life.cluster.env, "TURNOUT_URL": str(life.http.base_url)}
+    out = subprocess.run([sys.executable, "-m", "turnout", "models", "promote", "iris-slow", "2",
+                          "--canary", "0"], env=env, cwd=REPO, capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert out.returncode == 0 and "iris-slow: v1 serves (nothing changed)" in out.stdout, out.stdout
 
 
 def test_the_route_table_reloads_without_a_restart_and_a_bad_one_is_refused(life: Lifecycle) -> None:

@@ -45,3 +45,15 @@ def test_a_gpu_worker_needs_a_device(capsys: pytest.CaptureFixture[str]) -> None
 def test_an_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["frobnicate"]) == 2
     assert "No such command" in capsys.readouterr().err
+
+
+def test_promote_says_what_happened() -> None:
+    from turnout.cli.models import promoted_text
+
+    assert promoted_text({"version": "1", "previous": None, "canary_ended": "2"}) == \
+        "canary v2 ended, v1 serves"
+    assert promoted_text({"version": "2", "previous": "1"}) == "v2 serves now (was v1)"
+    assert promoted_text({"version": "1", "previous": None,
+                          "canary": {"version": "2", "percent": 10.0}}) == \
+        "canary v2 takes 10% of requests; v1 serves the rest"
+    assert promoted_text({"version": "1", "previous": None}) == "v1 serves (nothing changed)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -120,11 +121,19 @@ def models_promote(
                    f"({'; '.join(body.get('detail') or [])}); the rollout goes on: "
                    f"see `GET {body['status_url']}`")
         return 3
-    if canary_percent:
-        canary = body.get("canary") or {}
-        click.echo(f"turnout: {name}: canary v{canary.get('version')} takes "
-                   f"{canary.get('percent', 0):g}% of requests; default v{body['version']}")
-    else:
-        click.echo(f"turnout: {name}: v{body['version']} serves now"
-                   + (f" (was v{body['previous']})" if body.get("previous") else ""))
+    click.echo(f"turnout: {name}: {promoted_text(body)}")
     return 0
+
+
+def promoted_text(body: dict[str, Any]) -> str:
+    """What a promote call did, in words, from its answer."""
+    serving = f"v{body['version']} serves"
+    canary = body.get("canary")
+    if canary:
+        return (f"canary v{canary['version']} takes {canary['percent']:g}% of requests; "
+                f"{serving} the rest")
+    if body.get("canary_ended"):
+        return f"canary v{body['canary_ended']} ended, {serving}"
+    if body.get("previous"):
+        return f"{serving} now (was v{body['previous']})"
+    return f"{serving} (nothing changed)"

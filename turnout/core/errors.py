@@ -83,6 +83,12 @@ class PayloadTooLarge(TurnoutError):
     status_code = 413
 
 
+class MalformedRequest(TurnoutError):
+    """The request itself is broken (a Content-Length that is not a number)."""
+
+    status_code = 400
+
+
 class TaskFinished(TurnoutError):
     status_code = 409
 
