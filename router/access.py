@@ -56,22 +56,35 @@ class KeyRing:
         self._client = client
         self.open_when_empty = open_when_empty
         self.known: list[ApiKey] | None = None  # None: not read yet
+        # Keys were made once (turnout:apikeys:closed): no longer open when empty.
+        self.closed = False
         # key name -> (tokens left, when counted)
         self._buckets: dict[str, tuple[float, float]] = {}
 
-    def update(self, raw: dict[Any, Any]) -> None:
+    def update(self, raw: dict[Any, Any], closed: bool) -> None:
         self.known = parse_keys(raw)
+        self.closed = closed
+
+    @property
+    def open(self) -> bool:
+        """Open to callers without a key: no key exists, none ever did (or an
+        operator reopened it), and the API may be open (loopback, or told)."""
+        return not self.known and not self.closed and self.open_when_empty
 
     async def _read(self) -> list[ApiKey]:
         # A Redis error propagates: the call is answered 503, never let in.
-        self.known = parse_keys(await self._client.hgetall(redis_keys.API_KEYS))
-        return self.known
+        pipe = self._client.pipeline(transaction=False)
+        pipe.hgetall(redis_keys.API_KEYS)
+        pipe.exists(redis_keys.API_KEYS_CLOSED)
+        raw, closed = await pipe.execute()
+        self.update(raw, bool(closed))
+        return self.known or []
 
     async def authenticate(self, header: str | None, scope: str, what: str) -> ApiKey | None:
         """The caller's key, checked for ``scope``; None when the API is open."""
         known = self.known if self.known is not None else await self._read()
         if header is None:
-            if not known and self.open_when_empty:
+            if self.open:
                 return None
             raise Unauthorized(
                 f"{what} needs an API key: send 'Authorization: Bearer <token>' (an operator "
@@ -85,7 +98,7 @@ class KeyRing:
         if key is None:
             key = find(await self._read(), token)  # made since the last refresh?
         if key is None:
-            if not self.known and self.open_when_empty:
+            if self.open:
                 return None  # no keys at all: open, whatever was sent
             raise Unauthorized("the API key is not valid (wrong, or revoked)")
         if not key.allows(scope):

@@ -48,7 +48,7 @@ class LiveView:
         # who to tell when a newer one is adopted.
         self.routes_generation = 0
         # Given the API keys (turnout:apikeys) as read with each refresh.
-        self.on_keys: Callable[[dict[Any, Any]], None] | None = None
+        self.on_keys: Callable[[dict[Any, Any], bool], None] | None = None
 
     def known_queues(self) -> list[str]:
         names = set(self.table.queues)
@@ -68,15 +68,17 @@ class LiveView:
         pipe.hgetall(redis_keys.SERVING)
         pipe.hget(redis_keys.ROUTES, "generation")
         pipe.hgetall(redis_keys.API_KEYS)
+        pipe.exists(redis_keys.API_KEYS_CLOSED)
         pipe.hgetall(redis_keys.STATS)
         pipe.exists(redis_keys.MONITORING)
-        *lengths, serving, generation, api_keys, stats, monitoring = await pipe.execute()
+        (*lengths, serving, generation, api_keys, keys_closed, stats,
+         monitoring) = await pipe.execute()
         self.monitoring = bool(monitoring)
         self.delivery_stats = {
             (k.decode() if isinstance(k, bytes) else str(k)): int(v) for k, v in stats.items()
         }
         if self.on_keys is not None:
-            self.on_keys(api_keys)
+            self.on_keys(api_keys, bool(keys_closed))
         depths = dict(zip(queues, lengths, strict=True))
         self.serving = parse_all(serving)
         if int(generation or 0) > self.routes_generation:

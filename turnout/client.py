@@ -184,7 +184,7 @@ def _url_from_env() -> str:
 class _Base:
     def __init__(
         self, url: str | None = None, api_key: str | None = None, timeout: float = 30.0,
-        retry_for_s: float = 30.0,
+        retry_for_s: float = 30.0, retry_refused: bool = True, unreachable_hint: str = "",
     ) -> None:
         url = url or _url_from_env()
         if api_key is None:
@@ -192,6 +192,10 @@ class _Base:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.retry_for_s = retry_for_s
+        # A refused connection is retried (an API restarting) unless told not
+        # to: an operator's terminal wants the answer at once, with the hint.
+        self.retry_refused = retry_refused
+        self.unreachable_hint = unreachable_hint
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         # Backoff waits of the last call (the tests read them).
         self.last_waits: list[float] = []
@@ -206,8 +210,15 @@ class _Base:
         return body
 
     def _unreachable(self, exc: httpx.TransportError) -> Unreachable:
-        return Unreachable(0, f"no answer from the API at {self.url}: {exc}",
+        hint = f"; {self.unreachable_hint}" if self.unreachable_hint else ""
+        return Unreachable(0, f"no answer from the API at {self.url}: {exc}{hint}",
                            kind=type(exc).__name__)
+
+    def _retryable(self, error: ApiError, call: Call) -> bool:
+        if isinstance(error, Unreachable) and error.kind == "ConnectError" \
+                and not self.retry_refused:
+            return False
+        return retryable(error, call)
 
 
 # The plans, shared by both clients.
@@ -313,8 +324,9 @@ class Client(_Base):
     """The synchronous client."""
 
     def __init__(self, url: str | None = None, api_key: str | None = None, timeout: float = 30.0,
-                 retry_for_s: float = 30.0, transport: httpx.BaseTransport | None = None) -> None:
-        super().__init__(url, api_key, timeout, retry_for_s)
+                 retry_for_s: float = 30.0, transport: httpx.BaseTransport | None = None,
+                 retry_refused: bool = True, unreachable_hint: str = "") -> None:
+        super().__init__(url, api_key, timeout, retry_for_s, retry_refused, unreachable_hint)
         self._http = httpx.Client(base_url=self.url, timeout=timeout, headers=self._headers,
                                   transport=transport)
 
@@ -342,7 +354,7 @@ class Client(_Base):
                 error: ApiError = self._unreachable(exc)
             except ApiError as exc:
                 error = exc
-            delay = backoff.next(error) if retryable(error, call) else None
+            delay = backoff.next(error) if self._retryable(error, call) else None
             if delay is None:
                 raise error
             time.sleep(delay)
@@ -458,8 +470,9 @@ class AsyncClient(_Base):
 
     def __init__(self, url: str | None = None, api_key: str | None = None, timeout: float = 30.0,
                  retry_for_s: float = 30.0,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
-        super().__init__(url, api_key, timeout, retry_for_s)
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 retry_refused: bool = True, unreachable_hint: str = "") -> None:
+        super().__init__(url, api_key, timeout, retry_for_s, retry_refused, unreachable_hint)
         self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout, headers=self._headers,
                                        transport=transport)
 
@@ -486,7 +499,7 @@ class AsyncClient(_Base):
                 error: ApiError = self._unreachable(exc)
             except ApiError as exc:
                 error = exc
-            delay = backoff.next(error) if retryable(error, call) else None
+            delay = backoff.next(error) if self._retryable(error, call) else None
             if delay is None:
                 raise error
             await asyncio.sleep(delay)

@@ -23,8 +23,11 @@ class KeyRequest(BaseModel):
 
 
 async def _reread(services: Services) -> list[access.ApiKey]:
-    raw = await services.client.hgetall(redis_keys.API_KEYS)
-    services.keyring.update(raw)  # in force in this process at once
+    pipe = services.client.pipeline(transaction=False)
+    pipe.hgetall(redis_keys.API_KEYS)
+    pipe.exists(redis_keys.API_KEYS_CLOSED)
+    raw, closed = await pipe.execute()
+    services.keyring.update(raw, bool(closed))  # in force in this process at once
     return access.parse_keys(raw)
 
 
@@ -44,6 +47,7 @@ async def create_key(body: KeyRequest, services: ServicesDep) -> JSONResponse:
         raise InvalidInput(exc.message) from None
     if not await services.client.hsetnx(*access.store_args(key)):
         raise access.taken(key.name)
+    await services.client.set(redis_keys.API_KEYS_CLOSED, "1")
     await _reread(services)
     return JSONResponse({**key.public(), "token": token}, status_code=201)
 

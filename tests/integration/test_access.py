@@ -205,3 +205,26 @@ def test_the_api_refuses_a_public_address_without_keys(
         cluster.stop()
         client.flushdb()
         client.close()
+
+
+def test_loopback_stays_closed_once_the_last_key_is_revoked_until_reopened(
+        guarded: Guarded) -> None:
+    _, token = access.create(guarded.client, "last", "predict")
+    for key in access.list_keys(guarded.client):
+        access.revoke(guarded.client, key.name)
+    assert access.list_keys(guarded.client) == []
+    with guarded.http(token) as revoked, guarded.http() as anonymous:
+        # Keys were made here: with none left, no one gets in, the revoked token least of all.
+        time.sleep(1.2)  # two refreshes of the API's view
+        assert revoked.get("/v1/models").status_code == 401
+        assert anonymous.get("/v1/models").status_code == 401
+        listed = subprocess.run([sys.executable, "-m", "turnout", "keys", "list"],
+                                env=guarded.cluster.env, cwd=REPO, capture_output=True,
+                                text=True, timeout=60, check=False)
+        assert "the API is closed" in listed.stdout and "turnout keys reopen" in listed.stdout
+        # Reopened on purpose: open on loopback again.
+        reopened = subprocess.run([sys.executable, "-m", "turnout", "keys", "reopen"],
+                                  env=guarded.cluster.env, cwd=REPO, capture_output=True,
+                                  text=True, timeout=60, check=False)
+        assert reopened.returncode == 0, reopened.stderr
+        wait_for(lambda: anonymous.get("/v1/models").status_code == 200, 5, "open again")

@@ -53,3 +53,22 @@ def test_a_gpu_worker_for_a_device_that_is_not_there_refuses_to_start(stack: Sta
     )
     assert result.returncode == 2
     assert "--device 7:" in result.stderr and "use --device cpu" in result.stderr
+
+
+# GET /v1/workers: one shape for every kind of worker (docs/api.md).
+WORKER_FIELDS = {
+    "name", "incarnation", "kind", "queues", "device", "concurrency", "host", "pid", "models",
+    "refused", "reloading", "busy", "current_tasks", "children", "gpu_index",
+    "cuda_visible_devices", "memory_limit_mb", "gpu", "telemetry", "last_seen",
+}
+
+
+def test_every_worker_has_the_documented_shape_with_nulls(stack: Stack) -> None:
+    workers = {w["name"]: w for w in stack.http.get("/v1/workers").json()["workers"]}
+    for worker in workers.values():
+        assert set(worker) == WORKER_FIELDS, worker["name"]
+    cpu, gpu = workers["cpu@test"], workers["gpu-cpu@test"]
+    assert cpu["gpu"] is None and cpu["gpu_index"] is None and cpu["telemetry"] is None
+    assert cpu["memory_limit_mb"] is None and cpu["cuda_visible_devices"] is None
+    assert gpu["gpu"] is None and gpu["telemetry"] == "none: the worker runs on the CPU"
+    assert gpu["memory_limit_mb"] is None and gpu["cuda_visible_devices"] == ""

@@ -46,18 +46,36 @@ def test_metrics_behind_its_own_setting() -> None:
     assert required_scope("GET", "/metrics", metrics_auth=True) == "predict"
 
 
+class FakePipeline:
+    def __init__(self, redis: FakeRedis) -> None:
+        self.redis = redis
+
+    def hgetall(self, _key: str) -> None:
+        pass
+
+    def exists(self, _key: str) -> None:
+        pass
+
+    async def execute(self) -> list[object]:
+        self.redis.reads += 1
+        return [dict(self.redis.hash), int(self.redis.closed)]
+
+
 class FakeRedis:
+    """The API keys' hash and the closed flag, as the key ring reads them."""
+
     def __init__(self) -> None:
         self.hash: dict[bytes, bytes] = {}
+        self.closed = False
         self.reads = 0
 
-    async def hgetall(self, _key: str) -> dict[bytes, bytes]:
-        self.reads += 1
-        return dict(self.hash)
+    def pipeline(self, transaction: bool = True) -> FakePipeline:
+        return FakePipeline(self)
 
     def add(self, name: str, scope: str, rate: float | None = None) -> str:
         key, token = access.new_key(name, scope, rate)
         self.hash[name.encode()] = orjson.dumps(key.__dict__)
+        self.closed = True
         return token
 
 
@@ -74,10 +92,25 @@ def test_open_only_while_no_key_exists_and_only_when_told_so() -> None:
         run(closed.authenticate(None, "predict", "x"))
 
 
+def test_once_keys_were_made_no_keys_left_is_closed() -> None:
+    redis = FakeRedis()
+    ring = KeyRing(redis, open_when_empty=True)  # type: ignore[arg-type]
+    token = redis.add("alice", "predict")
+    redis.hash.clear()  # revoked, the last one
+    ring.update({}, True)
+    with pytest.raises(Unauthorized, match="needs an API key"):
+        run(ring.authenticate(None, "predict", "x"))
+    with pytest.raises(Unauthorized, match="not valid"):
+        run(ring.authenticate(f"Bearer {token}", "predict", "x"))
+    redis.closed = False  # `turnout keys reopen`
+    ring.update({}, False)
+    assert run(ring.authenticate(None, "predict", "x")) is None
+
+
 def test_scopes_wrong_tokens_and_keys_made_since_the_last_read() -> None:
     redis = FakeRedis()
     ring = KeyRing(redis, open_when_empty=True)  # type: ignore[arg-type]
-    ring.update({})
+    ring.update({}, False)
     token = redis.add("alice", "predict")  # after the ring's last read
     key = run(ring.authenticate(f"Bearer {token}", "predict", "x"))
     assert key.name == "alice"

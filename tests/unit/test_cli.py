@@ -57,3 +57,34 @@ def test_promote_says_what_happened() -> None:
                           "canary": {"version": "2", "percent": 10.0}}) == \
         "canary v2 takes 10% of requests; v1 serves the rest"
     assert promoted_text({"version": "1", "previous": None}) == "v1 serves (nothing changed)"
+
+
+def test_an_operator_command_finds_up_s_api_and_says_at_once_when_it_is_not_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from turnout.stack.redis_server import free_port
+
+    monkeypatch.delenv("TURNOUT_URL", raising=False)
+    monkeypatch.setenv("TURNOUT_HOME", str(tmp_path))
+    # What `turnout up --port P` leaves behind (nothing listens there now).
+    gone = f"http://127.0.0.1:{free_port()}"
+    (tmp_path / "api.url").write_text(gone + "\n")
+    assert main(["status"]) == 1
+    err = capsys.readouterr().err
+    assert f"no answer from the API at {gone}" in err
+    assert "TURNOUT_URL=" in err and str(tmp_path) in err
+
+
+def test_a_refused_connection_is_not_retried_when_told(tmp_path: Path) -> None:
+    from turnout.client import Client, Unreachable
+    from turnout.stack.redis_server import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    with Client(url, retry_refused=False, unreachable_hint="start it") as client:
+        with pytest.raises(Unreachable, match="start it"):
+            client.models()
+        assert client.last_waits == []  # no backoff: the answer came at once
+    with Client(url, retry_for_s=0.3) as client:
+        with pytest.raises(Unreachable):
+            client.models()
+        assert client.last_waits  # the library default still retries a restarting API

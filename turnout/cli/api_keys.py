@@ -54,8 +54,11 @@ def keys_list(ctx: Context) -> int:
 
     with _client(ctx) as client:
         found = access.list_keys(client)
+        closed = access.closed(client)
     if not found:
-        click.echo("no API keys: the API is open on loopback only")
+        click.echo("no API keys: the API is closed, since keys were made here "
+                   "(`turnout keys reopen` opens it on loopback again)" if closed else
+                   "no API keys: the API is open on loopback only")
         return 0
     click.echo(f"{'name':<24} {'scope':<8} {'rate/s':>8}  created")
     for key in found:
@@ -74,8 +77,29 @@ def keys_revoke(ctx: Context, name: str) -> int:
 
     with _client(ctx) as client:
         gone = access.revoke(client, name)
+        left = access.list_keys(client)
     if not gone:
         click.echo(f"turnout: no API key named {name!r}", err=True)
         return 1
     click.echo(f"turnout: key {name!r} revoked")
+    if not left:
+        click.echo("turnout: that was the last key: the API stays closed to everyone until a "
+                   "key is made, or `turnout keys reopen` opens it on loopback again", err=True)
+    return 0
+
+
+@keys.command("reopen")
+@pass_context
+def keys_reopen(ctx: Context) -> int:
+    """With no key left, let the API on loopback serve without keys again.
+
+    Once a key has been made, revoking the last one does not open the API: an
+    operator who made keys meant it to need them. This says otherwise, on
+    purpose. A public address still needs a key (or --insecure-no-auth).
+    """
+    from turnout.core import access
+
+    with _client(ctx) as client:
+        access.reopen(client)
+    click.echo("turnout: no API keys, and the API on loopback is open again")
     return 0

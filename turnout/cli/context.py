@@ -37,7 +37,10 @@ class Context:
 
         settings = self.settings()
         key = settings.api_key.get_secret_value() if settings.api_key else ""
-        return Client(settings.api_url, key)
+        return Client(settings.api_url, key, retry_refused=False, unreachable_hint=(
+            "is the stack up? Point the command at the API with TURNOUT_URL=http://host:port, "
+            f"or use the TURNOUT_HOME of the `turnout up` that serves it (this one: "
+            f"{settings.home}, where it records {settings.api_file.name})"))
 
     def table(self) -> RouteTable:
         return load_routes(self.settings().routes_file)

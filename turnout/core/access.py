@@ -119,6 +119,7 @@ def create(
     key, token = new_key(name, scope, rate_per_s)
     if not client.hsetnx(*store_args(key)):
         raise taken(name)
+    client.set(redis_keys.API_KEYS_CLOSED, "1")
     return key, token
 
 
@@ -128,6 +129,19 @@ def list_keys(client: redis.Redis) -> list[ApiKey]:
 
 def revoke(client: redis.Redis, name: str) -> bool:
     return bool(client.hdel(redis_keys.API_KEYS, name))
+
+
+def closed(client: redis.Redis) -> bool:
+    """Whether keys were ever made here: the API then needs one even when none
+    is left (revoking the last key does not open it)."""
+    return bool(client.exists(redis_keys.API_KEYS_CLOSED))
+
+
+def reopen(client: redis.Redis) -> None:
+    """With no key left, let the API serve open on loopback again, on purpose."""
+    if client.hlen(redis_keys.API_KEYS):
+        raise ConfigError("API keys exist: the API needs them; revoke them first to reopen it")
+    client.delete(redis_keys.API_KEYS_CLOSED)
 
 
 def is_loopback(host: str) -> bool:

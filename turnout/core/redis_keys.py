@@ -25,6 +25,9 @@ SERVING = f"{PREFIX}:serving"  # hash: model -> JSON serving document
 ROUTES = f"{PREFIX}:routes"
 # API keys (turnout.core.access): key name -> JSON with the token's hash, never the token.
 API_KEYS = f"{PREFIX}:apikeys"
+# Set once a key has been made: the API stays closed with no keys left, until
+# an operator reopens it (`turnout keys reopen`).
+API_KEYS_CLOSED = f"{PREFIX}:apikeys:closed"
 # Set (with a TTL, renewed) while a `turnout flower` runs: API processes then
 # send Celery's task-sent events.
 MONITORING = f"{PREFIX}:monitoring"

@@ -181,10 +181,29 @@ class Settings(BaseSettings):
 
     @property
     def api_url(self) -> str:
+        """Where the operator commands find the API: ``TURNOUT_URL``, else the
+        one a ``turnout up`` from this ``TURNOUT_HOME`` is serving (it records
+        it in ``api.url``), else ``TURNOUT_API_HOST``:``TURNOUT_API_PORT``."""
         if self.url:
             return self.url.rstrip("/")
+        try:
+            recorded = self.api_file.read_text().strip()
+        except OSError:
+            recorded = ""
+        if recorded:
+            return recorded.rstrip("/")
+        return self.own_api_url
+
+    @property
+    def own_api_url(self) -> str:
+        """This process's API address as the settings give it."""
         host = "127.0.0.1" if self.api_host in ("0.0.0.0", "::") else self.api_host
         return f"http://{host}:{self.api_port}"
+
+    @property
+    def api_file(self) -> Path:
+        """Where ``turnout up`` leaves its API's URL for the operator commands."""
+        return self.home / "api.url"
 
     @property
     def logs_dir(self) -> Path:

@@ -38,6 +38,7 @@ class Stack:
     def __init__(self, settings: Settings, port: int, flower: bool = False) -> None:
         self.settings = settings
         self.port = port
+        self._wrote_api_file = False
         self.flower = flower
         self.parts: list[Part] = []
         self.redis: EmbeddedRedis | None = None
@@ -117,6 +118,7 @@ class Stack:
         for part in self.parts:
             part.start()
         self._wait_ready()
+        self._write_api_file()
         self.say(f"ready: http://{settings.api_host}:{self.port}  (Ctrl-C stops everything)")
         if self.flower:
             self.say(f"Flower: http://127.0.0.1:{settings.flower_port} (user turnout, password "
@@ -169,6 +171,13 @@ class Stack:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(broker.url + "\n")
+
+    def _write_api_file(self) -> None:
+        # Lets `turnout status`, `models promote` and `train` on this machine
+        # find this API, whatever port it was given.
+        url = self.settings.model_copy(update={"api_port": self.port}).own_api_url
+        self.settings.api_file.write_text(url + "\n")
+        self._wrote_api_file = True
 
     def _child_env(self, broker: RedisSettings) -> dict[str, str]:
         return {
@@ -287,6 +296,9 @@ class Stack:
         for part in reversed(self.parts):
             part.stop(STOP_GRACE_S)
         self.parts = []
+        if self._wrote_api_file:  # never another stack's, found locked at start
+            self.settings.api_file.unlink(missing_ok=True)
+            self._wrote_api_file = False
         if self.reaper is not None:
             self.reaper.stop()
             self.reaper = None
