@@ -12,8 +12,9 @@ One import name holds it all, each layer importing only those below it
   errors, Redis key names, the Celery app, the typed messages, the input kinds);
 - ``turnout.client``: the Python client, on httpx alone.
 
-``router``, ``workers``, ``ml`` and ``benchmarks`` are folders at the top of the
-repository, mapped into this namespace by the distribution.
+``router``, ``workers``, ``ml``, ``benchmarks`` and ``command`` (``cli`` and
+``stack``) are folders at the top of the repository, mapped into this
+namespace by the distribution.
 """
 
 __version__ = "0.1.0"
