@@ -286,8 +286,7 @@ class Dispatcher:
             "queue": record["queue"],
         }
         if status == "SUCCESS" and meta is not None:
-            result = meta.task_result()
-            entry = result.outcome(record.get("index", 0))
+            entry, result = meta.outcome(record.get("index", 0))
             if entry.revoked:
                 view["status"] = "REVOKED"
             elif entry.error is not None:

@@ -189,8 +189,7 @@ class BatchJobs:
                     {"chunk": index, "rows": [start, start + count], "error": error}
                 )
                 continue
-            result = meta.task_result()
-            entry = result.outcome(0)
+            entry, result = meta.outcome(0)
             if result.version:
                 versions.add(result.version)
             predictions[start : start + count] = entry.predictions or []
@@ -237,4 +236,4 @@ def _chunk_error(meta: ResultDoc) -> str | None:
         return "revoked"
     if meta.status == "FAILURE":
         return meta.error_text()
-    return meta.task_result().outcome(0).error
+    return meta.outcome(0)[0].error

@@ -75,3 +75,14 @@ def test_serves_is_one_rule_for_models_and_versions() -> None:
     assert beat.serves("iris") and beat.serves("iris", "1")
     assert not beat.serves("iris", "2")  # still loading
     assert not beat.serves("cnn")  # not held: its version states alone do not make it served
+
+
+def test_one_waiter_reads_its_own_outcome_and_where_it_ran() -> None:
+    result = TaskResult(outcomes=[Outcome(predictions=[1]), Outcome(predictions=[2])],
+                        worker="w", device="cpu", version="3", batch_size=2, rows=2)
+    doc = ResultDoc.decode(ResultDoc.success("b", result).encode())
+    assert doc is not None
+    entry, ran = doc.outcome(1)
+    assert entry.predictions == [2] and ran.worker == "w" and ran.version == "3"
+    assert ran.batch_size == 2 and ran.outcomes == []
+    assert doc.outcome(5)[0].error == "no result for it"

@@ -214,6 +214,16 @@ class ResultDoc:
         """The worker's answer (a SUCCESS document's ``result``)."""
         return TaskResult.from_wire(self.result or {})
 
+    def outcome(self, index: int) -> tuple[Outcome, TaskResult]:
+        """Request ``index``'s outcome, and where the task ran (a TaskResult
+        without its outcomes): each waiter of a batch parses its own entry
+        only, not the whole batch's."""
+        raw = self.result if isinstance(self.result, Mapping) else {}
+        entries = raw.get("results") or ()
+        entry = (Outcome.from_wire(entries[index]) if 0 <= index < len(entries)
+                 else Outcome(error="no result for it"))
+        return entry, TaskResult.from_wire({**raw, "results": ()})
+
     def error_text(self) -> str:
         """A FAILURE's error in words: Celery stores it as {exc_type,
         exc_message, exc_module}."""
