@@ -50,15 +50,15 @@ def _versions(*names: str) -> dict[str, str]:
 
 
 def _build_tabular(folder: Path, name: str, version: str, dataset: str, trainer: str,
-                   architecture_check: Callable[[ModelMeta], None] | None = None) -> ModelMeta:
+                   accept: Callable[[ModelMeta], None] | None = None) -> ModelMeta:
     """A shipped tabular model: the bundled dataset, held out and fitted as a
     training job with the defaults would (one trainer per framework)."""
     data = load_dataset(dataset, data_dir=folder)  # bundled: no data folder is read
     input_ = {"kind": "tabular", "width": int(data.x.shape[1]), "features": data.features}
     meta = TRAINERS[trainer](name, input_, dict(DEFAULTS[trainer]), SEED, held_out(data, SEED),
                              folder, quiet, never)
-    if architecture_check is not None:
-        architecture_check(meta)
+    if accept is not None:
+        accept(meta)  # raises when the model is not good enough to ship
     return ModelMeta(**{**meta.__dict__, "version": version})
 
 

@@ -71,8 +71,10 @@ class KeyRing:
         operator reopened it), and the API may be open (loopback, or told)."""
         return not self.known and not self.closed and self.open_when_empty
 
-    async def _read(self) -> list[ApiKey]:
-        # A Redis error propagates: the call is answered 503, never let in.
+    async def refresh(self) -> list[ApiKey]:
+        """Read the keys and the closed flag now (a key made a moment ago, or
+        an admin call that changed them); a Redis error propagates: the call
+        is answered 503, never let in."""
         pipe = self._client.pipeline(transaction=False)
         pipe.hgetall(redis_keys.API_KEYS)
         pipe.exists(redis_keys.API_KEYS_CLOSED)
@@ -82,7 +84,7 @@ class KeyRing:
 
     async def authenticate(self, header: str | None, scope: str, what: str) -> ApiKey | None:
         """The caller's key, checked for ``scope``; None when the API is open."""
-        known = self.known if self.known is not None else await self._read()
+        known = self.known if self.known is not None else await self.refresh()
         if header is None:
             if self.open:
                 return None
@@ -96,7 +98,7 @@ class KeyRing:
             raise Unauthorized("the Authorization header must be 'Bearer <token>'")
         key = find(known, token)
         if key is None:
-            key = find(await self._read(), token)  # made since the last refresh?
+            key = find(await self.refresh(), token)  # made since the last refresh?
         if key is None:
             if self.open:
                 return None  # no keys at all: open, whatever was sent

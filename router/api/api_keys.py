@@ -23,12 +23,8 @@ class KeyRequest(BaseModel):
 
 
 async def _reread(services: Services) -> list[access.ApiKey]:
-    pipe = services.client.pipeline(transaction=False)
-    pipe.hgetall(redis_keys.API_KEYS)
-    pipe.exists(redis_keys.API_KEYS_CLOSED)
-    raw, closed = await pipe.execute()
-    services.keyring.update(raw, bool(closed))  # in force in this process at once
-    return access.parse_keys(raw)
+    # In force in this process at once, not at the next refresh.
+    return await services.keyring.refresh()
 
 
 @router.get("")

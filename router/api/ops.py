@@ -39,12 +39,13 @@ async def workers(services: ServicesDep) -> dict[str, Any]:
     await services.live.refresh()
     return {
         "workers": [
-            _without_ts(beat.to_wire()) | {"last_seen": beat.ts} for beat in services.live.workers
+            _shown(beat.to_wire()) | {"last_seen": beat.ts} for beat in services.live.workers
         ]
     }
 
 
-def _without_ts(doc: dict[str, Any]) -> dict[str, Any]:
+def _shown(doc: dict[str, Any]) -> dict[str, Any]:
+    """A heartbeat as /v1/workers shows it: its send time is ``last_seen``."""
     # Version states are shown per model (GET /v1/models/{name}), not here.
     for internal in ("ts", "started_at", "versions"):
         doc.pop(internal, None)

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.conftest import start_redis
+from tests.support.models import add_version
 from tests.support.procs import REPO, Cluster, wait_for
 
 pytestmark = pytest.mark.integration
@@ -77,9 +78,7 @@ def docs(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     tmp = tmp_path_factory.mktemp("docs")
     models = tmp / "models"
     shutil.copytree(models_dir / "iris" / "1", models / "iris" / "1")
-    shutil.copytree(models_dir / "iris" / "1", models / "iris" / "2")
-    meta = json.loads((models / "iris" / "2" / "meta.json").read_text())
-    (models / "iris" / "2" / "meta.json").write_text(json.dumps({**meta, "version": "2"}))
+    add_version(models, "iris", "2", "iris/1")
     routes = tmp / "routes.yaml"
     routes.write_text(ROUTES.read_text().split("  # Its versions other than 1")[0])
     server = start_redis(tmp / "redis")

@@ -4,7 +4,6 @@ canaries, and versions being written that are never listed."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from sklearn.datasets import load_digits
 
 from tests.conftest import start_redis
 from tests.support.metrics import sample
+from tests.support.models import add_version
 from tests.support.procs import REPO, Cluster, wait_for
 
 pytestmark = pytest.mark.integration
@@ -32,16 +32,6 @@ DIGITS = load_digits().data[:2].tolist()
 # digits-cnn v1 is estimated at ~33 MiB: room for it and a 150 MiB version
 # one at a time, not side by side.
 LIMIT_MB = "200"
-
-
-def add_version(models: Path, name: str, version: str, source: str, **meta_changes: Any) -> Path:
-    """A copy of ``models/source`` as ``name`` version ``version``."""
-    folder = models / name / version
-    shutil.copytree(models / source, folder)
-    meta = json.loads((folder / "meta.json").read_text())
-    meta.update(version=version, **meta_changes)
-    (folder / "meta.json").write_text(json.dumps(meta))
-    return folder
 
 
 @dataclass
