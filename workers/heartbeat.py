@@ -159,7 +159,11 @@ class HeartbeatThread:
         children = self.board.read()
         ready = [c for c in children if c.get("ready")]
         if ready:
-            self._loaded = sorted({m for c in ready for m in c.get("models", ())})
+            # A model is served where every ready child holds it: a child that
+            # has not yet adopted a reloaded route table (or could not load the
+            # model) must not be handed its jobs. The same rule as a version's
+            # READY (merge_versions).
+            self._loaded = sorted(set.intersection(*(set(c.get("models", ())) for c in ready)))
             self._refused = {}
             for child in ready:
                 self._refused.update(child.get("refused") or {})

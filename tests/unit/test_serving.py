@@ -76,3 +76,41 @@ def test_the_serving_document_round_trips() -> None:
     doc = Serving(default="2", previous="1", canary=Canary("3", 12.5), target="4", generation=7)
     assert Serving.from_json(doc.to_json()) == doc
     assert doc.evolve(target=None).generation == 8
+
+
+def test_a_worker_serves_a_model_only_once_every_ready_child_holds_it() -> None:
+    from dataclasses import dataclass
+
+    from turnout.core.settings import Settings
+    from turnout.workers.heartbeat import HeartbeatThread
+    from turnout.workers.spec import WorkerSpec
+
+    @dataclass
+    class Board:
+        children: list[dict[str, object]]
+
+        def read(self) -> list[dict[str, object]]:
+            return self.children
+
+    @dataclass
+    class App:
+        board: Board
+        models: list[str]
+        incarnation: str = "cpu@h#1"
+
+        def all_loaded(self) -> bool:
+            return True
+
+    old = {"iris": {"1": {"state": "ready"}}}
+    new = {**old, "iris-b": {"1": {"state": "ready"}}}
+    board = Board([
+        {"pid": 1, "ready": True, "models": ["iris", "iris-b"], "versions": new},
+        {"pid": 2, "ready": True, "models": ["iris"], "versions": old},  # not reloaded yet
+        {"pid": 3, "ready": False, "models": []},  # replaced, still loading
+    ])
+    spec = WorkerSpec("cpu", "cpu@h", ("cpu",), 3, 4, False, "cpu", "cpu")
+    thread = HeartbeatThread(spec, Settings(), App(board, ["iris"]))  # type: ignore[arg-type]
+    beat = thread.current()
+    assert beat.models == ("iris",) and beat.serves("iris") and not beat.serves("iris-b")
+    board.children[1] = {"pid": 2, "ready": True, "models": ["iris", "iris-b"], "versions": new}
+    assert thread.current().serves("iris-b", "1")
