@@ -37,6 +37,18 @@ class ModelMeta:
     # from its size on disk.
     memory_mb: float | None = None
     built_with: dict[str, str] = field(default_factory=dict)
+    # Added models (`turnout models add`): the format the file is in, the
+    # output schema, the task, what the operator trusted at add, the sample
+    # that passed (the warm-up), where it came from and when, and every
+    # file's sha256 and size.
+    format: str | None = None
+    output: dict[str, Any] = field(default_factory=dict)
+    task: str | None = None
+    trusted: dict[str, Any] = field(default_factory=dict)
+    sample: list[Any] | None = None
+    source: str | None = None
+    created_at: float | None = None
+    manifest: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelMeta:
@@ -93,16 +105,20 @@ def verify(models_dir: Path, route: Route) -> tuple[Path, ModelMeta]:
             f"model {route.name!r}: the route says framework {route.framework!r}, "
             f"the artifact was built with {meta.framework!r}"
         )
-    mismatch = route.input.mismatch(route.name, meta.input)
+    # An added version carries its own input schema (a version may add a
+    # column); a built one must fit the route's.
+    mismatch = None if meta.format else route.input.mismatch(route.name, meta.input)
     if mismatch is not None:
         raise ArtifactError(mismatch)
     path = (folder / meta.artifact).resolve()
     if not path.is_relative_to(folder):
         raise ArtifactError(f"model {route.name!r}: artifact {meta.artifact!r} leaves {folder}")
-    if not path.is_file():
+    if not (path.is_file() or (meta.format and path.is_dir())):
         raise ArtifactError(f"model {route.name!r}: artifact {path} is missing")
-    _check_sha(route, path, meta.sha256)
-    for name, digest in sorted(meta.files.items()):
+    if meta.sha256:
+        _check_sha(route, path, meta.sha256)
+    files = {**meta.files, **{n: e["sha256"] for n, e in meta.manifest.items()}}
+    for name, digest in sorted(files.items()):
         extra = (folder / name).resolve()
         if not extra.is_relative_to(folder):
             raise ArtifactError(f"model {route.name!r}: file {name!r} leaves {folder}")

@@ -31,6 +31,7 @@ DOCS_ASSETS = "/docs-assets"
 _ADMIN_CALLS = (
     ("PUT", re.compile(r"^/v1/models/[^/]+/default$")),
     ("POST", re.compile(r"^/v1/models/[^/]+/train$")),
+    ("POST", re.compile(r"^/v1/models/[^/]+/versions$")),
     (None, re.compile(r"^/v1/training/")),
     (None, re.compile(r"^/v1/admin/")),
 )

@@ -35,6 +35,7 @@ from turnout.router.metrics import Metrics
 from turnout.router.publish import TaskMessages
 from turnout.router.results import ResultWatcher
 from turnout.router.routing import choose_queue
+from turnout.router.schemas import VersionSchemas
 from turnout.router.validation import validate_inputs
 
 # Celery states that the v1 contract folds into its five.
@@ -61,6 +62,7 @@ class Dispatcher:
         metrics: Metrics,
     ) -> None:
         self.settings = settings
+        self.schemas = VersionSchemas(settings.models_dir)
         self.metrics = metrics
         self.client = client
         self.watcher = watcher
@@ -94,7 +96,6 @@ class Dispatcher:
         answers with the task it made then, never a second one. Returns the
         submission and the task view if finished."""
         route = self.table.require(model)
-        rows = validate_inputs(route, inputs)
         pinned = version is not None
         if version is None:
             serving = self.live.serving_for(model)
@@ -103,6 +104,7 @@ class Dispatcher:
             version = choose_version(route, serving, ready, route_key, random.random() * 100)
         else:
             self._check_pinned(route, version)
+        rows = validate_inputs(route, inputs, schema=self.schemas.input(route, version))
         decision = choose_queue(route, self.table, self.live.state, version if pinned else None)
         job = Job(id=str(uuid.uuid4()), rows=rows, submitted_at=time.time(), owner=owner)
         claim = None

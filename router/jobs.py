@@ -28,6 +28,7 @@ from turnout.router.idempotency import Claims, claim_key
 from turnout.router.live import LiveView
 from turnout.router.publish import TaskMessages
 from turnout.router.routing import choose_queue
+from turnout.router.schemas import VersionSchemas
 from turnout.router.validation import validate_inputs
 
 # Rows per chunk when the route has no max_batch and the client names none.
@@ -45,6 +46,7 @@ class BatchJobs:
         track: Callable[[str, Route, str], None] | None = None,
     ) -> None:
         self.settings = settings
+        self.schemas = VersionSchemas(settings.models_dir)
         self.client = client
         self.live = live
         self.messages = messages
@@ -72,7 +74,10 @@ class BatchJobs:
         """Queue a batch job; an ``idempotency_key`` sent before by the same
         ``owner`` answers with the job it made then."""
         route = self.table.require(model)
-        rows = validate_inputs(route, inputs, max_rows=self.settings.max_batch_rows)
+        # A batch job runs on one version, the default when it is submitted.
+        version = self.live.serving_for(model).default_for(route)
+        rows = validate_inputs(route, inputs, max_rows=self.settings.max_batch_rows,
+                               schema=self.schemas.input(route, version))
         size = chunk_rows or min(route.max_batch or DEFAULT_CHUNK_ROWS, route.max_rows)
         job_id = str(uuid.uuid4())
         claim = None
@@ -83,8 +88,6 @@ class BatchJobs:
                 return await self._submitted(earlier, route.name)
         submitted_at = time.time()
         chunks: list[list[Any]] = []
-        # A batch job runs on one version, the default when it is submitted.
-        version = self.live.serving_for(model).default_for(route)
         pipe = self.client.pipeline(transaction=True)
         for index, start in enumerate(range(0, len(rows), size)):
             part = rows[start : start + size]

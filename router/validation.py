@@ -13,13 +13,16 @@ import math
 from typing import Any
 
 from turnout.core.errors import InvalidInput
-from turnout.core.inputs import show
+from turnout.core.inputs import InputKind, show
 from turnout.core.routes import Route
 
 
-def validate_inputs(route: Route, inputs: Any, max_rows: int | None = None) -> list[Any]:
-    """Return the rows of ``inputs`` if they fit ``route``'s schema (and at most
-    ``max_rows`` of them; the route's ``max_rows`` by default)."""
+def validate_inputs(
+    route: Route, inputs: Any, max_rows: int | None = None, schema: InputKind | None = None
+) -> list[Any]:
+    """Return the rows of ``inputs`` if they fit ``schema`` (the serving
+    version's; the route's by default), at most ``max_rows`` of them (the
+    route's ``max_rows`` by default)."""
     limit = route.max_rows if max_rows is None else max_rows
     if not isinstance(inputs, list):
         raise InvalidInput(f"inputs: expected a list of rows, got {type(inputs).__name__}")
@@ -30,7 +33,7 @@ def validate_inputs(route: Route, inputs: Any, max_rows: int | None = None) -> l
             f"inputs: {len(inputs)} rows, but model {route.name!r} takes at most "
             f"{limit} per request"
         )
-    return route.input.rows(route.name, inputs)
+    return (schema or route.input).rows(route.name, inputs)
 
 
 def _json_object(raw: bytes, allowed: tuple[str, ...]) -> dict[str, Any]:

@@ -29,8 +29,9 @@ from turnout.core.catalog import at_version, sort_key
 from turnout.core.routes import Route
 from turnout.core.serving import FAILED, LOADING, READY, Serving
 from turnout.core.settings import Settings
-from turnout.ml.adapters import LoadedModel, get_adapter
-from turnout.ml.artifacts import verify
+from turnout.ml.adapters import LoadedModel
+from turnout.ml.artifacts import ModelMeta, verify
+from turnout.ml.loading import load_version
 from turnout.workers.memory import DeviceMemory, estimate_mb
 from turnout.workers.spec import WorkerSpec
 
@@ -177,8 +178,8 @@ class Shelf:
                     fits, why = self.memory.fits(need)
             if not fits:
                 raise MemoryError(why)
-            model = get_adapter(route.framework).load(path, meta, self.spec.device, route.options)
-            _warm_up(route, model)
+            model = load_version(route.framework, path, meta, self.spec.device, route.options)
+            _warm_up(route, meta, model)
             self.memory.commit(need)
         except Exception as exc:  # noqa: BLE001 - any failure to load is reported, never fatal
             reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, MemoryError) else str(exc)
@@ -238,7 +239,9 @@ class Shelf:
         self._thread.start()
 
 
-def _warm_up(route: Route, model: LoadedModel) -> None:
+def _warm_up(route: Route, meta: ModelMeta, model: LoadedModel) -> None:
     # One pass at load pays for lazy initialisation (kernels, allocator,
-    # tokenizer) here rather than in the first client's request.
-    model.predict(route.input.warm_up())
+    # tokenizer) here rather than in the first client's request. An added
+    # version runs the sample that passed at add (its schema's own rows; a
+    # category the encoder knows).
+    model.predict(meta.sample if meta.sample else route.input.warm_up())

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from turnout.core.routes import RouteTable, load_routes
+from turnout.core.routes import RouteTable, compose
 from turnout.core.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -43,7 +43,8 @@ class Context:
             f"{settings.home}, where it records {settings.api_file.name})"))
 
     def table(self) -> RouteTable:
-        return load_routes(self.settings().routes_file)
+        settings = self.settings()
+        return compose(settings.routes_file, settings.models_dir)[1]
 
     def logging(self) -> None:
         logging.basicConfig(

@@ -8,8 +8,9 @@ from typing import Any
 import click
 
 from turnout.cli.context import Context, pass_context
+from turnout.cli.own_models import add_command
 from turnout.core.errors import ConfigError
-from turnout.core.routes import load_routes
+from turnout.core.routes import compose
 
 
 @click.group()
@@ -22,8 +23,9 @@ def routes() -> None:
 @pass_context
 def routes_check(ctx: Context, file: Path | None) -> int:
     """Validate and print a route table; starts nothing."""
-    path = file or ctx.settings().routes_file
-    table = load_routes(path)
+    settings = ctx.settings()
+    path = file or settings.routes_file
+    _, table = compose(path, settings.models_dir)
     click.echo(f"{path}: {len(table.routes)} model(s), valid")
     click.echo(f"{'model':<16} {'framework':<10} {'version':<8} {'queue':<8} {'fallback':<9} "
                f"{'input':<14} {'limit_s':>7} {'rows':>5} {'batch':>5}")
@@ -54,7 +56,7 @@ def reload(ctx: Context) -> int:
     settings = ctx.settings()
     client = redis.Redis.from_url(settings.redis().url, socket_timeout=5)
     try:
-        generation, table = shared.publish(client, settings.routes_file)
+        generation, table = shared.publish(client, settings.routes_file, settings.models_dir)
     except ConfigError as exc:
         click.echo(f"turnout: route table not reloaded, the last good one stays: {exc}", err=True)
         return 2
@@ -70,7 +72,10 @@ def reload(ctx: Context) -> int:
 
 @click.group()
 def models() -> None:
-    """Model artifacts."""
+    """Model artifacts: the shipped ones, your own, their versions."""
+
+
+add_command(models)
 
 
 @models.command("build")

@@ -82,7 +82,8 @@ class Stack:
         self._reload_asked = False
         client = redis.Redis.from_url(self.settings.redis().url, socket_timeout=5)
         try:
-            generation, table = shared.publish(client, self.settings.routes_file)
+            generation, table = shared.publish(client, self.settings.routes_file,
+                                              self.settings.models_dir)
         except ConfigError as exc:
             self.say(f"route table not reloaded, the last good one stays: {exc}")
         except redis.RedisError as exc:
@@ -108,7 +109,7 @@ class Stack:
         # one published by an earlier `turnout reload`.
         client = redis.Redis.from_url(broker.url, socket_timeout=5)
         try:
-            shared.publish(client, settings.routes_file)
+            shared.publish(client, settings.routes_file, settings.models_dir)
         finally:
             client.close()
         # Safe by default: a public API needs keys (or --insecure-no-auth).

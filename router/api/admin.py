@@ -23,7 +23,7 @@ async def reload(services: ServicesDep) -> dict[str, Any]:
     and every worker (models added, removed or re-routed), with no restart."""
     path = services.settings.routes_file
     try:
-        text, table = prepare(path)
+        text, table = prepare(path, services.settings.models_dir)
     except ConfigError as exc:
         raise BadRouteTable(f"route table not reloaded, the last good one stays: {exc}") from None
     before = services.table

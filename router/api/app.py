@@ -15,7 +15,7 @@ from turnout.core.delivery import ReaperThread
 from turnout.core.routes import RouteTable
 from turnout.core.settings import Settings
 from turnout.router.access import DOCS_ASSETS, KeyRing, open_when_empty
-from turnout.router.api import admin, api_keys, batches, models, ops, tasks, training
+from turnout.router.api import admin, api_keys, batches, models, ops, tasks, training, uploads
 from turnout.router.api.deps import Services
 from turnout.router.api.errors import install_error_handlers
 from turnout.router.api.fastpath import PredictFastPath
@@ -38,6 +38,7 @@ def create_asgi(settings: Settings, table: RouteTable) -> Access:
         PredictFastPath(app),
         max_bytes=settings.max_body_bytes,
         batch_bytes=settings.max_batch_body_bytes,
+        upload_bytes=settings.max_upload_bytes,
         count=lambda status, error: app.state.services.metrics.error(status, error),
     )
     return Access(limited, lambda: app.state.services, settings.metrics_auth)
@@ -106,6 +107,7 @@ def create_app(settings: Settings, table: RouteTable) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(models.router)
+    app.include_router(uploads.router)
     app.include_router(batches.router)
     app.include_router(tasks.router)
     app.include_router(ops.router)

@@ -19,18 +19,26 @@ class BodyLimit:
     with 413 as soon as it passes the limit."""
 
     def __init__(self, app: ASGIApp, max_bytes: int, batch_bytes: int | None = None,
-                 count: Counter | None = None) -> None:
+                 count: Counter | None = None, upload_bytes: int | None = None) -> None:
         self.app = app
         self._count = count
         self.default_bytes = max_bytes
         # Batch jobs are the one place where a large body is the point.
         self.batch_bytes = batch_bytes or max_bytes
+        # And uploads of a model (POST /v1/models/{name}/versions).
+        self.upload_bytes = upload_bytes or max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.batch_bytes if scope["path"].endswith("/batch") else self.default_bytes
+        path = scope["path"]
+        if path.endswith("/batch"):
+            limit = self.batch_bytes
+        elif path.endswith("/versions") and scope["method"] == "POST":
+            limit = self.upload_bytes
+        else:
+            limit = self.default_bytes
         await self._limited(limit, scope, receive, send)
 
     async def _limited(self, max_bytes: int, scope: Scope, receive: Receive, send: Send) -> None:

@@ -42,8 +42,9 @@ async def list_models(services: ServicesDep) -> dict[str, Any]:
                 "queue": route.queue,
                 "devices": list(route.devices) if route.devices is not None else None,
                 "fallback": route.fallback,
-                "version": services.live.serving_for(route.name).default_for(route),
-                "input": route.input.describe(),
+                "version": (default := services.live.serving_for(route.name).default_for(route)),
+                # The default version's own schema (an added version carries one).
+                "input": services.dispatcher.schemas.input(route, default).describe(),
                 "max_rows": route.max_rows,
                 "available": now is not None,
                 # Where a request would run if sent now.

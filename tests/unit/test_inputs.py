@@ -17,7 +17,11 @@ def _route(input_: dict) -> object:
 
 @pytest.mark.parametrize("name", sorted(KINDS))
 def test_each_kind_describes_itself_and_accepts_its_own_warm_up(name: str) -> None:
-    schema = {"tabular": {"kind": "tabular", "width": 3}, "text": {"kind": "text"}}[name]
+    schema = {"tabular": {"kind": "tabular", "width": 3}, "text": {"kind": "text"},
+              "columns": {"kind": "columns", "columns": [{"name": "a", "type": "number"},
+                                                         {"name": "b", "type": "string"}]},
+              "tensor": {"kind": "tensor", "inputs": [{"name": "x", "dtype": "float32",
+                                                       "shape": [2, -1]}]}}[name]
     kind = _route(schema)
     assert isinstance(kind, KINDS[name])
     assert kind.describe()["kind"] == name  # type: ignore[attr-defined]
@@ -28,7 +32,7 @@ def test_each_kind_describes_itself_and_accepts_its_own_warm_up(name: str) -> No
 def test_a_route_without_a_kind_is_tabular_and_an_unknown_kind_is_named() -> None:
     assert isinstance(_route({"width": 4}), Tabular)
     assert isinstance(_route({"kind": "text", "max_length": 10}), Text)
-    with pytest.raises(ConfigError, match="'image'.*'tabular', 'text'"):
+    with pytest.raises(ConfigError, match="'image'.*'tabular', 'columns', 'tensor', 'text'"):
         _route({"kind": "image"})
     # A field of another kind is a typo here.
     with pytest.raises(ConfigError, match=r"models\.m\.input\.max_length: unknown key"):

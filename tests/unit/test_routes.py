@@ -69,7 +69,7 @@ def test_defaults_fold_into_each_route(tmp_path: Path) -> None:
         (("queue: cpu", "queue: gpux"), "models.iris.queue (line 10): expected 'cpu', 'gpu' or 'gpu.<index>', got 'gpux'"),
         (("queue: gpu\n", "queue: gpu.01\n"), "models.digits-cnn.queue (line 15): expected 'cpu', 'gpu' or 'gpu.<index>'"),
         (("fallback: cpu", "fallback: gpu"), "models.digits-cnn (line 12): fallback 'gpu' is the route's own queue"),
-        (("framework: torch", "framework: tensorflow"), "models.digits-cnn.framework (line 13): expected one of sklearn, torch, embedding or 'module:Class'"),
+        (("framework: torch", "framework: tensorflow"), "models.digits-cnn.framework (line 13): expected one of sklearn, torch, embedding, onnx, huggingface, xgboost, lightgbm or 'module:Class'"),
         (("    version: 1\n", ""), "models.iris.version (line 7): required key is missing"),
         (("input: {kind: tabular, width: 4}", "input: {kind: tabular}"), "models.iris.input (line 11): a tabular input needs 'width'"),
         (("input: {width: 64}", "input: {width: 0}"), "models.digits-cnn.input.width (line 17): Input should be greater than or equal to 1"),

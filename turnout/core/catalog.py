@@ -37,7 +37,8 @@ class VersionInfo:
             "params": self.meta.get("params") or {},
             "created_at": self.created_at,
         }
-        for key in ("seed", "dataset", "trials", "code_version", "training_job"):
+        for key in ("seed", "dataset", "trials", "code_version", "training_job", "format",
+                    "framework", "task", "input", "output", "built_with", "source"):
             if self.meta.get(key) is not None:
                 out[key] = self.meta[key]
         return out

@@ -115,11 +115,11 @@ def __getattr__(name: str) -> Celery:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     global _app
     if _app is None:
-        from turnout.core.routes import load_routes
+        from turnout.core.routes import compose
         from turnout.core.settings import load_settings
 
         settings = load_settings()
-        _app = make_celery(settings, load_routes(settings.routes_file))
+        _app = make_celery(settings, compose(settings.routes_file, settings.models_dir)[1])
     return _app
 
 

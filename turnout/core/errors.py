@@ -141,3 +141,20 @@ class BrokerUnavailable(TurnoutError):
 
 class ArtifactError(TurnoutError):
     """A model artifact is missing, outside the models folder, or fails its checksum."""
+
+
+class ModelNotAdded(TurnoutError):
+    """``turnout models add`` (or an upload) could not add the model: an unknown
+    format, a model that does not load, a sample that fails. Nothing is left behind."""
+
+    status_code = 422
+
+
+class PickleRefused(TurnoutError):
+    """A model file that unpickles, while pickles are not trusted."""
+
+    status_code = 403
+
+
+class MissingRuntime(ModelNotAdded):
+    """The model's runtime (onnxruntime, xgboost, …) is not installed."""

@@ -94,6 +94,17 @@ class Settings(BaseSettings):
     models_dir: Path = REPO_ROOT / "models"
     # The operator's datasets for training jobs (CSV or Parquet), by name.
     data_dir: Path = REPO_ROOT / "data"
+    # Uploaded models (POST /v1/models/{name}/versions): the largest body, the
+    # most an archive may unpack to, and whether a pickle is taken at all
+    # (a pickle runs code when it is loaded).
+    max_upload_bytes: int = Field(default=2 << 30, ge=1024)
+    max_unpacked_bytes: int = Field(default=8 << 30, ge=1024)
+    trust_pickle: bool = False
+    # skops types trusted beyond skops' defaults, for every added model
+    # (comma-separated; `turnout models add --trust-type` adds to them).
+    trusted_types: str = ""
+    # How long loading a model to add it (schema, smoke test) may take.
+    add_timeout_s: float = Field(default=600.0, gt=0)
     # A training trial is stopped after this long.
     train_time_limit_s: float = Field(default=3600.0, gt=0)
 

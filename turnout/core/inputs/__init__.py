@@ -5,15 +5,18 @@ sample. Adding a kind is adding its module and naming its class in ``KINDS``.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Annotated, Any, Union
 
 from pydantic import Discriminator, Tag
 
 from turnout.core.inputs.base import InputKind, show
+from turnout.core.inputs.columns import Columns
 from turnout.core.inputs.tabular import Tabular
+from turnout.core.inputs.tensor import Tensor
 from turnout.core.inputs.text import Text
 
-KINDS: dict[str, type[InputKind]] = {kind.name: kind for kind in (Tabular, Text)}
+KINDS: dict[str, type[InputKind]] = {kind.name: kind for kind in (Tabular, Columns, Tensor, Text)}
 # A route that names no kind has a tabular input.
 DEFAULT_KIND = Tabular.name
 
@@ -34,4 +37,21 @@ else:
         Discriminator(_kind_of),
     ]
 
-__all__ = ["DEFAULT_KIND", "KINDS", "InputKind", "InputSchema", "Tabular", "Text", "show"]
+
+
+
+def parse_schema(data: Any) -> InputKind:
+    """An input schema from its JSON (a version's ``meta.json``)."""
+    schema: InputKind = _adapter().validate_python(data)
+    return schema
+
+
+@functools.cache
+def _adapter() -> Any:
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(InputSchema)
+
+
+__all__ = ["DEFAULT_KIND", "KINDS", "Columns", "InputKind", "InputSchema", "Tabular", "Tensor",
+           "Text", "parse_schema", "show"]

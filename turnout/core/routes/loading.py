@@ -96,6 +96,60 @@ def load_routes(path: Path | str) -> RouteTable:
     return parse_routes(data, source=str(path), text=text)
 
 
+ADDED_ROUTE = "route.yaml"
+
+
+def added_routes(models_dir: Path) -> dict[str, tuple[Path, dict[str, Any]]]:
+    """The routes ``turnout models add`` wrote: ``<models>/<name>/route.yaml``
+    (as Triton keeps a model's ``config.pbtxt`` beside its versions)."""
+    found: dict[str, tuple[Path, dict[str, Any]]] = {}
+    if not models_dir.is_dir():
+        return found
+    for path in sorted(models_dir.glob(f"*/{ADDED_ROUTE}")):
+        name = path.parent.name
+        try:
+            data = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: cannot read it: {exc}") from None
+        if not isinstance(data, Mapping) or not MODEL_NAME_RE.match(name):
+            raise ConfigError(f"{path}: expected a mapping of route keys")
+        found[name] = (path, dict(data))
+    return found
+
+
+def compose(routes_file: Path | str, models_dir: Path | str) -> tuple[str, RouteTable]:
+    """The table in force: the operator's file, plus every added model's route;
+    for a model in both, the operator's keys override the added ones.
+    Returns the composed document's YAML (what is published) and its table."""
+    routes_file, models_dir = Path(routes_file), Path(models_dir)
+    try:
+        text = routes_file.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the route table {routes_file}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{routes_file}: not valid YAML: {exc}") from None
+    added = added_routes(models_dir)
+    if not added:
+        return text, parse_routes(data, source=str(routes_file), text=text)
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{routes_file}: expected a mapping with a 'models' key at the top")
+    data = dict(data)
+    models = dict(data.get("models") or {})
+    for name, (path, fragment) in added.items():
+        own = models.get(name)
+        if not isinstance(own, Mapping):
+            # Checked alone first, so that an error names its own file.
+            parse_routes({"models": {name: fragment}}, source=str(path), text=path.read_text())
+            models[name] = fragment
+        else:
+            models[name] = {**fragment, **own}
+    data["models"] = models
+    table = parse_routes(data, source=str(routes_file), text=text)
+    return yaml.safe_dump(data, sort_keys=False), table
+
+
 def _describe(exc: ValidationError, source: str, text: str | None, prefix: tuple) -> str:
     lines = []
     for err in exc.errors(include_url=False):

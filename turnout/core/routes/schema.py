@@ -16,7 +16,7 @@ from turnout.core.strict import StrictModel
 QUEUE_RE = re.compile(r"^(cpu|gpu|gpu\.(0|[1-9][0-9]*))$")
 MODEL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 # Built-in frameworks; anything else must be an importable ``module:Class``.
-FRAMEWORKS = ("sklearn", "torch", "embedding")
+FRAMEWORKS = ("sklearn", "torch", "embedding", "onnx", "huggingface", "xgboost", "lightgbm")
 
 
 def check_queue(value: str) -> str:

@@ -18,14 +18,14 @@ import yaml
 
 from turnout.core import redis_keys
 from turnout.core.errors import ConfigError
-from turnout.core.routes.loading import load_routes, parse_routes
+from turnout.core.routes.loading import compose, parse_routes
 from turnout.core.routes.schema import RouteTable
 
 
-def prepare(path: Path) -> tuple[str, RouteTable]:
-    """The file's text and table, validated; ``ConfigError`` naming the key if bad."""
-    table = load_routes(path)
-    return Path(path).read_text(), table
+def prepare(path: Path, models_dir: Path) -> tuple[str, RouteTable]:
+    """The table in force (the file and the added models' routes) as text and
+    table, validated; ``ConfigError`` naming the key if bad."""
+    return compose(path, models_dir)
 
 
 def queue_publish(pipe: Any, path: Path, text: str) -> None:
@@ -36,10 +36,11 @@ def queue_publish(pipe: Any, path: Path, text: str) -> None:
     pipe.hset(redis_keys.ROUTES, mapping={"text": text, "source": str(path)})
 
 
-def publish(client: redis.Redis, path: Path) -> tuple[int, RouteTable]:
-    """Validate the file at ``path`` and make it the table in force.
-    Raises ``ConfigError`` (naming the key) and publishes nothing if it is bad."""
-    text, table = prepare(path)
+def publish(client: redis.Redis, path: Path, models_dir: Path) -> tuple[int, RouteTable]:
+    """Validate the file at ``path`` (with the models added under
+    ``models_dir``) and make it the table in force. Raises ``ConfigError``
+    (naming the key) and publishes nothing if it is bad."""
+    text, table = prepare(path, models_dir)
     pipe = client.pipeline(transaction=True)
     queue_publish(pipe, path, text)
     generation, _ = pipe.execute()

@@ -1,0 +1,121 @@
+"""``columns``: a row is an object of named, typed columns,
+``{"age": 31, "income": 52.5, "city": "Paris"}``, as a scikit-learn pipeline
+over a DataFrame takes it (a ``ColumnTransformer`` with string columns).
+
+The router checks every value here without pandas; the worker builds the
+DataFrame with each column's dtype (``turnout.ml.frames``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from turnout.core.errors import InvalidInput
+from turnout.core.inputs.base import InputKind, show
+from turnout.core.strict import StrictModel
+
+COLUMN_TYPES = ("number", "integer", "string", "boolean")
+# A value the warm-up row gives a column of each type.
+_WARM = {"number": 0.0, "integer": 0, "string": "", "boolean": False}
+
+
+class Column(StrictModel):
+    name: str = Field(min_length=1, max_length=256)
+    type: Literal["number", "integer", "string", "boolean"]
+    nullable: bool = False
+
+
+class Columns(InputKind):
+    name: ClassVar[str] = "columns"
+
+    kind: Literal["columns"] = "columns"
+    columns: tuple[Column, ...] = Field(min_length=1, max_length=10_000)
+
+    @model_validator(mode="after")
+    def _unique(self) -> Columns:
+        seen: set[str] = set()
+        for column in self.columns:
+            if column.name in seen:
+                raise ValueError(f"column {column.name!r} is named twice")
+            seen.add(column.name)
+        return self
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def rows(self, model: str, inputs: list[Any]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for i, row in enumerate(inputs):
+            if not isinstance(row, dict):
+                raise InvalidInput(
+                    f"inputs[{i}]: expected an object of columns such as "
+                    f"{{{self.columns[0].name!r}: ...}}, got {show(row)}"
+                )
+            unknown = [k for k in row if k not in self._by_name]
+            if unknown:
+                raise InvalidInput(
+                    f"inputs[{i}]: unknown column {unknown[0]!r}; model {model!r} takes "
+                    f"{', '.join(self.names)}"
+                )
+            checked: dict[str, Any] = {}
+            for column in self.columns:
+                if column.name not in row:
+                    raise InvalidInput(
+                        f"inputs[{i}]: column {column.name!r} ({column.type}) is missing"
+                    )
+                checked[column.name] = _value(i, column, row[column.name])
+            out.append(checked)
+        return out
+
+    @property
+    def _by_name(self) -> dict[str, Column]:
+        return {c.name: c for c in self.columns}
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "columns", "columns": [c.model_dump(exclude_defaults=True)
+                                               for c in self.columns]}
+
+    def summary(self) -> str:
+        return f"{len(self.columns)} columns"
+
+    def warm_up(self) -> list[Any]:
+        return [{c.name: _WARM[c.type] for c in self.columns}]
+
+
+def _value(i: int, column: Column, value: Any) -> Any:
+    """The value as the model gets it, or ``InvalidInput`` naming row and column."""
+    where = f"inputs[{i}].{column.name}"
+    if value is None:
+        if column.nullable:
+            return None
+        raise InvalidInput(f"{where}: null, but the column ({column.type}) takes no null")
+    kind = column.type
+    if kind == "string":
+        if isinstance(value, str):
+            return value
+    elif kind == "boolean":
+        if isinstance(value, bool):
+            return value
+    elif isinstance(value, bool):
+        pass  # true/false in a number column is a mistake, not 1/0
+    elif kind == "integer":
+        # A float never becomes an integer, even 3.0: the caller may have
+        # meant 3.2 and lost it upstream (mlflow#5525's surprise, the other way).
+        if isinstance(value, int):
+            return value
+    elif isinstance(value, int | float):
+        # An integer where a number goes is widened.
+        try:
+            number = float(value)
+        except OverflowError:
+            raise InvalidInput(f"{where}: the number is too large for a float") from None
+        if not math.isfinite(number):
+            raise InvalidInput(f"{where}: expected a finite number, got {show(value)}")
+        return number
+    expected = {"number": "a number", "integer": "a whole number (no decimal point)",
+                "string": "a string", "boolean": "true or false"}[kind]
+    raise InvalidInput(f"{where}: expected {expected}, got {show(value)}")
