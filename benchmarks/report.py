@@ -63,6 +63,14 @@ def targets(sc: dict[str, Any]) -> list[dict[str, Any]]:
         add(f"iris c={c} p50, task events on / off", r, "(the cost of monitoring)", None)
         r = _ratio(on, off, "throughput_rps")
         add(f"iris c={c} throughput, task events on / off", r, "(the cost of monitoring)", None)
+    h = sc.get("h", [])
+    served, bare = _find(h, "turnout", 1), _find(h, "onnxruntime in process", 1)
+    r = _ratio(served, bare, "p50_ms")
+    add("ONNX mlp c=1 p50 over HTTP / onnxruntime in process", r, "(the cost of serving)", None)
+    r = _ratio(_find(h, "turnout", 32), bare, "throughput_rps")
+    add("ONNX mlp c=32 throughput / in process, 1 row per call", r, "(for comparison)", None)
+    r = _ratio(_find(h, "tabular check"), _find(h, "columns check"), "throughput_rps")
+    add("columns row check time / tabular, per row", r, "(the cost of names)", None)
     return out
 
 
@@ -82,7 +90,7 @@ def table(results: dict[str, Any]) -> str:
         ),
     ]
     names = {"a": "a c=1", "b": "b", "c": "c floor", "d": "d batch", "e": "e isol.",
-             "f": "f train"}
+             "f": "f train", "h": "h own"}
     for key, rows in results["scenarios"].items():
         for row in rows:
             c = row.get("concurrency", f"{row.get('rate_rps', 0):g}/s")

@@ -15,6 +15,8 @@ baselines of ``turnout.benchmarks.baselines``), or measures a running one with
      on one shared queue
   f  training isolation: iris at a steady rate, idle and while a training job runs
   g  monitoring's cost: iris at concurrency 1 and 32 with task events off, then on
+  h  your own models: an ONNX graph added with `turnout models add`, over HTTP
+     against onnxruntime in process; `columns` row checks against `tabular`
 
 Every figure is the median of ``--repeats`` runs; ratios compare runs made
 side by side in the same invocation, on the same machine.
@@ -131,6 +133,18 @@ def run(options: Options, url: str | None) -> dict[str, Any]:
             shared_routes = routes_variant(routes, folder / "routes-shared.yaml", one_queue)
             shared_url, _ = stack.turnout(shared_routes, shared=True)
             sc["e"].append(isolation_run(bench, shared_url, "one shared queue", saturate=True))
+        if "h" in wanted:
+            from importlib.util import find_spec
+
+            from turnout.benchmarks.own_models import scenario_h
+
+            if find_spec("onnx") is None or find_spec("onnxruntime") is None:
+                say("scenario h needs onnx (to build its graph) and onnxruntime: "
+                    "pip install 'turnout[onnx]' onnx; skipped")
+            else:
+                # Last, on its own models folder and route table: it publishes its table.
+                stack.procs.stop()
+                sc["h"] = scenario_h(bench, stack)
     finally:
         stack.close()
     results["targets"] = report.targets(sc)
@@ -153,7 +167,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None,
                    help="where the JSON and charts go (default $TURNOUT_HOME/bench; the "
                    "committed figures are refreshed with --out benchmarks/results)")
-    p.add_argument("--scenarios", default=SCENARIOS, help="which of a,b,c,d,e,f (default all)")
+    p.add_argument("--scenarios", default=SCENARIOS, help="which of a,b,c,d,e,f,g,h (default all)")
     p.add_argument("--repeats", type=int, default=3, help="runs per figure; medians are kept")
     p.add_argument("--duration", type=float, default=2.0, help="seconds per run")
     p.add_argument("--quick", action="store_true", help="one short run per figure (a smoke test)")

@@ -37,7 +37,7 @@ def load(folder: Path, meta: dict[str, Any], device: str) -> Booster:
 
         booster = xgb.Booster()
         booster.load_model(path)
-        if device.startswith("cuda"):
+        if device.startswith("cuda") and xgb.build_info().get("USE_CUDA"):
             booster.set_param({"device": device})
         config = json.loads(booster.save_config())
         objective = config["learner"]["objective"]["name"]

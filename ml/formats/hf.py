@@ -106,4 +106,6 @@ def infer(folder: Path, meta: dict[str, Any], loaded: HfModel) -> tuple[dict[str
     output: dict[str, Any] = {"task": loaded.task}
     if loaded.task != "feature-extraction":
         output["labels"] = [loaded.labels.get(i, i) for i in sorted(loaded.labels)]
-    return {"kind": "text", "max_length": 4 * loaded.max_tokens * 4}, output
+    # Characters, not tokens: longer strings are truncated to the model's
+    # tokens, so the bound only keeps absurd bodies out.
+    return {"kind": "text", "max_length": min(100_000, 16 * loaded.max_tokens)}, output

@@ -38,7 +38,10 @@ def test_every_scenario_runs_on_its_own_stack(models_dir: Path, tmp_path: Path) 
     )
     assert out.returncode == 0, out.stderr[-3000:]
     results = json.loads((tmp_path / "out" / "latest.json").read_text())
-    assert sorted(results["scenarios"]) == ["a", "b", "c", "d", "e", "f", "g"]
+    assert sorted(results["scenarios"]) == ["a", "b", "c", "d", "e", "f", "g", "h"]
+    # Your own models: an added ONNX graph served, beside onnxruntime in process.
+    assert [r["system"] for r in results["scenarios"]["h"]] == [
+        "turnout", "turnout", "onnxruntime in process", "tabular check", "columns check"]
     g = results["scenarios"]["g"]
     assert [r["system"] for r in g] == ["events off"] * 2 + ["events on"] * 2
     # Monitoring really was off, then on: the router's task-sent, and the

@@ -122,3 +122,34 @@ def test_archives_refuse_escapes_links_and_bombs(tmp_path: Path) -> None:
     with zipfile.ZipFile(fine, "w") as zf:
         zf.writestr("model/a.onnx", b"x")
     assert unpack(fine, tmp_path / "e", 1 << 20) == tmp_path / "e" / "model"
+
+
+def test_the_table_in_force_composes_added_routes_under_the_operators_keys(tmp_path: Path) -> None:
+    from turnout.core.errors import ConfigError
+    from turnout.core.routes import compose
+
+    routes = tmp_path / "routes.yaml"
+    routes.write_text("models:\n  iris:\n    framework: sklearn\n    version: 1\n    queue: cpu\n"
+                      "    input: {width: 4}\n  mine:\n    queue: gpu\n    max_rows: 7\n")
+    models = tmp_path / "models"
+    (models / "mine").mkdir(parents=True)
+    (models / "mine" / "route.yaml").write_text(
+        "framework: onnx\nversion: '1'\nqueue: cpu\ninput: {kind: tensor, inputs: "
+        "[{name: x, dtype: float32, shape: [4]}]}\n")
+    (models / "other").mkdir()
+    (models / "other" / "route.yaml").write_text(
+        "framework: xgboost\nversion: '2'\nqueue: cpu\ninput: {kind: tabular, width: 3}\n")
+    text, table = compose(routes, models)
+    assert set(table.routes) == {"iris", "mine", "other"}
+    mine = table.routes["mine"]
+    assert (mine.queue, mine.max_rows, mine.framework) == ("gpu", 7, "onnx")  # the operator's win
+    assert table.routes["other"].version == "2"
+    # What is published parses to the same table.
+    import yaml
+
+    from turnout.core.routes import parse_routes
+
+    assert parse_routes(yaml.safe_load(text)).routes["mine"] == mine
+    (models / "other" / "route.yaml").write_text("framework: xgboost\nqueue: cpu\n")
+    with pytest.raises(ConfigError, match=r"other/route.yaml: models.other.version"):
+        compose(routes, models)

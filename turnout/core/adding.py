@@ -105,6 +105,10 @@ def add_model(
             f"{fmt.name} models need {', '.join(missing)}, which is not installed here: "
             f"pip install 'turnout[{fmt.extra}]'")
     route = table.get(name)
+    if route is not None and route.framework != fmt.framework:
+        raise ModelNotAdded(
+            f"model {name!r} is served as {route.framework}; a {fmt.name} version cannot roll "
+            "out under its route. Add it under another name")
     existing = _versions(models_dir / name)
     version = _choose_version(name, options.version, existing, route)
     base = models_dir / name

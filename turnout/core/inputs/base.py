@@ -4,6 +4,7 @@ warm-up sample, check that an artifact takes it)."""
 
 from __future__ import annotations
 
+import math
 from abc import abstractmethod
 from typing import Any, ClassVar
 
@@ -16,6 +17,20 @@ def show(value: Any) -> str:
     """``value`` as a message quotes it: its repr, cut short."""
     text = repr(value)
     return text if len(text) <= _SHOWN else text[: _SHOWN - 1] + "…"
+
+
+def finite_number(where: str, value: float) -> float:
+    """An int or float as the float a model gets, or ``InvalidInput`` naming
+    ``where`` (too large for a float, NaN or infinite)."""
+    from turnout.core.errors import InvalidInput
+
+    try:
+        number = float(value)
+    except OverflowError:
+        raise InvalidInput(f"{where}: the number is too large for a float") from None
+    if not math.isfinite(number):
+        raise InvalidInput(f"{where}: expected a finite number, got {show(value)}")
+    return number
 
 
 class InputKind(StrictModel):

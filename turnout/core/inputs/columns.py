@@ -8,13 +8,12 @@ DataFrame with each column's dtype (``turnout.ml.frames``).
 
 from __future__ import annotations
 
-import math
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
 from turnout.core.errors import InvalidInput
-from turnout.core.inputs.base import InputKind, show
+from turnout.core.inputs.base import InputKind, finite_number, show
 from turnout.core.strict import StrictModel
 
 COLUMN_TYPES = ("number", "integer", "string", "boolean")
@@ -109,13 +108,7 @@ def _value(i: int, column: Column, value: Any) -> Any:
             return value
     elif isinstance(value, int | float):
         # An integer where a number goes is widened.
-        try:
-            number = float(value)
-        except OverflowError:
-            raise InvalidInput(f"{where}: the number is too large for a float") from None
-        if not math.isfinite(number):
-            raise InvalidInput(f"{where}: expected a finite number, got {show(value)}")
-        return number
+        return finite_number(where, value)
     expected = {"number": "a number", "integer": "a whole number (no decimal point)",
                 "string": "a string", "boolean": "true or false"}[kind]
     raise InvalidInput(f"{where}: expected {expected}, got {show(value)}")

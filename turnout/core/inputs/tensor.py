@@ -6,13 +6,12 @@ TorchScript module or a ``torch.export`` program takes it. A shape is per row
 
 from __future__ import annotations
 
-import math
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
 from turnout.core.errors import InvalidInput
-from turnout.core.inputs.base import InputKind, show
+from turnout.core.inputs.base import InputKind, finite_number, show
 from turnout.core.strict import StrictModel
 
 FLOATS = ("float16", "float32", "float64", "bfloat16")
@@ -124,11 +123,5 @@ def _element(at: str, dtype: str, value: Any) -> Any:
             return value
         raise InvalidInput(f"{at}: expected a whole number ({dtype}), got {show(value)}")
     if isinstance(value, int | float):
-        try:
-            number = float(value)
-        except OverflowError:
-            raise InvalidInput(f"{at}: the number is too large for a float") from None
-        if not math.isfinite(number):
-            raise InvalidInput(f"{at}: expected a finite number, got {show(value)}")
-        return number
+        return finite_number(at, value)
     raise InvalidInput(f"{at}: expected a number ({dtype}), got {show(value)}")

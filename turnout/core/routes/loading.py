@@ -84,16 +84,19 @@ def parse_routes(data: Any, source: str = "<memory>", text: str | None = None) -
 
 def load_routes(path: Path | str) -> RouteTable:
     """Read and validate the route table at ``path``."""
-    path = Path(path)
+    text, data = _read(Path(path))
+    return parse_routes(data, source=str(path), text=text)
+
+
+def _read(path: Path) -> tuple[str, Any]:
     try:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read the route table {path}: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        return text, yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    return parse_routes(data, source=str(path), text=text)
 
 
 ADDED_ROUTE = "route.yaml"
@@ -122,14 +125,7 @@ def compose(routes_file: Path | str, models_dir: Path | str) -> tuple[str, Route
     for a model in both, the operator's keys override the added ones.
     Returns the composed document's YAML (what is published) and its table."""
     routes_file, models_dir = Path(routes_file), Path(models_dir)
-    try:
-        text = routes_file.read_text()
-    except OSError as exc:
-        raise ConfigError(f"cannot read the route table {routes_file}: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{routes_file}: not valid YAML: {exc}") from None
+    text, data = _read(routes_file)
     added = added_routes(models_dir)
     if not added:
         return text, parse_routes(data, source=str(routes_file), text=text)
