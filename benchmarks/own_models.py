@@ -123,7 +123,9 @@ def scenario_h(bench: Bench, stack: BenchStack) -> list[dict[str, Any]]:
     wait_workers(url, 1)
     row = np.random.default_rng(1).normal(size=WIDTH).round(4).tolist()
     body = {"inputs": [row], "wait": 30}
-    rows = [bench.measure("turnout", url, "mlp-onnx", c, body=body) for c in (1, 32)]
+    # The shipped iris on the same stack: what any model costs to serve.
+    rows = [bench.measure("turnout", url, "iris", 1)]
+    rows += [bench.measure("turnout", url, "mlp-onnx", c, body=body) for c in (1, 32)]
     rows.append(_in_process(folder / "mlp.onnx", row, bench.o.duration_s))
     rows += validation_cost(bench.o.duration_s)
     return rows

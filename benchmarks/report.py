@@ -64,11 +64,14 @@ def targets(sc: dict[str, Any]) -> list[dict[str, Any]]:
         r = _ratio(on, off, "throughput_rps")
         add(f"iris c={c} throughput, task events on / off", r, "(the cost of monitoring)", None)
     h = sc.get("h", [])
-    served, bare = _find(h, "turnout", 1), _find(h, "onnxruntime in process", 1)
+    served, bare = _find(h, "turnout", 1, "mlp-onnx"), _find(h, "onnxruntime in process", 1)
     r = _ratio(served, bare, "p50_ms")
     add("ONNX mlp c=1 p50 over HTTP / onnxruntime in process", r, "(the cost of serving)", None)
-    r = _ratio(_find(h, "turnout", 32), bare, "throughput_rps")
+    r = _ratio(_find(h, "turnout", 32, "mlp-onnx"), bare, "throughput_rps")
     add("ONNX mlp c=32 throughput / in process, 1 row per call", r, "(for comparison)", None)
+    r = _ratio(served, _find(h, "turnout", 1, "iris"), "p50_ms")
+    add("ONNX mlp c=1 p50 / shipped iris c=1 p50, same stack", r, "(an added model's cost)",
+        None)
     r = _ratio(_find(h, "tabular check"), _find(h, "columns check"), "throughput_rps")
     add("columns row check time / tabular, per row", r, "(the cost of names)", None)
     return out

@@ -54,6 +54,13 @@ def load(folder: Path, meta: dict[str, Any], device: str) -> OnnxModel:
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    if not device.startswith("cuda"):
+        # A CPU worker's parallelism is its pool of children, one per core:
+        # onnxruntime's own pool (a thread per core, spinning between runs)
+        # in each child would fight them, and the router, for every core.
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(folder / meta["artifact"]), options,
                                    providers=_providers(device))
     if device.startswith("cuda") and session.get_providers()[0] != "CUDAExecutionProvider":

@@ -41,7 +41,8 @@ def test_every_scenario_runs_on_its_own_stack(models_dir: Path, tmp_path: Path) 
     assert sorted(results["scenarios"]) == ["a", "b", "c", "d", "e", "f", "g", "h"]
     # Your own models: an added ONNX graph served, beside onnxruntime in process.
     assert [r["system"] for r in results["scenarios"]["h"]] == [
-        "turnout", "turnout", "onnxruntime in process", "tabular check", "columns check"]
+        "turnout", "turnout", "turnout", "onnxruntime in process", "tabular check",
+        "columns check"]
     g = results["scenarios"]["g"]
     assert [r["system"] for r in g] == ["events off"] * 2 + ["events on"] * 2
     # Monitoring really was off, then on: the router's task-sent, and the

@@ -30,6 +30,8 @@ class Made:
     # "probabilities" or "predictions": which part of the answer to compare.
     compare: str = "probabilities"
     format: str = ""
+    # What of each answered row to compare (all of it by default).
+    pick: Callable[[Any], Any] | None = None
 
 
 def _people_frame(n: int = 300) -> tuple[Any, Any]:
@@ -174,31 +176,72 @@ def exported_net(folder: Path) -> Made:
 TEXTS = ["a good movie", "a bad movie", "good good bad"]
 
 
-def hf_classifier(folder: Path) -> Made:
-    import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
+WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "a", "good", "bad", "movie", "the", "plot"]
 
-    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "a", "good", "bad", "movie", "the", "plot"]
-    vocab = {w: i for i, w in enumerate(words)}
-    raw = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+
+def _tiny_bert(folder: Path, name: str, head: str, labels: list[str]) -> tuple[Path, Any, Any]:
+    """A one-layer BERT with a word-level tokenizer made here, saved with
+    save_pretrained (safetensors): nothing is downloaded."""
+    import torch
+    import transformers
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    raw = Tokenizer(models.WordPiece({w: i for i, w in enumerate(WORDS)}, unk_token="[UNK]"))
     raw.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="[UNK]",
-                                        pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
-                                        model_max_length=64)
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=raw, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+        sep_token="[SEP]", model_max_length=64)
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(words), hidden_size=16, num_hidden_layers=1,
-                        num_attention_heads=2, intermediate_size=32, max_position_embeddings=64,
-                        id2label={0: "negative", 1: "positive"},
-                        label2id={"negative": 0, "positive": 1})
-    model = BertForSequenceClassification(config).eval()
-    path = folder / "tiny-bert"
+    config = transformers.BertConfig(
+        vocab_size=len(WORDS), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=64,
+        id2label=dict(enumerate(labels)), label2id={x: i for i, x in enumerate(labels)})
+    model = getattr(transformers, head)(config).eval()
+    path = folder / name
     model.save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
+    return path, tokenizer, model
+
+
+def hf_classifier(folder: Path) -> Made:
+    import torch
+
+    path, tokenizer, model = _tiny_bert(folder, "tiny-bert", "BertForSequenceClassification",
+                                        ["negative", "positive"])
     enc = tokenizer(TEXTS, padding=True, return_tensors="pt")
     with torch.inference_mode():
         expected = torch.softmax(model(**enc).logits, dim=-1).tolist()
     return Made(path, TEXTS, expected, format="huggingface")
+
+
+def hf_tokens(folder: Path) -> Made:
+    import torch
+
+    labels = ["O", "B-THING", "I-THING"]
+    path, tokenizer, model = _tiny_bert(folder, "tiny-bert-ner", "BertForTokenClassification",
+                                        labels)
+    expected = []
+    for text in TEXTS:
+        enc = tokenizer([text], return_tensors="pt")
+        with torch.inference_mode():
+            index = model(**enc).logits[0].argmax(dim=-1).tolist()
+        expected.append([labels[i] for i in index])
+    return Made(path, TEXTS, expected, compare="predictions", format="huggingface",
+                pick=lambda row: [t["label"] for t in row])
+
+
+def hf_embeddings(folder: Path) -> Made:
+    import torch
+
+    path, tokenizer, model = _tiny_bert(folder, "tiny-bert-embed", "BertModel", ["x"])
+    enc = tokenizer(TEXTS, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        hidden = model(**enc).last_hidden_state
+    mask = enc["attention_mask"].unsqueeze(-1).float()
+    pooled = (hidden * mask).sum(1) / mask.sum(1)
+    expected = torch.nn.functional.normalize(pooled, dim=1).tolist()
+    return Made(path, TEXTS, expected, ["--task", "feature-extraction"], compare="predictions",
+                format="huggingface")
 
 
 def mlflow_folder(folder: Path) -> Made:
@@ -226,5 +269,6 @@ MAKERS: dict[str, Callable[[Path], Made]] = {
     "people-skops": skops_pipeline, "people-joblib": joblib_pipeline,
     "iris-xgb": xgboost_iris, "iris-lgb": lightgbm_iris, "linear-onnx": onnx_graph,
     "net-ts": torchscript_net, "net-export": exported_net, "tiny-bert": hf_classifier,
+    "tiny-bert-ner": hf_tokens, "tiny-bert-embed": hf_embeddings,
     "people-mlflow": mlflow_folder,
 }
