@@ -33,6 +33,7 @@ def test_columns_widen_integers_and_keep_nulls_where_allowed() -> None:
     ({**ROW, "age": True}, r"inputs\[0\]\.age: expected a whole number"),
     ({**ROW, "income": "x"}, r"inputs\[0\]\.income: expected a number, got 'x'"),
     ({**ROW, "income": float("nan")}, r"inputs\[0\]\.income: expected a finite number"),
+    ({**ROW, "income": 10**400}, r"inputs\[0\]\.income: the number is too large for a float"),
     ({**ROW, "city": 3}, r"inputs\[0\]\.city: expected a string"),
     ({**ROW, "city": None}, r"inputs\[0\]\.city: null, but the column \(string\)"),
     ({**ROW, "member": 1}, r"inputs\[0\]\.member: expected true or false"),

@@ -10,6 +10,10 @@ from pydantic import Field, model_validator
 from turnout.core.errors import InvalidInput
 from turnout.core.inputs.base import InputKind, show
 
+# Integers a float holds exactly.
+_EXACT = 2**53
+isfinite = math.isfinite
+
 
 class Tabular(InputKind):
     name: ClassVar[str] = "tabular"
@@ -43,6 +47,15 @@ class Tabular(InputKind):
                 )
             out: list[float] = []
             for j, value in enumerate(row):
+                # The common values pass on a type test alone (a bool is not
+                # an int here); anything else takes the long way below.
+                kind = type(value)
+                if kind is float and isfinite(value):
+                    out.append(value)
+                    continue
+                if kind is int and -_EXACT < value < _EXACT:
+                    out.append(float(value))
+                    continue
                 # bool is an int in Python, but true/false in a feature row is a mistake.
                 if isinstance(value, bool) or not isinstance(value, int | float):
                     raise InvalidInput(f"inputs[{i}][{j}]: expected a number, got {show(value)}")
