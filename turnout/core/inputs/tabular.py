@@ -12,7 +12,7 @@ from turnout.core.inputs.base import InputKind, show
 
 # Integers a float holds exactly.
 _EXACT = 2**53
-isfinite = math.isfinite
+_isfinite = math.isfinite
 
 
 class Tabular(InputKind):
@@ -50,7 +50,7 @@ class Tabular(InputKind):
                 # The common values pass on a type test alone (a bool is not
                 # an int here); anything else takes the long way below.
                 kind = type(value)
-                if kind is float and isfinite(value):
+                if kind is float and _isfinite(value):
                     out.append(value)
                     continue
                 if kind is int and -_EXACT < value < _EXACT:
