@@ -175,8 +175,7 @@ def test_a_pickle_without_trust_is_refused_and_leaves_nothing(own: Own) -> None:
     done = own.turnout("models", "add", "untrusted-pickle", str(made.path))
     assert done.returncode != 0
     assert "is a pickle" in done.stderr and "--trust-pickle" in done.stderr
-    assert not (own.models / "untrusted-pickle").exists() or not any(
-        p for p in (own.models / "untrusted-pickle").iterdir())
+    assert not (own.models / "untrusted-pickle").exists()
 
 
 def test_an_add_that_fails_leaves_nothing_behind(own: Own, tmp_path: Path) -> None:
@@ -184,8 +183,7 @@ def test_an_add_that_fails_leaves_nothing_behind(own: Own, tmp_path: Path) -> No
     junk.write_bytes(b"not a graph")
     done = own.turnout("models", "add", "junk", str(junk))
     assert done.returncode != 0 and "junk" in done.stderr
-    left = own.models / "junk"
-    assert not left.exists() or not any(left.iterdir())
+    assert not (own.models / "junk").exists()
     unknown = tmp_path / "model.bin"
     unknown.write_bytes(b"\x00" * 10)
     done = own.turnout("models", "add", "junk", str(unknown))
@@ -220,6 +218,15 @@ def test_an_upload_over_http_adds_a_model(own: Own, tmp_path: Path) -> None:
     got = own.predict("uploaded", onnx.rows).json()["predictions"]
     for row, want in zip(got, onnx.expected, strict=True):
         assert row == pytest.approx(want, abs=1e-5)
+
+
+def test_an_uploaded_pickle_is_403_while_the_server_does_not_trust_pickles(own: Own) -> None:
+    made = own.made["people-joblib"]
+    with made.path.open("rb") as fh:
+        r = own.http.post("/v1/models/pickled/versions", files={"file": ("m.joblib", fh)})
+    assert r.status_code == 403, r.text
+    assert "is a pickle" in r.json()["detail"] and "TURNOUT_TRUST_PICKLE" in r.json()["detail"]
+    assert not (own.models / "pickled").exists()
 
 
 def test_an_uploaded_folder_as_an_archive(own: Own, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ nothing behind.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -112,8 +113,10 @@ def add_model(
     existing = _versions(models_dir / name)
     version = _choose_version(name, options.version, existing, route)
     base = models_dir / name
+    created = not base.exists()
     base.mkdir(parents=True, exist_ok=True)
     incoming = base / f".incoming-{uuid.uuid4().hex[:12]}"
+    added = False
     try:
         manifest = copy_hashed(source, incoming, progress)
         meta = _meta(name, version, found, manifest, options)
@@ -127,8 +130,14 @@ def add_model(
         except OSError:
             raise ModelNotAdded(f"model {name!r}: version {version} was added meanwhile; "
                                 "add again for the next one") from None
+        added = True
     finally:
         shutil.rmtree(incoming, ignore_errors=True)
+        if created and not added:
+            # A new model's folder, if nothing else is in it now (another
+            # add of the same name may be writing beside this one).
+            with contextlib.suppress(OSError):
+                base.rmdir()
     new_model = route is None and not (base / ADDED_ROUTE).exists()
     if new_model:
         write_route(base / ADDED_ROUTE, _route(fmt.name, version, options.queue, report["input"]))
