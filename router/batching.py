@@ -57,6 +57,8 @@ class Batch:
     # The model version the batch runs on; ``pinned``: that version or none.
     version: str = ""
     pinned: bool = False
+    # The priority lane it waits in.
+    lane: str = "normal"
     jobs: list[Job] = field(default_factory=list)
     rows: int = 0
     # Resolved once the batch is queued in Redis (or failed to be).
@@ -67,7 +69,7 @@ class Batch:
 
 
 Publish = Callable[[Batch], Awaitable[None]]
-Key = tuple[str, str, str, bool]
+Key = tuple[str, str, str, bool, str]
 Capacity = Callable[[str, str], int]
 
 
@@ -76,7 +78,8 @@ class Batcher:
         self._publish = publish
         self._capacity = capacity
         self._watcher = watcher
-        # Keyed by (model, queue, version, pinned): a batch runs on one version.
+        # Keyed by (model, queue, version, pinned, lane): a batch runs on one
+        # version and waits in one lane.
         self._open: dict[Key, Batch] = {}
         # key -> batch id -> (when to stop counting it, its result's future)
         self._inflight: dict[Key, dict[str, tuple[float, asyncio.Future[Any]]]] = {}
@@ -86,20 +89,22 @@ class Batcher:
         self.sent_jobs: Counter[str] = Counter()
 
     def add(
-        self, route: Route, queue: str, job: Job, version: str = "", pinned: bool = False
+        self, route: Route, queue: str, job: Job, version: str = "", pinned: bool = False,
+        lane: str = "normal",
     ) -> Batch:
         """Put ``job`` in the open batch for its route, queue and version
         (opening one if needed) and send that batch if it is time. Never
         blocks: the send runs as a task, so the caller can start watching the
         batch's result first."""
-        key = (route.name, queue, version, pinned)
+        key = (route.name, queue, version, pinned, lane)
         limit = route.max_batch or 1
         batch = self._open.get(key)
         if batch is not None and batch.rows + len(job.rows) > limit:
             self._flush(key)
             batch = None
         if batch is None:
-            batch = Batch(id=job.id, route=route, queue=queue, version=version, pinned=pinned)
+            batch = Batch(id=job.id, route=route, queue=queue, version=version, pinned=pinned,
+                          lane=lane)
             self._open[key] = batch
         job.batch_id, job.index = batch.id, len(batch.jobs)
         batch.jobs.append(job)

@@ -25,6 +25,7 @@ from turnout.core.errors import (
     VersionNotLoaded,
 )
 from turnout.core.messages import RequestItem, ResultDoc
+from turnout.core.redis_keys import DEFAULT_LANE
 from turnout.core.routes import Route, RouteTable
 from turnout.core.serving import choose_version
 from turnout.core.settings import Settings
@@ -87,6 +88,7 @@ class Dispatcher:
         route_key: str | None = None,
         owner: str | None = None,
         idempotency_key: str | None = None,
+        priority: str = DEFAULT_LANE,
     ) -> tuple[Submitted, dict[str, Any] | None]:
         """Validate, route and queue one request; with ``wait_s`` > 0, wait that
         long for its result. ``version`` pins the request to that version;
@@ -116,7 +118,7 @@ class Dispatcher:
         # Counted at once: requests routed while this one is being sent see it.
         self.live.note_sent(decision.queue)
         submitted = Submitted(job.id, model, decision.queue, decision.fallback_used, version)
-        batch = self.batcher.add(route, decision.queue, job, version, pinned)
+        batch = self.batcher.add(route, decision.queue, job, version, pinned, priority)
         # Watch before the batch is sent (add() only schedules the send), so a
         # result that comes back at once cannot be missed.
         async with self.watcher.watch(job.batch_id) as future:
@@ -190,6 +192,7 @@ class Dispatcher:
             (route.name, requests, {"version": batch.version, "pinned": batch.pinned}),
             time_limit=route.time_limit_s,
             soft_time_limit=route.soft_time_limit_s,
+            lane=batch.lane,
         )
         pipe = self.client.pipeline(transaction=True)
         for job in batch.jobs:
@@ -204,7 +207,7 @@ class Dispatcher:
             if job.owner is not None:
                 record["owner"] = job.owner
             pipe.set(redis_keys.task(job.id), orjson.dumps(record), ex=self.settings.result_ttl_s)
-        message.queue(pipe, batch.queue)
+        message.queue(pipe, batch.queue, batch.lane)
         try:
             await pipe.execute()
         except (RedisError, OSError) as exc:

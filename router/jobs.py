@@ -70,9 +70,11 @@ class BatchJobs:
         chunk_rows: int | None,
         owner: str | None = None,
         idempotency_key: str | None = None,
+        priority: str = "low",
     ) -> dict[str, Any]:
-        """Queue a batch job; an ``idempotency_key`` sent before by the same
-        ``owner`` answers with the job it made then."""
+        """Queue a batch job, its chunks in the ``priority`` lane; an
+        ``idempotency_key`` sent before by the same ``owner`` answers with the
+        job it made then."""
         route = self.table.require(model)
         # A batch job runs on one version, the default when it is submitted.
         version = self.live.serving_for(model).default_for(route)
@@ -106,14 +108,16 @@ class BatchJobs:
                 soft_time_limit=route.soft_time_limit_s,
                 group_id=job_id,
                 group_index=index,
+                lane=priority,
             )
-            message.queue(pipe, queue)
+            message.queue(pipe, queue, priority)
         record = {
             "model": route.name,
             "rows": len(rows),
             "chunk_rows": size,
             "chunks": chunks,
             "submitted_at": submitted_at,
+            "priority": priority,
         }
         if owner is not None:
             record["owner"] = owner
@@ -215,6 +219,7 @@ class BatchJobs:
             "rows_failed": failed_rows,
             "chunks": len(chunks),
             "chunk_rows": record["chunk_rows"],
+            "priority": record.get("priority", "normal"),
         }
         if versions:
             # One version normally; two when a rollout happened mid-job.

@@ -32,6 +32,8 @@ class LiveView:
         self.table = table
         self._interval = interval_s
         self.state = LiveState(known=False)
+        # queue -> lane -> depth, as of the last refresh
+        self.lane_depths: dict[str, dict[str, int]] = {}
         self.workers: list[Heartbeat] = []
         # Which versions serve each model (turnout.core.serving), as of the last refresh.
         self.serving: dict[str, Serving] = {}
@@ -64,7 +66,8 @@ class LiveView:
         queues = self.known_queues()
         pipe = self._client.pipeline(transaction=False)
         for queue in queues:
-            pipe.llen(queue)
+            for key in redis_keys.lane_keys(queue):
+                pipe.llen(key)
         pipe.hgetall(redis_keys.SERVING)
         pipe.hget(redis_keys.ROUTES, "generation")
         pipe.hgetall(redis_keys.API_KEYS)
@@ -79,7 +82,12 @@ class LiveView:
         }
         if self.on_keys is not None:
             self.on_keys(api_keys, bool(keys_closed))
-        depths = dict(zip(queues, lengths, strict=True))
+        # Per queue, each lane's depth (highest first); a queue's depth is all of them.
+        per_lane = [lengths[i:i + len(redis_keys.LANES)]
+                    for i in range(0, len(lengths), len(redis_keys.LANES))]
+        self.lane_depths = {q: dict(zip(redis_keys.LANES, counts, strict=True))
+                            for q, counts in zip(queues, per_lane, strict=True)}
+        depths = {q: sum(counts) for q, counts in zip(queues, per_lane, strict=True)}
         self.serving = parse_all(serving)
         if int(generation or 0) > self.routes_generation:
             await self._adopt_routes(int(generation))

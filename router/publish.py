@@ -34,6 +34,7 @@ from redis.asyncio.client import Pipeline
 
 from turnout.core import redis_keys
 from turnout.core.celery_app import TASK_PREDICT
+from turnout.core.redis_keys import DEFAULT_LANE, lane_key
 
 _ORIGIN = f"{os.getpid()}@{socket.gethostname()}"
 # Celery's event exchange; on Redis a fanout, each event a PUBLISH.
@@ -46,10 +47,11 @@ class QueuedMessage:
     # (channel, payload) of the task-sent event to PUBLISH, while monitoring
     event: tuple[str, bytes] | None = None
 
-    def queue(self, pipe: Pipeline, queue: str) -> None:
-        """Add to ``pipe`` what queues the task: the message, one bell token
-        that wakes one idle worker, and the task-sent event if any."""
-        pipe.lpush(queue, self.message)
+    def queue(self, pipe: Pipeline, queue: str, lane: str = DEFAULT_LANE) -> None:
+        """Add to ``pipe`` what queues the task on ``queue``'s ``lane``: the
+        message, one bell token that wakes one idle worker, and the task-sent
+        event if any."""
+        pipe.lpush(lane_key(queue, lane), self.message)
         pipe.lpush(redis_keys.bell(queue), 1)
         if self.event is not None:
             pipe.publish(*self.event)
@@ -94,6 +96,7 @@ class TaskMessages:
         soft_time_limit: float,
         group_id: str | None = None,
         group_index: int | None = None,
+        lane: str = DEFAULT_LANE,
     ) -> QueuedMessage:
         """The JSON that kombu's Redis transport would LPUSH onto ``queue``,
         and the task-sent event while monitoring is on."""
@@ -118,7 +121,9 @@ class TaskMessages:
             kwargsrepr="{}",
             create_sent_event=self.monitoring(),
         )
-        envelope = _envelope(orjson.dumps(message.body), message.headers, "", queue, 2)
+        headers = message.headers if lane == DEFAULT_LANE else {**message.headers,
+                                                                 "turnout_lane": lane}
+        envelope = _envelope(orjson.dumps(message.body), headers, "", queue, 2)
         envelope["properties"] = {**message.properties, **envelope["properties"]}
         built = orjson.dumps(envelope).decode()
         if message.sent_event is None:

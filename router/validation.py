@@ -14,6 +14,7 @@ from typing import Any
 
 from turnout.core.errors import InvalidInput
 from turnout.core.inputs import InputKind, show
+from turnout.core.redis_keys import DEFAULT_LANE, LANES
 from turnout.core.routes import Route
 
 
@@ -47,7 +48,7 @@ def _json_object(raw: bytes, allowed: tuple[str, ...]) -> dict[str, Any]:
         )
     unknown = sorted(set(body) - set(allowed))
     if unknown:
-        optional = " and ".join(repr(k) for k in allowed[1:])
+        optional = ", ".join(repr(k) for k in allowed[1:])
         raise InvalidInput(
             f"body: unknown key {unknown[0]!r}; expected 'inputs' and optionally {optional}"
         )
@@ -56,22 +57,37 @@ def _json_object(raw: bytes, allowed: tuple[str, ...]) -> dict[str, Any]:
     return body
 
 
-def parse_batch_body(raw: bytes, max_chunk_rows: int) -> tuple[Any, int | None]:
-    """Decode a batch job's body into (inputs, rows per chunk or None)."""
-    body = _json_object(raw, ("inputs", "chunk_rows"))
+def parse_priority(body: dict[str, Any], default: str) -> str:
+    """The body's ``priority`` (a lane), or ``default``."""
+    priority = body.get("priority", default)
+    if priority is None:
+        return default
+    if priority not in LANES:
+        raise InvalidInput(
+            f"priority: expected one of {', '.join(repr(x) for x in LANES)}, got {show(priority)}"
+        )
+    return str(priority)
+
+
+def parse_batch_body(raw: bytes, max_chunk_rows: int) -> tuple[Any, int | None, str]:
+    """Decode a batch job's body into (inputs, rows per chunk or None, priority:
+    ``low`` by default, so that batch jobs never hold up interactive requests)."""
+    body = _json_object(raw, ("inputs", "chunk_rows", "priority"))
+    priority = parse_priority(body, "low")
     chunk = body.get("chunk_rows")
     if chunk is None:
-        return body["inputs"], None
+        return body["inputs"], None, priority
     if isinstance(chunk, bool) or not isinstance(chunk, int) or not 1 <= chunk <= max_chunk_rows:
         raise InvalidInput(
             f"chunk_rows: expected a whole number from 1 to {max_chunk_rows}, got {show(chunk)}"
         )
-    return body["inputs"], chunk
+    return body["inputs"], chunk, priority
 
 
-def parse_predict_body(raw: bytes, max_wait_s: float) -> tuple[Any, float]:
-    """Decode a predict request's body into (inputs, wait seconds)."""
-    body = _json_object(raw, ("inputs", "wait"))
+def parse_predict_body(raw: bytes, max_wait_s: float) -> tuple[Any, float, str]:
+    """Decode a predict request's body into (inputs, wait seconds, priority)."""
+    body = _json_object(raw, ("inputs", "wait", "priority"))
+    priority = parse_priority(body, DEFAULT_LANE)
     wait = body.get("wait", 0)
     if wait is None:
         wait = 0
@@ -81,4 +97,4 @@ def parse_predict_body(raw: bytes, max_wait_s: float) -> tuple[Any, float]:
         raise InvalidInput(f"wait: expected a number of seconds from 0 to {max_wait_s:g}, got {wait}")
     if wait > max_wait_s:
         raise InvalidInput(f"wait: at most {max_wait_s:g} seconds, got {wait:g}")
-    return body["inputs"], float(wait)
+    return body["inputs"], float(wait), priority

@@ -51,6 +51,7 @@ def owned_app(spec: WorkerSpec, settings: Settings, table: RouteTable, incarnati
         # the pool children inherit it across the fork.
         app.conf.broker_transport_options = {
             **app.conf.broker_transport_options, "turnout_incarnation": incarnation,
+            "turnout_lane_share": settings.lane_share,
         }
         app.conf.turnout_incarnation = incarnation
     app.conf.worker_prefetch_multiplier = spec.prefetch_multiplier

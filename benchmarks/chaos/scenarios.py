@@ -299,6 +299,43 @@ def soak(stack: ChaosStack, o: Options) -> dict[str, Any]:
     return row
 
 
+def lanes_under_kills(stack: ChaosStack, o: Options) -> dict[str, Any]:
+    """11. A batch job waiting in the low lane while interactive iris runs in
+    the normal lane, the CPU worker SIGKILLed twice: given-back chunks keep
+    their lane, and every chunk and request ends with one result."""
+    drain(stack)
+    chunks = o.pick(1500, 5000)
+    rate, duration = o.pick(100, 200), o.pick(9.0, 21.0)
+    status, reply = post(stack, "/v1/models/iris/batch",
+                         {"inputs": [IRIS_ROW] * (chunks * 20), "chunk_rows": 20})
+    assert status == 202, reply
+    record = json.loads(stack.client.get(redis_keys.batch(reply["batch_id"])) or b"{}")
+    chunk_ids = [c[0] for c in record["chunks"]]
+    load = Load()
+    faults: list[float] = []
+    low_after_kill: list[int] = []
+
+    async def go() -> None:
+        async def kills() -> None:
+            # Early, while chunks still wait in the low lane, then mid-run.
+            for wait in (1.5, duration / 2 - 1.5):
+                await asyncio.sleep(wait)
+                faults.append(stack.kill(CPU_WORKER))
+                low_after_kill.append(int(stack.client.llen(redis_keys.lane_key("cpu", "low"))))
+
+        await asyncio.gather(submit(stack.url, "iris", IRIS, rate, duration, load), kills())
+
+    asyncio.run(go())
+    row = tally(stack, f"11 lanes: batch (low) + {rate} req/s, cpu kills", load, faults[0],
+                extra_ids=chunk_ids, timeout_s=180)
+    with urllib.request.urlopen(f"{stack.url}/v1/batches/{reply['batch_id']}", timeout=10) as r:
+        view = json.loads(r.read())
+    row["batch_rows_done"] = view["rows_done"]
+    row["low_lane_after_kills"] = low_after_kill
+    row["ok_extra"] = view["status"] == "SUCCESS" and view["rows_done"] == chunks * 20
+    return row
+
+
 SCENARIOS: dict[str, Callable[[ChaosStack, Options], dict[str, Any]]] = {
     "1": gpu_kill_during_batch,
     "2": cpu_kill_under_load,
@@ -310,4 +347,5 @@ SCENARIOS: dict[str, Callable[[ChaosStack, Options], dict[str, Any]]] = {
     "8": poison,
     "9": revoke_then_restart,
     "10": soak,
+    "11": lanes_under_kills,
 }

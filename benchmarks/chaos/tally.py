@@ -14,6 +14,7 @@ from typing import Any
 from turnout.benchmarks.chaos.load import Ledger, Load, Sent, settle
 from turnout.benchmarks.chaos.stack import ChaosStack
 from turnout.core import delivery
+from turnout.core.redis_keys import lane_keys
 
 
 @dataclass
@@ -119,7 +120,8 @@ def drain(stack: ChaosStack) -> None:
     stack.wait_healthy()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if not any(stack.client.llen(q) for q in ("cpu", "gpu")) and not stack.client.hlen("unacked"):
+        if not any(stack.client.llen(key) for q in ("cpu", "gpu") for key in lane_keys(q)) \
+                and not stack.client.hlen("unacked"):
             break
         time.sleep(0.2)
     stack.reset_counts()

@@ -20,6 +20,7 @@ class BatchRequest(BaseModel):
 
     inputs: list[Any] = Field(description="rows of numbers (tabular) or strings (text)")
     chunk_rows: int | None = Field(None, ge=1, description="rows per chunk (default: max_batch)")
+    priority: str = Field("low", description="the lane its chunks wait in: high, normal or low")
 
 
 @router.post(
@@ -41,9 +42,11 @@ class BatchRequest(BaseModel):
     },
 )
 async def submit_batch(name: str, request: Request, services: ServicesDep) -> JSONResponse:
-    inputs, chunk_rows = parse_batch_body(await request.body(), services.jobs.chunk_limit(name))
+    inputs, chunk_rows, priority = parse_batch_body(await request.body(),
+                                                    services.jobs.chunk_limit(name))
     body = await services.jobs.submit(name, inputs, chunk_rows, owner=owner_of(request.scope),
-                                      idempotency_key=request.headers.get("idempotency-key"))
+                                      idempotency_key=request.headers.get("idempotency-key"),
+                                      priority=priority)
     return JSONResponse(body, status_code=202, headers={"Location": body["status_url"]})
 
 

@@ -20,7 +20,9 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 class PredictRequest(BaseModel):
     """The predict body; documented here, parsed by hand for exact messages."""
 
-    inputs: list[Any] = Field(description="rows of numbers (tabular) or strings (text)")
+    inputs: list[Any] = Field(description="rows: numbers (tabular), objects (columns), nested "
+                                          "lists (tensor) or strings (text)")
+    priority: str = Field("normal", description="the lane: high, normal or low")
     wait: float = Field(0, ge=0, description="seconds to wait for the result; 0 answers 202 at once")
 
 
@@ -114,9 +116,10 @@ async def predict_response(
     label = name if name in services.table.routes else "(unknown)"
     metrics = services.metrics
     try:
-        inputs, wait = parse_predict_body(raw, services.settings.max_wait_s)
+        inputs, wait, priority = parse_predict_body(raw, services.settings.max_wait_s)
         submitted, view = await services.dispatcher.predict(
-            name, inputs, wait, version, route_key, owner=owner, idempotency_key=idempotency_key
+            name, inputs, wait, version, route_key, owner=owner, idempotency_key=idempotency_key,
+            priority=priority,
         )
     except TurnoutError as exc:
         # No version label on errors: a client's made-up version must not

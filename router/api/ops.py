@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from redis.exceptions import RedisError
 
+from turnout.core.redis_keys import LANES
 from turnout.router.api.deps import ServicesDep
 
 router = APIRouter(tags=["operations"])
@@ -23,6 +24,7 @@ async def queues(services: ServicesDep) -> dict[str, Any]:
             {
                 "name": q,
                 "depth": state.depths.get(q, 0),
+                "lanes": services.live.lane_depths.get(q) or dict.fromkeys(LANES, 0),
                 "workers": len(state.consumers(q)),
                 "max_depth": services.table.queue_config(q).max_depth,
             }

@@ -65,7 +65,7 @@ def test_progress_is_reported_and_a_failed_chunk_is_named(http: httpx.Client) ->
     [
         ("/v1/models/iris/batch", {"inputs": [[1, 2, 3, 4]] * 5 + [[1, 2, "x", 4]]}, 422, "inputs[5][2]: expected a number, got 'x'"),
         ("/v1/models/iris/batch", {"inputs": [[1, 2, 3, 4]], "chunk_rows": 0}, 422, "chunk_rows: expected a whole number from 1 to 1000, got 0"),
-        ("/v1/models/iris/batch", {"inputs": [[1, 2, 3, 4]], "wait": 3}, 422, "body: unknown key 'wait'; expected 'inputs' and optionally 'chunk_rows'"),
+        ("/v1/models/iris/batch", {"inputs": [[1, 2, 3, 4]], "wait": 3}, 422, "body: unknown key 'wait'; expected 'inputs' and optionally 'chunk_rows', 'priority'"),
         ("/v1/models/nope/batch", {"inputs": [[1]]}, 404, "unknown model 'nope'"),
     ],
 )
@@ -79,3 +79,35 @@ def test_unknown_batch_ids_are_404(http: httpx.Client) -> None:
     assert http.get("/v1/batches/not-a-uuid").status_code == 404
     r = http.get("/v1/batches/00000000-0000-4000-8000-000000000000")
     assert r.status_code == 404 and "never issued" in r.json()["detail"]
+
+
+def test_a_queued_batch_job_does_not_hold_up_interactive_requests(http: httpx.Client) -> None:
+    """Batch chunks wait in the queue's low lane and predict requests in its
+    normal lane: with hundreds of chunks queued ahead of it, an interactive
+    request is answered while the batch job is still running, and the batch
+    job then finishes with every row."""
+    rows = np.tile(load_iris().data, (200, 1)).tolist()  # 30,000 rows
+    job = http.post("/v1/models/iris/batch", json={"inputs": rows, "chunk_rows": 40}).json()
+    assert job["chunks"] == 750
+    answered = []
+    for _ in range(5):
+        r = http.post("/v1/models/iris/predict", json={"inputs": [rows[0]], "wait": 30})
+        assert r.status_code == 200 and r.json()["status"] == "SUCCESS", r.text
+        answered.append(http.get(job["status_url"]).json()["rows_done"])
+    # Every interactive answer came while the batch job still had rows to do.
+    assert max(answered) < 30_000, answered
+    lanes = {q["name"]: q["lanes"] for q in http.get("/v1/queues").json()["queues"]}
+    assert set(lanes["cpu"]) == {"high", "normal", "low"}
+    done = wait_for(lambda: (b := http.get(job["status_url"]).json())["status"] == "SUCCESS" and b,
+                    120, "the batch")
+    assert done["rows_done"] == 30_000 and done["priority"] == "low"
+
+
+def test_a_request_may_ask_for_a_lane_and_a_bad_one_is_named(http: httpx.Client) -> None:
+    r = http.post("/v1/models/iris/predict",
+                  json={"inputs": [[5.1, 3.5, 1.4, 0.2]], "wait": 10, "priority": "high"})
+    assert r.status_code == 200, r.text
+    r = http.post("/v1/models/iris/batch", json={"inputs": [[5.1, 3.5, 1.4, 0.2]],
+                                                 "priority": "urgent"})
+    assert r.status_code == 422
+    assert "priority: expected one of 'high', 'normal', 'low', got 'urgent'" in r.json()["detail"]

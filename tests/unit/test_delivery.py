@@ -268,3 +268,50 @@ def test_a_reaper_that_did_not_look_for_a_while_starts_over(redis_client: redis.
             reaped_at[name] = step
         clock.now += 1
     assert reaped_at == {"w#1": 5}  # after 5 s of watched silence, not at once
+
+
+def _push(client: redis.Redis, queue: str, lane: str, task_id: str) -> None:
+    _, payload = _message(task_id, queue=queue)
+    client.lpush(redis_keys.lane_key(queue, lane), json.dumps(json.loads(payload)[0]))
+    client.lpush(delivery.bell(queue), 1)
+
+
+def _claimed(scripts: delivery.Scripts, incarnation: str, queues: list[str],
+             share: int = 10) -> tuple[str, str] | None:
+    got = delivery.claim(scripts, incarnation, queues, share=share)
+    if not isinstance(got, tuple):
+        return None
+    return got[0], json.loads(got[1])["headers"]["id"]
+
+
+def test_claims_take_the_highest_lane_first_and_fifo_within_a_lane(redis_client: redis.Redis) -> None:
+    scripts = delivery.Scripts(redis_client)
+    delivery.register(redis_client, "a#1")
+    for i in range(3):
+        _push(redis_client, "cpu", "low", f"low{i}")
+        _push(redis_client, "cpu", "normal", f"normal{i}")
+    _push(redis_client, "cpu", "high", "high0")
+    got = [_claimed(scripts, "a#1", ["cpu"], share=0) for _ in range(8)]
+    assert got == [("cpu@high", "high0"), ("cpu", "normal0"), ("cpu", "normal1"),
+                   ("cpu", "normal2"), ("cpu@low", "low0"), ("cpu@low", "low1"),
+                   ("cpu@low", "low2"), None]
+    # Each lane's bell is its queue's: one token per message, all taken.
+    assert redis_client.llen(delivery.bell("cpu")) == 0
+    # The unacked entry names the lane's list, so a message given back keeps its lane.
+    tags = [t.decode() for t in redis_client.smembers(delivery.held("a#1"))]
+    delivery.give_back(redis_client, "a#1", tags, forget=False)
+    assert redis_client.llen("cpu@low") == 3 and redis_client.llen("cpu@high") == 1
+    assert redis_client.llen("cpu") == 3 and redis_client.llen(delivery.bell("cpu")) == 7
+
+
+def test_the_lowest_waiting_lane_gets_every_nth_claim(redis_client: redis.Redis) -> None:
+    scripts = delivery.Scripts(redis_client)
+    delivery.register(redis_client, "a#1")
+    for i in range(30):
+        _push(redis_client, "gpu", "normal", f"n{i}")
+    for i in range(5):
+        _push(redis_client, "gpu", "low", f"l{i}")
+    lanes = [redis_keys.lane_of(_claimed(scripts, "a#1", ["gpu"], share=10)[0]) for _ in range(30)]
+    # Under steady interactive load, the batch lane still gets one claim in ten.
+    assert lanes.count("low") == 3
+    assert [i for i, lane in enumerate(lanes) if lane == "low"] == [9, 19, 29]

@@ -67,12 +67,13 @@ def test_bad_text_inputs(inputs: Any, message: str) -> None:
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        (b'{"inputs": [[1,2,3,4]]}', ([[1, 2, 3, 4]], 0.0)),
-        (b'{"inputs": [[1,2,3,4]], "wait": 2.5}', ([[1, 2, 3, 4]], 2.5)),
-        (b'{"inputs": [], "wait": null}', ([], 0.0)),
+        (b'{"inputs": [[1,2,3,4]]}', ([[1, 2, 3, 4]], 0.0, "normal")),
+        (b'{"inputs": [[1,2,3,4]], "wait": 2.5}', ([[1, 2, 3, 4]], 2.5, "normal")),
+        (b'{"inputs": [], "wait": null, "priority": "high"}', ([], 0.0, "high")),
+        (b'{"inputs": [], "priority": null}', ([], 0.0, "normal")),
     ],
 )
-def test_predict_bodies(raw: bytes, expected: tuple[Any, float]) -> None:
+def test_predict_bodies(raw: bytes, expected: tuple[Any, float, str]) -> None:
     assert parse_predict_body(raw, max_wait_s=30) == expected
 
 
@@ -87,6 +88,9 @@ def test_predict_bodies(raw: bytes, expected: tuple[Any, float]) -> None:
         (b'{"inputs": [], "wait": -0.5}', "wait: expected a number of seconds from 0 to 30"),
         (b'{"inputs": [], "wait": NaN}', "wait: expected a number of seconds from 0 to 30, got nan"),
         (b'{"inputs": [], "wait": 31}', "wait: at most 30 seconds, got 31"),
+        (b'{"inputs": [], "priority": "urgent"}',
+         "priority: expected one of 'high', 'normal', 'low', got 'urgent'"),
+        (b'{"inputs": [], "priority": 1}', "priority: expected one of"),
     ],
 )
 def test_bad_predict_bodies(raw: bytes, message: str) -> None:

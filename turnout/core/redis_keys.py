@@ -66,10 +66,45 @@ def result(task_id: str) -> str:
     return f"{CELERY_RESULT_PREFIX}{task_id}"
 
 
+# Priority lanes, highest first. Every queue has one list per lane: the
+# ``normal`` lane is the queue's own list (what kombu itself pushes onto: a
+# retry, a chord's callback), the others ``<queue>@high`` and ``<queue>@low``.
+# A queue's lanes share one bell.
+LANES = ("high", "normal", "low")
+DEFAULT_LANE = "normal"
+_LANE_SEP = "@"
+
+
+def lane_key(queue: str, lane: str) -> str:
+    """The list of ``queue``'s ``lane``."""
+    return queue if lane == DEFAULT_LANE else f"{queue}{_LANE_SEP}{lane}"
+
+
+def lane_keys(queue: str) -> list[str]:
+    """``queue``'s lists, highest lane first."""
+    return [lane_key(queue, lane) for lane in LANES]
+
+
+def queue_of(key: str) -> str:
+    """The queue a lane's list belongs to."""
+    return key.split(_LANE_SEP, 1)[0]
+
+
+def lane_of(key: str) -> str:
+    return key.split(_LANE_SEP, 1)[1] if _LANE_SEP in key else DEFAULT_LANE
+
+
+def lane_turn(queue: str) -> str:
+    """How many messages were claimed from ``queue``: every n-th claim serves
+    the lowest waiting lane first (each lane's guaranteed share)."""
+    return f"{PREFIX}:lane-turn:{queue}"
+
+
 def bell(queue: str) -> str:
-    """One token per message pushed onto ``queue``: what idle workers block
-    on (BRPOP), so that the message itself is only ever taken by a claim."""
-    return f"{PREFIX}:bell:{queue}"
+    """One token per message pushed onto ``queue`` (any of its lanes): what
+    idle workers block on (BRPOP), so that the message itself is only ever
+    taken by a claim."""
+    return f"{PREFIX}:bell:{queue_of(queue)}"
 
 
 def held(incarnation: str) -> str:

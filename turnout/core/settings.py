@@ -94,6 +94,10 @@ class Settings(BaseSettings):
     models_dir: Path = REPO_ROOT / "models"
     # The operator's datasets for training jobs (CSV or Parquet), by name.
     data_dir: Path = REPO_ROOT / "data"
+    # Priority lanes: every lane_share-th claim from a queue serves its lowest
+    # waiting lane first, so that batch jobs (low) finish under steady
+    # interactive load (normal); 0 turns the share off (strict priority).
+    lane_share: int = Field(default=10, ge=0)
     # Uploaded models (POST /v1/models/{name}/versions): the largest body, the
     # most an archive may unpack to, and whether a pickle is taken at all
     # (a pickle runs code when it is loaded).

@@ -41,6 +41,7 @@ from kombu.transport import redis as kombu_redis
 from kombu.utils.json import dumps, loads
 
 from turnout.core import delivery
+from turnout.core.redis_keys import DEFAULT_LANE, LANES, lane_key, queue_of
 from turnout.core.settings import RedisSettings
 
 log = logging.getLogger("turnout.core.transport")
@@ -240,6 +241,7 @@ class Channel(kombu_redis.Channel):
         super().__init__(*args, **kwargs)
         options = self.connection.client.transport_options
         self.incarnation: str | None = options.get("turnout_incarnation")
+        self.lane_share = int(options.get("turnout_lane_share", 10))
         self.claimed: set[str] = set()  # tags taken by claim, awaiting append
         self._bells: list[str] = []
         self._claim_scripts: delivery.Scripts | None = None
@@ -250,8 +252,12 @@ class Channel(kombu_redis.Channel):
         so an idle worker takes it at once instead of at its next timeout."""
         if kwargs.get("_publish_batch") is not None:
             return super()._put(queue, message, **kwargs)
+        # A message the router put in a lane keeps it when Celery sends it
+        # again (a retry copies the headers).
+        lane = str((message.get("headers") or {}).get("turnout_lane") or DEFAULT_LANE)
+        key = lane_key(queue, lane if lane in LANES else DEFAULT_LANE)
         with self.conn_or_acquire() as client, client.pipeline(transaction=True) as pipe:
-            pipe.lpush(queue, dumps(message))
+            pipe.lpush(key, dumps(message))
             pipe.lpush(delivery.bell(queue), 1)
             pipe.execute()
 
@@ -263,7 +269,8 @@ class Channel(kombu_redis.Channel):
         queues = self._queue_cycle.consume(len(self.active_queues))
         if not queues:
             return
-        # Priorities are not used by Turnout: one list per queue.
+        # kombu's priorities are not used: Turnout's lanes are its own lists,
+        # chosen inside the claim; a queue's lanes share its one bell.
         self._bells = list(queues)
         self._in_poll = self.client.connection
         self._brpop_sent_at = monotonic()  # type: ignore[assignment]
@@ -297,14 +304,16 @@ class Channel(kombu_redis.Channel):
             raise Empty()
         if self._claim_scripts is None:
             self._claim_scripts = delivery.Scripts(self.client)
-        got = delivery.claim(self._claim_scripts, self.incarnation, queues, first)
+        got = delivery.claim(self._claim_scripts, self.incarnation, queues, first,
+                             self.lane_share)
         if got == -1:
             log.error("worker %s was declared dead; stopping it", self.incarnation)
             os.kill(os.getpid(), signal.SIGTERM)
             raise Empty()
         if not isinstance(got, tuple):
             raise Empty()  # a bell without a message (taken by another worker), or a timeout
-        queue, raw = got
+        lane, raw = got
+        queue = queue_of(lane)  # the lane's list: its queue is what was consumed
         message = loads(raw)
         self.claimed.add(message["properties"]["delivery_tag"])
         self._queue_cycle.rotate(queue)

@@ -21,6 +21,8 @@ from turnout.core.redis_keys import (
     UNACKED_INDEX,
     bell,
     held,
+    lane_keys,
+    lane_turn,
 )
 
 
@@ -54,7 +56,8 @@ def append(
 
 
 def claim(
-    scripts: Scripts, incarnation: str, queues: list[str], bell_index: int = 0
+    scripts: Scripts, incarnation: str, queues: list[str], bell_index: int = 0,
+    share: int = 10,
 ) -> tuple[str, str] | int:
     """Take the next message from the first of ``queues`` that has one, owned
     by ``incarnation``: (queue, message JSON); 0 when all are empty; -1 when
@@ -63,8 +66,9 @@ def claim(
     popped here, so that bells and messages stay about one to one."""
     got = scripts.claim(
         keys=[INCARNATIONS, UNACKED_INDEX, UNACKED, OWNERS, held(incarnation), LEASES,
-              *queues, *(bell(q) for q in queues)],
-        args=[incarnation, time.time(), len(queues), bell_index],
+              *(key for q in queues for key in lane_keys(q)), *(bell(q) for q in queues),
+              *(lane_turn(q) for q in queues)],
+        args=[incarnation, time.time(), len(queues), bell_index, share],
     )
     if isinstance(got, list):
         queue, message = (x.decode() if isinstance(x, bytes) else x for x in got)
