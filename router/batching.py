@@ -47,6 +47,8 @@ class Job:
     index: int = 0
     # The API key's name that made it (None when the API is open).
     owner: str | None = None
+    # When it must have started by, on Redis's clock (None: no deadline).
+    deadline: float | None = None
 
 
 @dataclass

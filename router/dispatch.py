@@ -18,6 +18,7 @@ from turnout.core import lua, redis_keys
 from turnout.core.catalog import require_version
 from turnout.core.errors import (
     BrokerUnavailable,
+    DeadlineExceeded,
     IdempotencyMismatch,
     TaskFinished,
     TurnoutError,
@@ -89,6 +90,7 @@ class Dispatcher:
         owner: str | None = None,
         idempotency_key: str | None = None,
         priority: str = DEFAULT_LANE,
+        timeout_s: float | None = None,
     ) -> tuple[Submitted, dict[str, Any] | None]:
         """Validate, route and queue one request; with ``wait_s`` > 0, wait that
         long for its result. ``version`` pins the request to that version;
@@ -108,7 +110,9 @@ class Dispatcher:
             self._check_pinned(route, version)
         rows = validate_inputs(route, inputs, schema=self.schemas.input(route, version))
         decision = choose_queue(route, self.table, self.live.state, version if pinned else None)
-        job = Job(id=str(uuid.uuid4()), rows=rows, submitted_at=time.time(), owner=owner)
+        timeout_s = timeout_s or route.queue_timeout_s
+        job = Job(id=str(uuid.uuid4()), rows=rows, submitted_at=time.time(), owner=owner,
+                  deadline=self.live.deadline(timeout_s))
         claim = None
         if idempotency_key is not None:
             claim = claim_key(owner, idempotency_key)
@@ -130,11 +134,27 @@ class Dispatcher:
                 raise
             if wait_s <= 0:
                 return submitted, None
-            meta = await self.watcher.wait(job.batch_id, future, wait_s)
+            # The caller hears of a deadline as it passes, not when a worker
+            # later drops the request.
+            bounded = timeout_s is not None and timeout_s < wait_s
+            meta = await self.watcher.wait(job.batch_id, future,
+                                           timeout_s if bounded and timeout_s else wait_s)
         if meta is None:
+            if bounded:
+                now = await self.watcher.lookup(job.batch_id)
+                running = now is not None and now.status == "STARTED"
+                raise DeadlineExceeded(
+                    f"model {model!r}: the request did not finish within its timeout_s of "
+                    f"{timeout_s:g} s; " + (
+                        f"it had started, and its result will be at /v1/tasks/{job.id}"
+                        if running else "it had not started, and it will not run")
+                    + f" (task {job.id})")
             return submitted, None
         record = {"model": model, "queue": decision.queue, "batch": job.batch_id, "index": job.index}
-        return submitted, self._view(job.id, record, meta, False)
+        view = self._view(job.id, record, meta, False)
+        if str(view.get("error") or "").startswith("DeadlineExceeded"):
+            raise DeadlineExceeded(f"model {model!r}: {view['error']} (task {job.id})")
+        return submitted, view
 
     async def _replay(
         self, task_id: str, route: Route, wait_s: float
@@ -185,7 +205,8 @@ class Dispatcher:
         """Write every request's record and queue the batch's task, atomically,
         in one round trip."""
         route = batch.route
-        requests = [RequestItem(j.id, j.rows, j.submitted_at).to_wire() for j in batch.jobs]
+        requests = [RequestItem(j.id, j.rows, j.submitted_at, j.deadline).to_wire()
+                    for j in batch.jobs]
         message = self.messages.predict(
             batch.id,
             batch.queue,
@@ -206,6 +227,8 @@ class Dispatcher:
             }
             if job.owner is not None:
                 record["owner"] = job.owner
+            if job.deadline is not None:
+                record["deadline"] = job.deadline
             pipe.set(redis_keys.task(job.id), orjson.dumps(record), ex=self.settings.result_ttl_s)
         message.queue(pipe, batch.queue, batch.lane)
         try:
@@ -239,7 +262,7 @@ class Dispatcher:
     async def task(self, task_id: str, viewer: str | None = None) -> dict[str, Any]:
         """A task's view; ``viewer`` (a predict key's name) sees only its own."""
         record, meta, revoked = await self._read(task_id, viewer)
-        return self._view(task_id, record, meta, revoked)
+        return self._view(task_id, record, meta, revoked, self.live.clock_offset)
 
     async def revoke(self, task_id: str, viewer: str | None = None) -> dict[str, Any]:
         record, _, revoked = await self._read(task_id, viewer)
@@ -281,7 +304,8 @@ class Dispatcher:
 
     @staticmethod
     def _view(
-        task_id: str, record: dict[str, Any], meta: ResultDoc | None, revoked: bool
+        task_id: str, record: dict[str, Any], meta: ResultDoc | None, revoked: bool,
+        clock_offset: float = 0.0,
     ) -> dict[str, Any]:
         status = "PENDING" if meta is None else _STATUS.get(meta.status, meta.status)
         view: dict[str, Any] = {
@@ -297,6 +321,9 @@ class Dispatcher:
             elif entry.error is not None:
                 view["status"] = "FAILURE"
                 view["error"] = entry.error
+                view["worker"] = result.worker
+                if entry.timings_ms:
+                    view["timings_ms"] = entry.timings_ms
             else:
                 view["predictions"] = entry.predictions
                 if entry.probabilities is not None:
@@ -315,4 +342,12 @@ class Dispatcher:
         if revoked:
             view["status"] = "REVOKED"
             view.pop("error", None)
+        elif status == "PENDING" and record.get("deadline") is not None \
+                and time.time() + clock_offset > float(record["deadline"]):
+            # Past its deadline and not started: no worker will run it (each
+            # checks at start, on Redis's clock), so say so now rather than
+            # when one gets to it in the queue.
+            view["status"] = "FAILURE"
+            view["error"] = ("DeadlineExceeded: the request could not start before its "
+                             "deadline; it will not run")
         return view

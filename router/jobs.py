@@ -71,6 +71,7 @@ class BatchJobs:
         owner: str | None = None,
         idempotency_key: str | None = None,
         priority: str = "low",
+        timeout_s: float | None = None,
     ) -> dict[str, Any]:
         """Queue a batch job, its chunks in the ``priority`` lane; an
         ``idempotency_key`` sent before by the same ``owner`` answers with the
@@ -89,6 +90,7 @@ class BatchJobs:
             if earlier is not None:
                 return await self._submitted(earlier, route.name)
         submitted_at = time.time()
+        deadline = self.live.deadline(timeout_s or route.queue_timeout_s)
         chunks: list[list[Any]] = []
         pipe = self.client.pipeline(transaction=True)
         for index, start in enumerate(range(0, len(rows), size)):
@@ -102,7 +104,7 @@ class BatchJobs:
             message = self.messages.predict(
                 task_id,
                 queue,
-                (route.name, [RequestItem(task_id, part, submitted_at).to_wire()],
+                (route.name, [RequestItem(task_id, part, submitted_at, deadline).to_wire()],
                  {"version": version, "pinned": False}),
                 time_limit=route.time_limit_s,
                 soft_time_limit=route.soft_time_limit_s,

@@ -49,6 +49,8 @@ class LiveView:
         # The published route table's generation in use (0: the file's), and
         # who to tell when a newer one is adopted.
         self.routes_generation = 0
+        # Redis's clock minus this process's (seconds), as of the last refresh.
+        self.clock_offset = 0.0
         # Given the API keys (turnout:apikeys) as read with each refresh.
         self.on_keys: Callable[[dict[Any, Any], bool], None] | None = None
 
@@ -74,8 +76,15 @@ class LiveView:
         pipe.exists(redis_keys.API_KEYS_CLOSED)
         pipe.hgetall(redis_keys.STATS)
         pipe.exists(redis_keys.MONITORING)
+        pipe.time()
+        sent = time.time()
         (*lengths, serving, generation, api_keys, keys_closed, stats,
-         monitoring) = await pipe.execute()
+         monitoring, redis_time) = await pipe.execute()
+        # Redis's clock against this process's, at the middle of the round
+        # trip: deadlines are written on Redis's clock, which workers compare
+        # with TIME, so that no machine's clock decides.
+        self.clock_offset = float(redis_time[0]) + float(redis_time[1]) / 1e6 \
+            - (sent + time.time()) / 2
         self.monitoring = bool(monitoring)
         self.delivery_stats = {
             (k.decode() if isinstance(k, bytes) else str(k)): int(v) for k, v in stats.items()
@@ -111,6 +120,10 @@ class LiveView:
         self.routes_generation = generation
         self.table = table
         log.info("route table generation %d in force: %d models", generation, len(table.routes))
+
+    def deadline(self, timeout_s: float | None) -> float | None:
+        """``timeout_s`` from now, on Redis's clock (None for no timeout)."""
+        return None if timeout_s is None else time.time() + self.clock_offset + timeout_s
 
     def serving_for(self, model: str) -> Serving:
         return self.serving.get(model) or Serving()

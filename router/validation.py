@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from turnout.core.errors import InvalidInput
@@ -69,25 +70,52 @@ def parse_priority(body: dict[str, Any], default: str) -> str:
     return str(priority)
 
 
-def parse_batch_body(raw: bytes, max_chunk_rows: int) -> tuple[Any, int | None, str]:
-    """Decode a batch job's body into (inputs, rows per chunk or None, priority:
-    ``low`` by default, so that batch jobs never hold up interactive requests)."""
-    body = _json_object(raw, ("inputs", "chunk_rows", "priority"))
-    priority = parse_priority(body, "low")
+_MAX_TIMEOUT_S = 24 * 3600.0
+
+
+def parse_timeout(body: dict[str, Any]) -> float | None:
+    """The body's ``timeout_s``: seconds from its arrival within which it must
+    start, or None."""
+    timeout = body.get("timeout_s")
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) \
+            or not math.isfinite(timeout) or not 0 < timeout <= _MAX_TIMEOUT_S:
+        raise InvalidInput(
+            f"timeout_s: expected a number of seconds above 0 and at most {_MAX_TIMEOUT_S:g}, "
+            f"got {show(timeout)}")
+    return float(timeout)
+
+
+@dataclass(frozen=True)
+class Asked:
+    """What a body asks for besides its rows."""
+
+    priority: str
+    timeout_s: float | None = None
+
+
+def parse_batch_body(raw: bytes, max_chunk_rows: int) -> tuple[Any, int | None, Asked]:
+    """Decode a batch job's body into (inputs, rows per chunk or None, its
+    priority, ``low`` by default so that batch jobs never hold up interactive
+    requests, and timeout)."""
+    body = _json_object(raw, ("inputs", "chunk_rows", "priority", "timeout_s"))
+    asked = Asked(parse_priority(body, "low"), parse_timeout(body))
     chunk = body.get("chunk_rows")
     if chunk is None:
-        return body["inputs"], None, priority
+        return body["inputs"], None, asked
     if isinstance(chunk, bool) or not isinstance(chunk, int) or not 1 <= chunk <= max_chunk_rows:
         raise InvalidInput(
             f"chunk_rows: expected a whole number from 1 to {max_chunk_rows}, got {show(chunk)}"
         )
-    return body["inputs"], chunk, priority
+    return body["inputs"], chunk, asked
 
 
-def parse_predict_body(raw: bytes, max_wait_s: float) -> tuple[Any, float, str]:
-    """Decode a predict request's body into (inputs, wait seconds, priority)."""
-    body = _json_object(raw, ("inputs", "wait", "priority"))
-    priority = parse_priority(body, DEFAULT_LANE)
+def parse_predict_body(raw: bytes, max_wait_s: float) -> tuple[Any, float, Asked]:
+    """Decode a predict request's body into (inputs, wait seconds, its
+    priority and timeout)."""
+    body = _json_object(raw, ("inputs", "wait", "priority", "timeout_s"))
+    asked = Asked(parse_priority(body, DEFAULT_LANE), parse_timeout(body))
     wait = body.get("wait", 0)
     if wait is None:
         wait = 0
@@ -97,4 +125,4 @@ def parse_predict_body(raw: bytes, max_wait_s: float) -> tuple[Any, float, str]:
         raise InvalidInput(f"wait: expected a number of seconds from 0 to {max_wait_s:g}, got {wait}")
     if wait > max_wait_s:
         raise InvalidInput(f"wait: at most {max_wait_s:g} seconds, got {wait:g}")
-    return body["inputs"], float(wait), priority
+    return body["inputs"], float(wait), asked

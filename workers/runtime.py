@@ -58,16 +58,19 @@ class DeviceOutOfMemory(Exception):
 
 def start_under_lease(
     scripts: delivery.Scripts, incarnation: str, task_id: str, hostname: str, ttl_s: int,
-    revoked_keys: list[str],
-) -> tuple[int, list[int]] | None:
+    revoked_keys: list[str], deadlines: list[float | None] | None = None,
+) -> tuple[int, list[int], list[int]] | None:
     """STARTED, under the task's lease: (deliveries so far, a revoked flag per
-    key of ``revoked_keys``), or None when this run must not happen: the
-    worker no longer owns the task, or the task already has its result."""
-    code, deliveries, *revoked = scripts.start(
+    key of ``revoked_keys``, an expired flag per deadline by Redis's clock),
+    or None when this run must not happen: the worker no longer owns the
+    task, or the task already has its result."""
+    deadlines = deadlines or []
+    code, deliveries, *flags = scripts.start(
         keys=[delivery.LEASES, delivery.done(task_id), redis_keys.result(task_id), delivery.STATS,
               redis_keys.deliveries(task_id), *revoked_keys],
         args=[incarnation, task_id,
-              ResultDoc.started(task_id, os.getpid(), hostname).encode(), ttl_s],
+              ResultDoc.started(task_id, os.getpid(), hostname).encode(), ttl_s,
+              *(repr(d) if d is not None else "0" for d in deadlines)],
     )
     if code == 0:
         log.warning("task %s: not run: worker %s no longer owns it", task_id, incarnation)
@@ -75,7 +78,8 @@ def start_under_lease(
     if code == -1:
         log.warning("task %s: not run again: it already has its result", task_id)
         return None
-    return int(deliveries), [int(r) for r in revoked]
+    revoked, expired = flags[:len(revoked_keys)], flags[len(revoked_keys):]
+    return int(deliveries), [int(r) for r in revoked], [int(e) for e in expired]
 
 
 @dataclass
@@ -185,7 +189,7 @@ class WorkerRuntime:
             raise Reject(f"Redis unreachable at start: {exc}", requeue=True) from exc
         if started is None:
             raise Ignore()
-        deliveries, revoked = started
+        deliveries, revoked, expired = started
         if all(revoked):
             # Put REVOKED in the result so that it agrees with what the router said.
             task.backend.mark_as_revoked(task_id, reason="revoked through the API")
@@ -196,7 +200,7 @@ class WorkerRuntime:
                 f"model {model!r}: the job was started {deliveries - 1} times and its "
                 "worker process died each time; it is not run again"
             )
-        live = [i for i, gone in enumerate(revoked) if not gone]
+        live = [i for i, gone in enumerate(revoked) if not gone and not expired[i]]
         rows = [row for i in live for row in requests[i].rows]
         if self.settings.ledger:
             # Recorded just before the model runs, with the requests it runs.
@@ -213,7 +217,9 @@ class WorkerRuntime:
                             "requests": len(live), "since": started_at})
         outcomes: dict[int, Outcome]
         try:
-            outcomes = self._predict(model, loaded, [requests[i].rows for i in live])
+            # Every request too late to start: nothing runs.
+            outcomes = self._predict(model, loaded, [requests[i].rows for i in live]) \
+                if live else {}
         except TransientError as exc:
             retries = task.request.retries
             raise task.retry(
@@ -230,6 +236,13 @@ class WorkerRuntime:
         run_ms = round((time.perf_counter() - t0) * 1000, 3)
         finished_at = time.time()
         results = [Outcome(revoked=True) for _ in requests]
+        for i, late in enumerate(expired):
+            if late and not revoked[i]:
+                waited = max(0.0, started_at - requests[i].submitted_at)
+                results[i] = Outcome(
+                    error=f"DeadlineExceeded: the request could not start before its deadline "
+                          f"(it waited {waited:.3f} s in the queue); it did not run",
+                    timings_ms={"queued": round(waited * 1000, 3)})
         for position, i in enumerate(live):
             entry = outcomes[position]
             submitted_at = requests[i].submitted_at
@@ -252,11 +265,12 @@ class WorkerRuntime:
 
     def _start(
         self, task_id: str, hostname: str, requests: list[RequestItem]
-    ) -> tuple[int, list[int]] | None:
+    ) -> tuple[int, list[int], list[int]] | None:
         assert self.scripts is not None
         return start_under_lease(self.scripts, self.incarnation, task_id, hostname,
                                  self.settings.result_ttl_s,
-                                 [redis_keys.revoked(r.id) for r in requests])
+                                 [redis_keys.revoked(r.id) for r in requests],
+                                 [r.deadline for r in requests])
 
     def _finish(self, task_id: str, body: TaskResult) -> None:
         """The result, under the lease, if it is the task's first. While Redis

@@ -28,9 +28,20 @@ COLUMNS = (
 )
 
 
+def failures(row: dict[str, Any]) -> list[str]:
+    """What a scenario failed, each in words with its figure; none when it passed."""
+    out = []
+    if row["lost"]:
+        out.append(f"{row['lost']} job(s) lost")
+    if row["results_beyond_one"]:
+        out.append(f"{row['results_beyond_one']} job(s) with a result beyond one")
+    if row["unexpected"]:
+        out.append(f"{row['unexpected']} job(s) ended in an unexpected state")
+    return out + list(row.get("failed_checks") or [])
+
+
 def passed(row: dict[str, Any]) -> bool:
-    return (row["lost"] == 0 and row["results_beyond_one"] == 0 and row["unexpected"] == 0
-            and row.get("ok_extra", True))
+    return not failures(row)
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -48,6 +59,9 @@ def table(rows: list[dict[str, Any]]) -> str:
                 value = "-"
             cells.append(f"{value!s:<{w}}")
         lines.append(" ".join(cells))
+    for row in rows:
+        for failure in failures(row):
+            lines.append(f"NO: {row['scenario']}: {failure}")
     return "\n".join(lines)
 
 

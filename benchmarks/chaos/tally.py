@@ -25,6 +25,13 @@ class Options:
         return quick if self.quick else full
 
 
+def check(row: dict[str, Any], ok: bool, failure: str) -> None:
+    """One of a scenario's own checks: when it fails, ``failure`` says which
+    and by how much, in the table and in chaos.json."""
+    if not ok:
+        row.setdefault("failed_checks", []).append(failure)
+
+
 def post(stack: ChaosStack, path: str, body: Any) -> tuple[int, dict[str, Any]]:
     request = urllib.request.Request(
         stack.url + path, data=json.dumps(body).encode(), method="POST",

@@ -42,11 +42,11 @@ class BatchRequest(BaseModel):
     },
 )
 async def submit_batch(name: str, request: Request, services: ServicesDep) -> JSONResponse:
-    inputs, chunk_rows, priority = parse_batch_body(await request.body(),
-                                                    services.jobs.chunk_limit(name))
+    inputs, chunk_rows, asked = parse_batch_body(await request.body(),
+                                                 services.jobs.chunk_limit(name))
     body = await services.jobs.submit(name, inputs, chunk_rows, owner=owner_of(request.scope),
                                       idempotency_key=request.headers.get("idempotency-key"),
-                                      priority=priority)
+                                      priority=asked.priority, timeout_s=asked.timeout_s)
     return JSONResponse(body, status_code=202, headers={"Location": body["status_url"]})
 
 

@@ -23,6 +23,8 @@ class PredictRequest(BaseModel):
     inputs: list[Any] = Field(description="rows: numbers (tabular), objects (columns), nested "
                                           "lists (tensor) or strings (text)")
     priority: str = Field("normal", description="the lane: high, normal or low")
+    timeout_s: float | None = Field(None, gt=0, description="seconds from arrival within which "
+                                    "it must start; else 504 DeadlineExceeded, unrun")
     wait: float = Field(0, ge=0, description="seconds to wait for the result; 0 answers 202 at once")
 
 
@@ -116,10 +118,10 @@ async def predict_response(
     label = name if name in services.table.routes else "(unknown)"
     metrics = services.metrics
     try:
-        inputs, wait, priority = parse_predict_body(raw, services.settings.max_wait_s)
+        inputs, wait, asked = parse_predict_body(raw, services.settings.max_wait_s)
         submitted, view = await services.dispatcher.predict(
             name, inputs, wait, version, route_key, owner=owner, idempotency_key=idempotency_key,
-            priority=priority,
+            priority=asked.priority, timeout_s=asked.timeout_s,
         )
     except TurnoutError as exc:
         # No version label on errors: a client's made-up version must not

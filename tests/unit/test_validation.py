@@ -7,7 +7,7 @@ import yaml
 
 from turnout.core.errors import InvalidInput
 from turnout.core.routes import parse_routes
-from turnout.router.validation import parse_predict_body, validate_inputs
+from turnout.router.validation import Asked, parse_predict_body, validate_inputs
 
 TABLE = parse_routes(
     yaml.safe_load(
@@ -67,13 +67,13 @@ def test_bad_text_inputs(inputs: Any, message: str) -> None:
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        (b'{"inputs": [[1,2,3,4]]}', ([[1, 2, 3, 4]], 0.0, "normal")),
-        (b'{"inputs": [[1,2,3,4]], "wait": 2.5}', ([[1, 2, 3, 4]], 2.5, "normal")),
-        (b'{"inputs": [], "wait": null, "priority": "high"}', ([], 0.0, "high")),
-        (b'{"inputs": [], "priority": null}', ([], 0.0, "normal")),
+        (b'{"inputs": [[1,2,3,4]]}', ([[1, 2, 3, 4]], 0.0, Asked("normal"))),
+        (b'{"inputs": [[1,2,3,4]], "wait": 2.5}', ([[1, 2, 3, 4]], 2.5, Asked("normal"))),
+        (b'{"inputs": [], "wait": null, "priority": "high"}', ([], 0.0, Asked("high"))),
+        (b'{"inputs": [], "priority": null, "timeout_s": 0.5}', ([], 0.0, Asked("normal", 0.5))),
     ],
 )
-def test_predict_bodies(raw: bytes, expected: tuple[Any, float, str]) -> None:
+def test_predict_bodies(raw: bytes, expected: tuple[Any, float, Asked]) -> None:
     assert parse_predict_body(raw, max_wait_s=30) == expected
 
 
@@ -91,6 +91,9 @@ def test_predict_bodies(raw: bytes, expected: tuple[Any, float, str]) -> None:
         (b'{"inputs": [], "priority": "urgent"}',
          "priority: expected one of 'high', 'normal', 'low', got 'urgent'"),
         (b'{"inputs": [], "priority": 1}', "priority: expected one of"),
+        (b'{"inputs": [], "timeout_s": 0}', "timeout_s: expected a number of seconds above 0"),
+        (b'{"inputs": [], "timeout_s": true}', "timeout_s: expected a number of seconds"),
+        (b'{"inputs": [], "timeout_s": "1s"}', "got '1s'"),
     ],
 )
 def test_bad_predict_bodies(raw: bytes, message: str) -> None:

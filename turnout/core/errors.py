@@ -158,3 +158,10 @@ class PickleRefused(TurnoutError):
 
 class MissingRuntime(ModelNotAdded):
     """The model's runtime (onnxruntime, xgboost, …) is not installed."""
+
+
+class DeadlineExceeded(TurnoutError):
+    """The request's ``timeout_s`` (or its route's ``queue_timeout_s``) ran
+    out before it could start: it did not run, and never will."""
+
+    status_code = 504

@@ -59,9 +59,15 @@ class RequestItem:
     id: str
     rows: list[Any]
     submitted_at: float
+    # When it must have started by, on Redis's clock (epoch s); None: never
+    # too late. A worker compares it with Redis's TIME, never its own clock.
+    deadline: float | None = None
 
     def to_wire(self) -> dict[str, Any]:
-        return {"id": self.id, "rows": self.rows, "submitted_at": self.submitted_at}
+        out = {"id": self.id, "rows": self.rows, "submitted_at": self.submitted_at}
+        if self.deadline is not None:
+            out["deadline"] = self.deadline
+        return out
 
     @classmethod
     def from_wire(cls, raw: Any) -> RequestItem:
@@ -70,8 +76,10 @@ class RequestItem:
                 f"a request item must be an object with id, rows and submitted_at, "
                 f"not a {type(raw).__name__}"
             )
+        deadline = raw.get("deadline")
         return cls(str(_need(raw, "id", "a request item")), list(_need(raw, "rows", "a request item")),
-                   float(_need(raw, "submitted_at", "a request item")))
+                   float(_need(raw, "submitted_at", "a request item")),
+                   None if deadline is None else float(deadline))
 
 
 @dataclass(slots=True)

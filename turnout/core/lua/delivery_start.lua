@@ -1,6 +1,9 @@
--- KEYS: leases, done, result key, stats, deliveries, then revoked keys
--- ARGV: incarnation, task id, STARTED meta, ttl
--- Returns {code, deliveries, revoked...}: code 1 run, 0 fenced, -1 already done.
+-- KEYS: leases, done, result key, stats, deliveries, then revoked keys (one per request)
+-- ARGV: incarnation, task id, STARTED meta, ttl, then one deadline per request
+-- (Redis clock, epoch seconds; 0: none)
+-- Returns {code, deliveries, revoked..., expired...}: code 1 run, 0 fenced,
+-- -1 already done. A request is expired when Redis's own clock is past its
+-- deadline, so that no worker's clock ever decides.
 if ARGV[1] ~= '' then
   local lease = redis.call('HGET', KEYS[1], ARGV[2])
   if not lease or string.sub(lease, 1, #ARGV[1] + 1) ~= ARGV[1] .. '\t' then
@@ -18,4 +21,17 @@ local n = redis.call('INCR', KEYS[5])
 redis.call('EXPIRE', KEYS[5], ARGV[4])
 local out = {1, n}
 for i = 6, #KEYS do out[#out + 1] = redis.call('EXISTS', KEYS[i]) end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local expired = 0
+for i = 5, #ARGV do
+  local deadline = tonumber(ARGV[i])
+  if deadline > 0 and now > deadline then
+    out[#out + 1] = 1
+    expired = expired + 1
+  else
+    out[#out + 1] = 0
+  end
+end
+if expired > 0 then redis.call('HINCRBY', KEYS[4], 'expired_requests', expired) end
 return out

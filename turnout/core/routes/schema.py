@@ -54,6 +54,9 @@ class Route(StrictModel):
     fallback: str | None = None
     input: InputSchema
     time_limit_s: float = Field(gt=0, le=24 * 3600)
+    # A request that cannot start within this long of its arrival is dropped
+    # unrun (504 DeadlineExceeded); a request's own timeout_s wins.
+    queue_timeout_s: float | None = Field(default=None, gt=0, le=24 * 3600)
     max_rows: int = Field(ge=1)
     retries: RetryPolicy
     max_batch: int | None = Field(default=None, ge=1, le=65_536)
