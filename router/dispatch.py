@@ -109,8 +109,9 @@ class Dispatcher:
         else:
             self._check_pinned(route, version)
         rows = validate_inputs(route, inputs, schema=self.schemas.input(route, version))
-        decision = choose_queue(route, self.table, self.live.state, version if pinned else None)
         timeout_s = timeout_s or route.queue_timeout_s
+        decision = choose_queue(route, self.table, self.live.state, version if pinned else None,
+                                timeout_s, priority)
         job = Job(id=str(uuid.uuid4()), rows=rows, submitted_at=time.time(), owner=owner,
                   deadline=self.live.deadline(timeout_s))
         claim = None

@@ -97,7 +97,7 @@ class BatchJobs:
             part = rows[start : start + size]
             # Chosen per chunk, and counted as it goes: chunks spread over
             # the route's devices as they would over its workers.
-            queue = choose_queue(route, self.table, self.live.state).queue
+            queue = choose_queue(route, self.table, self.live.state, lane=priority).queue
             self.live.note_sent(queue)
             task_id = str(uuid.uuid4())
             chunks.append([task_id, queue, start, len(part)])

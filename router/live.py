@@ -4,6 +4,7 @@ live workers (heartbeats) and queue depths. Requests read it without a round tri
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -22,6 +23,10 @@ from turnout.core.serving import READY, Serving, parse_all, rollout_state
 from turnout.router.routing import LiveState, LiveWorker
 
 log = logging.getLogger(__name__)
+# A queue's drain rate is measured over the last 10 s of a busy spell, once
+# that spell has lasted 2 s.
+_DRAIN_WINDOW_S = 10.0
+_DRAIN_MIN_SPAN_S = 2.0
 
 
 class LiveView:
@@ -49,6 +54,10 @@ class LiveView:
         # The published route table's generation in use (0: the file's), and
         # who to tell when a newer one is adopted.
         self.routes_generation = 0
+        # queue -> tasks a second it drains while it has work, and the (time,
+        # drained count) samples of its current busy spell.
+        self.drain_per_s: dict[str, float] = {}
+        self._drain_seen: dict[str, collections.deque[tuple[float, int]]] = {}
         # Redis's clock minus this process's (seconds), as of the last refresh.
         self.clock_offset = 0.0
         # Given the API keys (turnout:apikeys) as read with each refresh.
@@ -76,10 +85,11 @@ class LiveView:
         pipe.exists(redis_keys.API_KEYS_CLOSED)
         pipe.hgetall(redis_keys.STATS)
         pipe.exists(redis_keys.MONITORING)
+        pipe.hgetall(redis_keys.DRAINED)
         pipe.time()
         sent = time.time()
         (*lengths, serving, generation, api_keys, keys_closed, stats,
-         monitoring, redis_time) = await pipe.execute()
+         monitoring, drained, redis_time) = await pipe.execute()
         # Redis's clock against this process's, at the middle of the round
         # trip: deadlines are written on Redis's clock, which workers compare
         # with TIME, so that no machine's clock decides.
@@ -97,14 +107,39 @@ class LiveView:
         self.lane_depths = {q: dict(zip(redis_keys.LANES, counts, strict=True))
                             for q, counts in zip(queues, per_lane, strict=True)}
         depths = {q: sum(counts) for q, counts in zip(queues, per_lane, strict=True)}
+        self._drained(drained, depths)
         self.serving = parse_all(serving)
         if int(generation or 0) > self.routes_generation:
             await self._adopt_routes(int(generation))
         self.state = LiveState(
-            workers=tuple(_live_worker(w) for w in workers), depths=depths, known=True
+            workers=tuple(_live_worker(w) for w in workers), depths=depths, known=True,
+            lane_depths=self.lane_depths, drain_per_s=dict(self.drain_per_s),
         )
         self.updated_at = time.time()
         self.broker_ok = True
+
+    def _drained(self, raw: dict[Any, Any], depths: dict[str, int]) -> None:
+        """Each queue's drain rate: tasks finished a second over the last
+        ``_DRAIN_WINDOW_S`` in which it had work waiting. An idle queue drains
+        only what comes, which says nothing of how fast it could: its last
+        busy rate is kept."""
+        now = time.monotonic()
+        for key, value in raw.items():
+            queue = key.decode() if isinstance(key, bytes) else str(key)
+            if ":" in queue:
+                continue
+            count = int(value)
+            seen = self._drain_seen.setdefault(queue, collections.deque())
+            if depths.get(queue, 0) == 0 and (not seen or seen[-1][1] == count):
+                seen.clear()  # idle: a new busy spell starts a new window
+                seen.append((now, count))
+                continue
+            seen.append((now, count))
+            while len(seen) > 2 and now - seen[1][0] >= _DRAIN_WINDOW_S:
+                seen.popleft()
+            t0, count0 = seen[0]
+            if now - t0 >= _DRAIN_MIN_SPAN_S and count >= count0:
+                self.drain_per_s[queue] = (count - count0) / (now - t0)
 
     async def _adopt_routes(self, generation: int) -> None:
         """A newer route table was published (``turnout reload``): use it."""

@@ -136,6 +136,16 @@ class ClusterCollector(Collector):
                      [([q], live.state.depths.get(q, 0)) for q in queues])
         yield _gauge("turnout_queue_workers", "Live workers consuming each queue.", ["queue"],
                      [([q], len(live.state.consumers(q))) for q in queues])
+        yield _gauge("turnout_queue_drain_per_second",
+                     "Tasks a second each queue drains while it has work waiting (0: not known).",
+                     ["queue"], [([q], live.state.drain_per_s.get(q, 0.0)) for q in queues])
+        yield _gauge("turnout_queue_estimated_wait_seconds",
+                     "How long a job queued now in the lowest lane would wait.",
+                     ["queue"], [([q], w) for q in queues
+                                 if (w := live.state.estimated_wait_s(q, "low")) is not None])
+        yield _gauge("turnout_queue_lane_depth", "Jobs waiting per queue and lane.",
+                     ["queue", "lane"], [([q, lane], n) for q in queues
+                                         for lane, n in (live.lane_depths.get(q) or {}).items()])
         yield _gauge("turnout_queue_max_depth", "Waiting jobs at which new work gets 429.",
                      ["queue"], [([q], table.queue_config(q).max_depth) for q in queues])
         yield from self._routes(table)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from turnout.core.errors import NoCapacity, QueueFull
 from turnout.core.messages import serves
+from turnout.core.redis_keys import DEFAULT_LANE, LANES
 from turnout.core.routes import Route, RouteTable
 
 
@@ -44,9 +46,26 @@ class LiveState:
     workers: tuple[LiveWorker, ...] = ()
     depths: dict[str, int] = field(default_factory=dict)
     known: bool = True
+    # queue -> lane -> jobs waiting in it
+    lane_depths: dict[str, dict[str, int]] = field(default_factory=dict)
+    # queue -> tasks a second it drains while it has work waiting (0: not known yet)
+    drain_per_s: dict[str, float] = field(default_factory=dict)
 
     def consumers(self, queue: str) -> list[LiveWorker]:
         return [w for w in self.workers if queue in w.queues]
+
+    def ahead(self, queue: str, lane: str = DEFAULT_LANE) -> int:
+        """Jobs that a new job in ``lane`` waits behind: its lane and those above."""
+        lanes = self.lane_depths.get(queue)
+        if lanes is None:
+            return self.depths.get(queue, 0)
+        return sum(lanes.get(x, 0) for x in LANES[: LANES.index(lane) + 1])
+
+    def estimated_wait_s(self, queue: str, lane: str = DEFAULT_LANE) -> float | None:
+        """How long a job queued now would wait, from the drain rate; None
+        while the rate is not known."""
+        rate = self.drain_per_s.get(queue, 0.0)
+        return None if rate <= 0 else self.ahead(queue, lane) / rate
 
     def servers(self, queue: str, model: str, version: str | None = None) -> list[LiveWorker]:
         """Live workers on ``queue`` that serve ``model`` (that version of it, if named)."""
@@ -100,7 +119,8 @@ def candidates(route: Route, live: LiveState, version: str | None = None) -> lis
 
 
 def choose_queue(
-    route: Route, table: RouteTable, live: LiveState, version: str | None = None
+    route: Route, table: RouteTable, live: LiveState, version: str | None = None,
+    timeout_s: float | None = None, lane: str = DEFAULT_LANE,
 ) -> Decision:
     """Pick the route's queue, or its fallback when the queue cannot take work.
     With ``version`` (a request pinned to it), only workers that have that
@@ -114,8 +134,13 @@ def choose_queue(
     if not live.known:
         return Decision(route.placement[0], fallback_used=False)
 
+    def too_slow(queue: str) -> bool:
+        # With a deadline: the queue would not get to the job in time.
+        wait = live.estimated_wait_s(queue, lane)
+        return timeout_s is not None and wait is not None and wait > timeout_s
+
     def full(queue: str) -> bool:
-        return live.depths.get(queue, 0) >= table.queue_config(queue).max_depth
+        return live.depths.get(queue, 0) >= table.queue_config(queue).max_depth or too_slow(queue)
 
     usable = candidates(route, live, version)
     if route.fallback is not None and live.servers(route.fallback, route.name, version):
@@ -133,10 +158,23 @@ def choose_queue(
     if live_queues:
         queue = live_queues[0]
         depth = live.depths.get(queue, 0)
+        limit = table.queue_config(queue).max_depth
+        rate = live.drain_per_s.get(queue, 0.0)
+        if depth < limit and timeout_s is not None:
+            # Not full, but too slow for this request's deadline: come back
+            # when the jobs ahead of it fit in its timeout.
+            ahead = live.ahead(queue, lane)
+            raise QueueFull(
+                f"queue {queue!r} for model {route.name!r} would start this request in about "
+                f"{ahead / rate:.1f} s ({ahead} jobs ahead, draining {rate:.1f}/s), after its "
+                f"timeout_s of {timeout_s:g} s; retry later",
+                retry_after_s=_retry_after(ahead - int(rate * timeout_s), rate,
+                                           len(live.consumers(queue))),
+            )
         raise QueueFull(
             f"queue {queue!r} for model {route.name!r} is full ({depth} jobs waiting, "
-            f"limit {table.queue_config(queue).max_depth}); retry later",
-            retry_after_s=_retry_after(depth, len(live.consumers(queue))),
+            f"limit {limit}); retry later",
+            retry_after_s=_retry_after(depth - limit + 1, rate, len(live.consumers(queue))),
         )
     raise NoCapacity(_no_capacity(route, live))
 
@@ -161,6 +199,13 @@ def _no_capacity(route: Route, live: LiveState) -> str:
     )
 
 
-def _retry_after(depth: int, consumers: int) -> int:
-    # A rough hint: a second per hundred waiting jobs per worker, between 1 and 30.
-    return max(1, min(30, depth // (100 * max(consumers, 1))))
+def _retry_after(excess: int, rate: float, consumers: int) -> int:
+    """Seconds until the queue has drained ``excess`` more jobs, at its drain
+    rate, with up to 20% of jitter so that refused clients do not all come
+    back at once; between 1 and 300. Before any rate is known, a guess: a
+    second per hundred waiting jobs per worker."""
+    if rate > 0:
+        seconds = max(excess, 1) / rate * random.uniform(1.0, 1.2)
+    else:
+        seconds = excess / (100 * max(consumers, 1))
+    return max(1, min(300, math.ceil(seconds)))

@@ -260,7 +260,8 @@ class WorkerRuntime:
             batch_size=len(requests),
             rows=len(rows),
         )
-        self._finish(task_id, body)
+        queue = str((task.request.delivery_info or {}).get("routing_key") or "")
+        self._finish(task_id, body, (queue, len(rows), run_ms / 1000) if queue else None)
         return body
 
     def _start(
@@ -272,32 +273,36 @@ class WorkerRuntime:
                                  [redis_keys.revoked(r.id) for r in requests],
                                  [r.deadline for r in requests])
 
-    def _finish(self, task_id: str, body: TaskResult) -> None:
+    def _finish(self, task_id: str, body: TaskResult,
+                drained: tuple[str, int, float] | None = None) -> None:
         """The result, under the lease, if it is the task's first. While Redis
         is away it is tried again for a while; then the job is given back to
         run again (a second run, never a second result)."""
         deadline = time.monotonic() + _STORE_PATIENCE_S
         while True:
             try:
-                return self._store_result(task_id, body)
+                return self._store_result(task_id, body, drained)
             except redis.RedisError as exc:
                 if time.monotonic() > deadline:
                     raise Reject(f"Redis unreachable for the result: {exc}", requeue=True) from exc
                 log.warning("task %s: result not stored yet (%s); trying again", task_id, exc)
                 time.sleep(1.0)
 
-    def _store_result(self, task_id: str, body: TaskResult) -> None:
+    def _store_result(self, task_id: str, body: TaskResult,
+                      drained: tuple[str, int, float] | None = None) -> None:
         assert self.scripts is not None
         entry = ""
         if self.settings.ledger:
             entry = orjson.dumps({"event": "result", "task": task_id, "state": "SUCCESS",
                                   "incarnation": self.incarnation, "t": time.time()}).decode()
-        stored = self.scripts.store(
-            keys=[delivery.LEASES, delivery.done(task_id), redis_keys.result(task_id), delivery.STATS,
-                  delivery.LEDGER],
-            args=[self.incarnation, task_id, ResultDoc.success(task_id, body).encode(),
-                  self.settings.result_ttl_s, entry],
-        )
+        keys = [delivery.LEASES, delivery.done(task_id), redis_keys.result(task_id),
+                delivery.STATS, delivery.LEDGER]
+        args: list[Any] = [self.incarnation, task_id, ResultDoc.success(task_id, body).encode(),
+                           self.settings.result_ttl_s, entry]
+        if drained is not None:
+            keys.append(redis_keys.DRAINED)
+            args += [drained[0], drained[1], repr(drained[2])]
+        stored = self.scripts.store(keys=keys, args=args)
         if stored != 1:
             log.warning("task %s: result dropped (%s)", task_id,
                         "no longer owned" if stored == 0 else "a result was already stored")

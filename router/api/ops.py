@@ -24,13 +24,21 @@ async def queues(services: ServicesDep) -> dict[str, Any]:
             {
                 "name": q,
                 "depth": state.depths.get(q, 0),
-                "lanes": services.live.lane_depths.get(q) or dict.fromkeys(LANES, 0),
+                "drain_per_s": round(state.drain_per_s.get(q, 0.0), 3),
+                "estimated_wait_s": _rounded(state.estimated_wait_s(q, LANES[-1])),
+                "lanes": {lane: {"depth": (state.lane_depths.get(q) or {}).get(lane, 0),
+                                 "estimated_wait_s": _rounded(state.estimated_wait_s(q, lane))}
+                          for lane in LANES},
                 "workers": len(state.consumers(q)),
                 "max_depth": services.table.queue_config(q).max_depth,
             }
             for q in services.live.known_queues()
         ]
     }
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
 
 
 @router.get("/v1/workers")

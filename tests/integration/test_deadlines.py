@@ -32,6 +32,13 @@ def _ended(http: httpx.Client, task_id: str) -> dict[str, Any]:
                     in ("SUCCESS", "FAILURE") and v, 30, f"task {task_id}")
 
 
+def _dropped(http: httpx.Client, task_id: str) -> dict[str, Any]:
+    """The view once a worker has dropped the request (before that, the
+    router already says FAILURE for a queued request past its deadline)."""
+    return wait_for(lambda: (v := http.get(f"/v1/tasks/{task_id}").json())["status"] == "FAILURE"
+                    and "worker" in v and v, 30, f"task {task_id} to be dropped")
+
+
 def test_an_expired_request_never_runs_and_its_waiter_hears_504_at_the_deadline(
     stack: Stack,
 ) -> None:
@@ -49,8 +56,11 @@ def test_an_expired_request_never_runs_and_its_waiter_hears_504_at_the_deadline(
     assert "it had not started, and it will not run" in r.json()["detail"]
     # At its deadline, not when the busy job ended (1.3 s later).
     assert took < 1.0, took
-    view = _ended(http, _task_of(r.json()["detail"]))
-    assert view["status"] == "FAILURE" and view["error"].startswith("DeadlineExceeded: ")
+    task_id = _task_of(r.json()["detail"])
+    early = http.get(f"/v1/tasks/{task_id}").json()
+    assert early["status"] == "FAILURE" and early["error"].startswith("DeadlineExceeded: ")
+    view = _dropped(http, task_id)
+    assert view["error"].startswith("DeadlineExceeded: ")
     timings = view["timings_ms"]
     assert "queued" in timings and "run" not in timings  # dropped at its start, unrun
     assert _ended(http, busy.json()["task_id"])["status"] == "SUCCESS"
@@ -79,7 +89,7 @@ def test_a_micro_batch_drops_its_expired_member_and_runs_the_others(stack: Stack
     assert answers["patient"].status_code == 200, answers["patient"].text
     patient = answers["patient"].json()
     assert patient["status"] == "SUCCESS" and "run" in patient["timings_ms"]
-    late = _ended(http, answers["late"].json()["task_id"])
+    late = _dropped(http, answers["late"].json()["task_id"])
     assert late["status"] == "FAILURE" and late["error"].startswith("DeadlineExceeded")
     assert patient["batch_size"] == 2  # the two ran as one task; only one of them ran the model
     assert "run" not in late["timings_ms"]
@@ -88,3 +98,31 @@ def test_a_micro_batch_drops_its_expired_member_and_runs_the_others(stack: Stack
 def test_timeout_s_is_checked(stack: Stack) -> None:
     r = stack.http.post("/v1/models/iris/predict", json={"inputs": [[1, 2, 3, 4]], "timeout_s": -1})
     assert r.status_code == 422 and "timeout_s: expected a number of seconds" in r.json()["detail"]
+
+
+def test_a_deadline_the_queue_cannot_meet_gets_429_with_an_honest_retry_after(
+    stack: Stack,
+) -> None:
+    http = stack.http
+
+    def gpu() -> dict[str, Any]:
+        return next(q for q in http.get("/v1/queues").json()["queues"] if q["name"] == "gpu")
+
+    # slow-digits takes 1.5 s a task on the one GPU worker: queue six.
+    ids = [http.post("/v1/models/slow-digits/predict", json={"inputs": [ROW]}).json()["task_id"]
+           for _ in range(6)]
+    busy = wait_for(lambda: (q := gpu())["drain_per_s"] > 0 and q["lanes"]["normal"]["depth"] >= 2
+                    and q, 30, "a drain rate for the busy gpu queue")
+    assert busy["estimated_wait_s"] is not None
+    r = http.post("/v1/models/slow-digits/predict",
+                  json={"inputs": [ROW], "wait": 10, "timeout_s": 0.5})
+    assert r.status_code == 429, r.text
+    assert "after its timeout_s of 0.5 s" in r.json()["detail"]
+    retry_after = int(r.headers["retry-after"])
+    asked = time.monotonic()
+    # The time the queue really took to drain to where the request fits in its timeout.
+    wait_for(lambda: gpu()["lanes"]["normal"]["depth"] * 1.5 <= 0.5, 60, "the queue to drain")
+    took = time.monotonic() - asked
+    assert took / 2 <= retry_after <= 2 * took + 1, (retry_after, took)
+    for task_id in ids:
+        assert _ended(http, task_id)["status"] == "SUCCESS"

@@ -17,7 +17,9 @@ from turnout.router.routing import LiveState
 class FakeLive:
     def __init__(self, workers: list[Heartbeat]) -> None:
         self.workers = workers
-        self.state = LiveState(depths={"gpu": 3})
+        self.state = LiveState(depths={"gpu": 3}, drain_per_s={"gpu": 4.0},
+                               lane_depths={"gpu": {"high": 0, "normal": 2, "low": 1}})
+        self.lane_depths = self.state.lane_depths
         self.broker_ok = True
         self.delivery_stats = {"given_back_dead": 2, "duplicate_results": 1}
 

@@ -95,9 +95,32 @@ def test_refusals(model: str, live: LiveState, error: type[Exception], message: 
 
 
 def test_queue_full_suggests_when_to_retry() -> None:
+    # Before any drain rate is known: a guess, a second per hundred jobs over the limit.
     with pytest.raises(QueueFull) as err:
         choose_queue(TABLE.routes["iris"], TABLE, state(cpu(), depths={"cpu": 5000}))
-    assert 1 <= err.value.retry_after_s <= 30
+    assert err.value.retry_after_s == 50
+    # With one: the time to drain the 4,901 jobs over the limit at 100 a second
+    # (plus up to 20% of jitter).
+    live = LiveState((cpu(),), {"cpu": 5000}, drain_per_s={"cpu": 100.0})
+    with pytest.raises(QueueFull) as err:
+        choose_queue(TABLE.routes["iris"], TABLE, live)
+    assert 50 <= err.value.retry_after_s <= 59
+
+
+def test_a_deadline_the_queue_cannot_meet_is_refused_with_when_it_could() -> None:
+    lanes = {"cpu": {"high": 0, "normal": 10, "low": 30}}
+    live = LiveState((cpu(),), {"cpu": 40}, lane_depths=lanes, drain_per_s={"cpu": 2.0})
+    route = TABLE.routes["iris"]
+    # 10 jobs ahead in normal at 2 a second: 5 s, over a 2 s timeout; it fits
+    # once 6 of them are done, in 3 s.
+    with pytest.raises(QueueFull, match=r"in about 5.0 s \(10 jobs ahead, draining 2.0/s\)") as err:
+        choose_queue(route, TABLE, live, timeout_s=2.0)
+    assert 3 <= err.value.retry_after_s <= 4
+    # No deadline, or a lane with nothing ahead of it, or time enough: admitted.
+    assert choose_queue(route, TABLE, live).queue == "cpu"
+    assert choose_queue(route, TABLE, live, timeout_s=2.0, lane="high").queue == "cpu"
+    assert choose_queue(route, TABLE, live, timeout_s=6.0).queue == "cpu"
+    assert live.estimated_wait_s("cpu", "low") == 20.0
 
 
 def test_before_the_first_look_at_redis_the_table_decides() -> None:

@@ -94,6 +94,10 @@ def lane_of(key: str) -> str:
     return key.split(_LANE_SEP, 1)[1] if _LANE_SEP in key else DEFAULT_LANE
 
 
+# queue -> tasks drained (and "<queue>:rows", "<queue>:busy_s"), by the workers.
+DRAINED = f"{PREFIX}:drained"
+
+
 def lane_turn(queue: str) -> str:
     """How many messages were claimed from ``queue``: every n-th claim serves
     the lowest waiting lane first (each lane's guaranteed share)."""

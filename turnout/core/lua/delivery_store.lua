@@ -1,5 +1,6 @@
--- KEYS: leases, done, result key, stats, ledger
--- ARGV: incarnation ('' = no lease check), task id, meta, ttl, ledger entry (or '')
+-- KEYS: leases, done, result key, stats, ledger, and optionally the drained hash
+-- ARGV: incarnation ('' = no lease check), task id, meta, ttl, ledger entry (or ''),
+-- and with the drained hash: the queue, the task's rows, its run seconds
 -- Returns 1 stored, 0 fenced (the writer no longer owns the task), -1 duplicate.
 local outcome = 1
 if ARGV[1] ~= '' then
@@ -14,6 +15,13 @@ end
 if outcome == 1 then
   redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[4])
   redis.call('PUBLISH', KEYS[3], ARGV[3])
+  if KEYS[6] then
+    -- What each queue has drained: tasks, rows and run time (the router's
+    -- drain-rate and service-time estimates read these).
+    redis.call('HINCRBY', KEYS[6], ARGV[6], 1)
+    redis.call('HINCRBY', KEYS[6], ARGV[6] .. ':rows', ARGV[7])
+    redis.call('HINCRBYFLOAT', KEYS[6], ARGV[6] .. ':busy_s', ARGV[8])
+  end
 elseif outcome == 0 then
   redis.call('HINCRBY', KEYS[4], 'fenced_results', 1)
 else
