@@ -63,6 +63,13 @@ def targets(sc: dict[str, Any]) -> list[dict[str, Any]]:
         add(f"iris c={c} p50, task events on / off", r, "(the cost of monitoring)", None)
         r = _ratio(on, off, "throughput_rps")
         add(f"iris c={c} throughput, task events on / off", r, "(the cost of monitoring)", None)
+    i = sc.get("i", [])
+    idle = _find(i, "idle")
+    r = _ratio(_find(i, "batch queued, lanes"), idle, "p99_ms")
+    add("iris p99 with a 200k-row batch queued / idle p99", r, "<= 3.0",
+        None if r is None else r <= 3.0)
+    r = _ratio(_find(i, "batch queued, one FIFO"), idle, "p99_ms")
+    add("the same, the batch in the same lane (one FIFO)", r, "(for comparison)", None)
     h = sc.get("h", [])
     served, bare = _find(h, "turnout", 1, "mlp-onnx"), _find(h, "onnxruntime in process", 1)
     r = _ratio(served, bare, "p50_ms")
@@ -93,7 +100,7 @@ def table(results: dict[str, Any]) -> str:
         ),
     ]
     names = {"a": "a c=1", "b": "b", "c": "c floor", "d": "d batch", "e": "e isol.",
-             "f": "f train", "h": "h own"}
+             "f": "f train", "h": "h own", "i": "i lanes"}
     for key, rows in results["scenarios"].items():
         for row in rows:
             c = row.get("concurrency", f"{row.get('rate_rps', 0):g}/s")

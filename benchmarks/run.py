@@ -15,6 +15,9 @@ baselines of ``turnout.benchmarks.baselines``), or measures a running one with
      on one shared queue
   f  training isolation: iris at a steady rate, idle and while a training job runs
   g  monitoring's cost: iris at concurrency 1 and 32 with task events off, then on
+  i  priority lanes: iris at a steady rate, idle and while a 200,000-row iris
+     batch job waits on the same queue in its low lane, and in the normal lane
+     (one FIFO queue, as before lanes)
   h  your own models: an ONNX graph added with `turnout models add`, over HTTP
      against onnxruntime in process; `columns` row checks against `tabular`
 
@@ -133,6 +136,14 @@ def run(options: Options, url: str | None) -> dict[str, Any]:
             shared_routes = routes_variant(routes, folder / "routes-shared.yaml", one_queue)
             shared_url, _ = stack.turnout(shared_routes, shared=True)
             sc["e"].append(isolation_run(bench, shared_url, "one shared queue", saturate=True))
+        if "i" in wanted:
+            from turnout.benchmarks.scenarios import lanes_run
+
+            stack.procs.stop()
+            turnout_url, _ = stack.turnout(routes)
+            sc["i"] = [lanes_run(bench, turnout_url, "idle", None),
+                       lanes_run(bench, turnout_url, "batch queued, lanes", "low"),
+                       lanes_run(bench, turnout_url, "batch queued, one FIFO", "normal")]
         if "h" in wanted:
             from importlib.util import find_spec
 
@@ -167,7 +178,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None,
                    help="where the JSON and charts go (default $TURNOUT_HOME/bench; the "
                    "committed figures are refreshed with --out benchmarks/results)")
-    p.add_argument("--scenarios", default=SCENARIOS, help="which of a,b,c,d,e,f,g,h (default all)")
+    p.add_argument("--scenarios", default=SCENARIOS, help="which of a,b,c,d,e,f,g,h,i (default all)")
     p.add_argument("--repeats", type=int, default=3, help="runs per figure; medians are kept")
     p.add_argument("--duration", type=float, default=2.0, help="seconds per run")
     p.add_argument("--quick", action="store_true", help="one short run per figure (a smoke test)")

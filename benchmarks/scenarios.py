@@ -15,7 +15,7 @@ from turnout.benchmarks.client import Progress, Run, closed_loop, open_loop
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
 DIGITS_ROW = [0.0, 0.0, 5.0, 13.0, 9.0, 1.0, 0.0, 0.0] * 8
 SENTENCE = "Turnout sends each job down the right track."
-SCENARIOS = "abcdefgh"
+SCENARIOS = "abcdefghi"
 BODIES: dict[str, dict[str, Any]] = {
     "iris": {"inputs": [IRIS_ROW], "wait": 30},
     "digits-cnn": {"inputs": [DIGITS_ROW], "wait": 30},
@@ -124,6 +124,33 @@ def isolation_run(bench: Bench, url: str, label: str, saturate: bool) -> dict[st
     row = iris_run.summary() | {"system": label, "model": "iris", "rate_rps": bench.o.isolation_rate}
     if flood_run is not None:
         row["flood_minilm_rps"] = round(flood_run.throughput, 1)
+    return row
+
+
+def lanes_run(bench: Bench, url: str, label: str, batch_priority: str | None) -> dict[str, Any]:
+    """iris at a steady rate; with ``batch_priority``, while a 200,000-row
+    iris batch job waits on the same queue in that lane (``low``, its
+    default; ``normal``: what one FIFO queue does)."""
+    import httpx
+
+    job = None
+    if batch_priority is not None:
+        rows = [IRIS_ROW] * 200_000
+        with httpx.Client(base_url=url, timeout=120) as client:
+            job = client.post("/v1/models/iris/batch", json={
+                "inputs": rows, "chunk_rows": 100, "priority": batch_priority}).json()
+    bar = Progress(f"lanes: {label}", bench.o.isolation_s, bench.o.progress)
+    run = asyncio.run(open_loop(url, predict_path("iris"), BODIES["iris"], bench.o.isolation_rate,
+                                bench.o.isolation_s, progress=bar))
+    row = run.summary() | {"system": label, "model": "iris", "rate_rps": bench.o.isolation_rate}
+    if job is not None:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            started = time.monotonic()
+            while (view := client.get(job["status_url"]).json())["status"] not in (
+                    "SUCCESS", "FAILURE"):
+                time.sleep(0.2)
+            row["batch_rows_done_after_run"] = view["rows_done"]
+            row["batch_extra_s"] = round(time.monotonic() - started, 2)
     return row
 
 

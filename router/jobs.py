@@ -63,6 +63,17 @@ class BatchJobs:
         route = self.table.get(model)
         return route.max_rows if route is not None else DEFAULT_CHUNK_ROWS
 
+    def _chunk_size(self, route: Route) -> int:
+        """Rows per chunk: the route's batch size, but no more than its queue's
+        workers run in about ``TURNOUT_CHUNK_TARGET_S`` (from the model's time
+        per row they have reported), which bounds how long an interactive request
+        waits behind a chunk that is already running."""
+        size = min(route.max_batch or DEFAULT_CHUNK_ROWS, route.max_rows)
+        per_row = self.live.seconds_per_row.get(route.name)
+        if per_row:
+            size = min(size, max(1, int(self.settings.chunk_target_s / per_row)))
+        return size
+
     async def submit(
         self,
         model: str,
@@ -81,7 +92,7 @@ class BatchJobs:
         version = self.live.serving_for(model).default_for(route)
         rows = validate_inputs(route, inputs, max_rows=self.settings.max_batch_rows,
                                schema=self.schemas.input(route, version))
-        size = chunk_rows or min(route.max_batch or DEFAULT_CHUNK_ROWS, route.max_rows)
+        size = chunk_rows or self._chunk_size(route)
         job_id = str(uuid.uuid4())
         claim = None
         if idempotency_key is not None:

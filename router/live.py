@@ -57,6 +57,8 @@ class LiveView:
         # queue -> tasks a second it drains while it has work, and the (time,
         # drained count) samples of its current busy spell.
         self.drain_per_s: dict[str, float] = {}
+        # model -> its run time per row, as its workers have reported it (all time)
+        self.seconds_per_row: dict[str, float] = {}
         self._drain_seen: dict[str, collections.deque[tuple[float, int]]] = {}
         # Redis's clock minus this process's (seconds), as of the last refresh.
         self.clock_offset = 0.0
@@ -124,6 +126,11 @@ class LiveView:
         only what comes, which says nothing of how fast it could: its last
         busy rate is kept."""
         now = time.monotonic()
+        totals = {(k.decode() if isinstance(k, bytes) else str(k)): float(v) for k, v in raw.items()}
+        for name, rows in totals.items():
+            model, _, what = name.removeprefix("model:").rpartition(":")
+            if name.startswith("model:") and what == "rows" and rows > 0:
+                self.seconds_per_row[model] = totals.get(f"model:{model}:busy_s", 0.0) / rows
         for key, value in raw.items():
             queue = key.decode() if isinstance(key, bytes) else str(key)
             if ":" in queue:

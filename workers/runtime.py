@@ -35,6 +35,8 @@ from turnout.workers.spec import WorkerSpec
 
 log = logging.getLogger(__name__)
 
+# Tasks of fewer rows say nothing of a model's time per row.
+_ROWS_FOR_RATE = 16
 # How long a finished job waits for Redis to store its result before it is
 # given back to run again.
 _STORE_PATIENCE_S = 60.0
@@ -261,7 +263,11 @@ class WorkerRuntime:
             rows=len(rows),
         )
         queue = str((task.request.delivery_info or {}).get("routing_key") or "")
-        self._finish(task_id, body, (queue, len(rows), run_ms / 1000) if queue else None)
+        # The time per row counts only tasks big enough for it to mean
+        # something: a one-row call is mostly fixed cost.
+        sized = len(rows) >= _ROWS_FOR_RATE
+        drained = (queue, len(rows) if sized else 0, run_ms / 1000 if sized else 0.0, model)
+        self._finish(task_id, body, drained if queue else None)
         return body
 
     def _start(
@@ -274,7 +280,7 @@ class WorkerRuntime:
                                  [r.deadline for r in requests])
 
     def _finish(self, task_id: str, body: TaskResult,
-                drained: tuple[str, int, float] | None = None) -> None:
+                drained: tuple[str, int, float, str] | None = None) -> None:
         """The result, under the lease, if it is the task's first. While Redis
         is away it is tried again for a while; then the job is given back to
         run again (a second run, never a second result)."""
@@ -289,7 +295,7 @@ class WorkerRuntime:
                 time.sleep(1.0)
 
     def _store_result(self, task_id: str, body: TaskResult,
-                      drained: tuple[str, int, float] | None = None) -> None:
+                      drained: tuple[str, int, float, str] | None = None) -> None:
         assert self.scripts is not None
         entry = ""
         if self.settings.ledger:
@@ -301,7 +307,7 @@ class WorkerRuntime:
                            self.settings.result_ttl_s, entry]
         if drained is not None:
             keys.append(redis_keys.DRAINED)
-            args += [drained[0], drained[1], repr(drained[2])]
+            args += [drained[0], drained[1], repr(drained[2]), drained[3]]
         stored = self.scripts.store(keys=keys, args=args)
         if stored != 1:
             log.warning("task %s: result dropped (%s)", task_id,

@@ -111,3 +111,22 @@ def test_a_request_may_ask_for_a_lane_and_a_bad_one_is_named(http: httpx.Client)
                                                  "priority": "urgent"})
     assert r.status_code == 422
     assert "priority: expected one of 'high', 'normal', 'low', got 'urgent'" in r.json()["detail"]
+
+
+def test_chunks_are_sized_to_run_for_a_bounded_time(http: httpx.Client) -> None:
+    """digits-batched takes 0.3 s a task of up to 32 rows: once its workers
+    have reported that, a batch job's default chunks hold the rows that run
+    in about TURNOUT_CHUNK_TARGET_S (0.2 s), not its 32."""
+    rows = np.tile(DIGITS.data[:32], (2, 1)).tolist()
+    first = http.post("/v1/models/digits-batched/batch", json={"inputs": rows, "chunk_rows": 32})
+    wait_for(lambda: http.get(first.json()["status_url"]).json()["status"] == "SUCCESS", 60,
+             "the first batch")
+    time.sleep(1.0)  # the API's next look at what the queues drained
+    job = http.post("/v1/models/digits-batched/batch",
+                    json={"inputs": np.tile(DIGITS.data[:30], (7, 1)).tolist()}).json()
+    view = http.get(job["status_url"]).json()
+    assert 15 <= view["chunk_rows"] <= 22, view  # 0.2 s at ~9.4 ms a row
+    assert job["chunks"] == -(-210 // view["chunk_rows"])
+    done = wait_for(lambda: (b := http.get(job["status_url"]).json())["status"] == "SUCCESS" and b,
+                    60, "the batch")
+    assert done["rows_done"] == 210

@@ -38,7 +38,10 @@ def test_every_scenario_runs_on_its_own_stack(models_dir: Path, tmp_path: Path) 
     )
     assert out.returncode == 0, out.stderr[-3000:]
     results = json.loads((tmp_path / "out" / "latest.json").read_text())
-    assert sorted(results["scenarios"]) == ["a", "b", "c", "d", "e", "f", "g", "h"]
+    assert sorted(results["scenarios"]) == ["a", "b", "c", "d", "e", "f", "g", "h", "i"]
+    assert [r["system"] for r in results["scenarios"]["i"]] == [
+        "idle", "batch queued, lanes", "batch queued, one FIFO"]
+    assert all(r["batch_rows_done_after_run"] == 200_000 for r in results["scenarios"]["i"][1:])
     # Your own models: an added ONNX graph served, beside onnxruntime in process.
     assert [r["system"] for r in results["scenarios"]["h"]] == [
         "turnout", "turnout", "turnout", "onnxruntime in process", "tabular check",

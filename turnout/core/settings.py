@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     # waiting lane first, so that batch jobs (low) finish under steady
     # interactive load (normal); 0 turns the share off (strict priority).
     lane_share: int = Field(default=10, ge=0)
+    # A batch job's chunks are sized to run for about this long (from the
+    # time per row the workers report), never more than the route's batch.
+    chunk_target_s: float = Field(default=0.2, gt=0)
     # Uploaded models (POST /v1/models/{name}/versions): the largest body, the
     # most an archive may unpack to, and whether a pickle is taken at all
     # (a pickle runs code when it is loaded).

@@ -1,6 +1,6 @@
 -- KEYS: leases, done, result key, stats, ledger, and optionally the drained hash
 -- ARGV: incarnation ('' = no lease check), task id, meta, ttl, ledger entry (or ''),
--- and with the drained hash: the queue, the task's rows, its run seconds
+-- and with the drained hash: the queue, the task's rows, its run seconds, its model
 -- Returns 1 stored, 0 fenced (the writer no longer owns the task), -1 duplicate.
 local outcome = 1
 if ARGV[1] ~= '' then
@@ -19,8 +19,8 @@ if outcome == 1 then
     -- What each queue has drained: tasks, rows and run time (the router's
     -- drain-rate and service-time estimates read these).
     redis.call('HINCRBY', KEYS[6], ARGV[6], 1)
-    redis.call('HINCRBY', KEYS[6], ARGV[6] .. ':rows', ARGV[7])
-    redis.call('HINCRBYFLOAT', KEYS[6], ARGV[6] .. ':busy_s', ARGV[8])
+    redis.call('HINCRBY', KEYS[6], 'model:' .. ARGV[9] .. ':rows', ARGV[7])
+    redis.call('HINCRBYFLOAT', KEYS[6], 'model:' .. ARGV[9] .. ':busy_s', ARGV[8])
   end
 elseif outcome == 0 then
   redis.call('HINCRBY', KEYS[4], 'fenced_results', 1)
