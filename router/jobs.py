@@ -44,9 +44,11 @@ class BatchJobs:
         messages: TaskMessages,
         claims: Claims,
         track: Callable[[str, Route, str], None] | None = None,
+        schemas: VersionSchemas | None = None,
     ) -> None:
         self.settings = settings
-        self.schemas = VersionSchemas(settings.models_dir)
+        # The dispatcher's: one cache of the versions' schemas per process.
+        self.schemas = schemas or VersionSchemas(settings.models_dir)
         self.client = client
         self.live = live
         self.messages = messages

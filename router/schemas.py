@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 from turnout.core.catalog import META_FILE, at_version, check_version
+from turnout.core.errors import TurnoutError
 from turnout.core.inputs import InputKind, parse_schema
 from turnout.core.routes import Route
 
@@ -37,10 +38,8 @@ class VersionSchemas:
         try:
             folder = self._root / at_version(route, check_version(version)).artifact_dir
             meta = json.loads((folder / META_FILE).read_text())
-        except (OSError, ValueError, LookupError):
-            return False
-        except Exception:  # noqa: BLE001 - a bad version name is the route's problem
-            return False
+        except (OSError, ValueError, TurnoutError):
+            return False  # unreadable here, or not a version name at all
         if not isinstance(meta, dict) or not meta.get("format"):
             return None
         try:

@@ -51,7 +51,7 @@ def named(names: Sequence[str], outputs: Sequence[Any], rows: int) -> Prediction
                        for i in range(rows)])
 
 
-def describe(prediction: Prediction, names: Sequence[str] | None = None) -> dict[str, Any]:
+def describe(prediction: Prediction) -> dict[str, Any]:
     """The output schema as the sample's answer shows it."""
     first = prediction.predictions[0] if prediction.predictions else None
     out: dict[str, Any] = {"shape": [] if first is None or isinstance(first, dict)
@@ -66,6 +66,4 @@ def describe(prediction: Prediction, names: Sequence[str] | None = None) -> dict
         out["type"] = "tensor"
     if prediction.probabilities is not None:
         out["probabilities"] = len(prediction.probabilities[0])
-    if names:
-        out["names"] = list(names)
     return out

@@ -17,7 +17,7 @@ import numpy as np
 
 from turnout.ml.adapters.base import Prediction
 from turnout.ml.formats import FormatError
-from turnout.ml.formats.outputs import classified, describe, plain
+from turnout.ml.formats.outputs import classified, plain
 from turnout.ml.frames import as_matrix
 
 
@@ -140,9 +140,8 @@ def _walk(est: Any) -> Any:
     """``est`` and every estimator inside it (Pipeline steps, a
     ColumnTransformer's parts, a search's best estimator)."""
     yield est
-    for attr in ("steps",):
-        for _, step in getattr(est, attr, None) or []:
-            yield from _walk(step)
+    for _, step in getattr(est, "steps", None) or []:
+        yield from _walk(step)
     for _, trans, _cols in getattr(est, "transformers_", None) or []:
         if not isinstance(trans, str):
             yield from _walk(trans)
@@ -150,6 +149,3 @@ def _walk(est: Any) -> Any:
     if inner is not None and inner is not est:
         yield from _walk(inner)
 
-
-def output_schema(prediction: Prediction) -> dict[str, Any]:
-    return describe(prediction)

@@ -63,8 +63,8 @@ def load(folder: Path, meta: dict[str, Any], device: str) -> Program:
     program = torch.export.load(str(path))
     module = program.module()
     module.to(dev)
-    schema = meta.get("input") or _export_schema(program)[0]
-    return Program(module, dev, schema, batch_free=_export_schema(program)[1])
+    read, batch_free = _export_schema(program)
+    return Program(module, dev, meta.get("input") or read, batch_free=batch_free)
 
 
 def _export_schema(program: Any) -> tuple[dict[str, Any], bool]:
@@ -97,10 +97,8 @@ def _export_schema(program: Any) -> tuple[dict[str, Any], bool]:
 def infer(folder: Path, meta: dict[str, Any], loaded: Program) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     if meta["format"] == "torchscript":
         return None, {}  # the sample gives both
-    program = torch.export.load(str(folder / meta["artifact"]))
-    schema, _ = _export_schema(program)
-    loaded.schema = schema
-    return schema, {}
+    # load() read it from the program (the metadata has none yet at add).
+    return loaded.schema, {}
 
 
 def schema_from_sample(rows: list[Any]) -> dict[str, Any]:

@@ -74,7 +74,7 @@ def create_app(settings: Settings, table: RouteTable) -> FastAPI:
             live=live,
             dispatcher=dispatcher,
             jobs=BatchJobs(settings, client, live, dispatcher.messages,
-                           dispatcher.claims, dispatcher.track),
+                           dispatcher.claims, dispatcher.track, dispatcher.schemas),
             metrics=metrics,
             lifecycle=lifecycle,
             training=Training(settings, celery, client, live),
