@@ -201,6 +201,27 @@ async def closed_loop(
     return run
 
 
+async def closed_loop_spread(
+    urls: list[str], path: str, body: Any, concurrency: int, duration_s: float,
+    progress: Progress | None = None,
+) -> Run:
+    """``closed_loop`` with its callers dealt over ``urls`` in turn (several
+    API processes behind one client, as behind a load balancer): one Run."""
+    shares = [concurrency // len(urls) + (i < concurrency % len(urls)) for i in range(len(urls))]
+    cpu0 = time.process_time()
+    started = time.perf_counter()
+    runs = await asyncio.gather(*(
+        closed_loop(url, path, body, n, duration_s=duration_s, progress=progress if i == 0 else None)
+        for i, (url, n) in enumerate(zip(urls, shares, strict=True)) if n))
+    merged = Run(wall_s=time.perf_counter() - started, client_cpu_s=time.process_time() - cpu0)
+    for run in runs:
+        merged.latencies_ms += run.latencies_ms
+        merged.errors += run.errors
+        for status, n in run.statuses.items():
+            merged.statuses[status] = merged.statuses.get(status, 0) + n
+    return merged
+
+
 async def open_loop(
     url: str,
     path: str,

@@ -70,6 +70,21 @@ def targets(sc: dict[str, Any]) -> list[dict[str, Any]]:
         None if r is None else r <= 3.0)
     r = _ratio(_find(i, "batch queued, one FIFO"), idle, "p99_ms")
     add("the same, the batch in the same lane (one FIFO)", r, "(for comparison)", None)
+    j = sc.get("j", [])
+    hand8 = _find(j, "handwritten", 8)
+    for c in (8, 32):
+        for mode in ("on", "off"):
+            one_api = _find(j, f"worker batching {mode}, 1 API", c)
+            four = _find(j, f"worker batching {mode}, 4 APIs", c)
+            r = _ratio(four, one_api, "throughput_rps")
+            goal = ">= 1.0" if mode == "on" else "(for comparison)"
+            add(f"iris c={c} throughput, 4 API processes / 1, worker batching {mode}", r, goal,
+                None if r is None or mode == "off" else r >= 1.0)
+    r = _ratio(_find(j, "worker batching on, 1 API", 8), hand8, "throughput_rps")
+    add("iris c=8 throughput / hand-written queue (worker batching on)", r, ">= 1.0",
+        None if r is None else r >= 1.0)
+    r = _ratio(_find(j, "worker batching on, 4 APIs", 8), hand8, "throughput_rps")
+    add("the same over 4 API processes", r, "(for comparison)", None)
     h = sc.get("h", [])
     served, bare = _find(h, "turnout", 1, "mlp-onnx"), _find(h, "onnxruntime in process", 1)
     r = _ratio(served, bare, "p50_ms")

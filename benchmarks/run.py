@@ -144,6 +144,22 @@ def run(options: Options, url: str | None) -> dict[str, Any]:
             sc["i"] = [lanes_run(bench, turnout_url, "idle", None),
                        lanes_run(bench, turnout_url, "batch queued, lanes", "low"),
                        lanes_run(bench, turnout_url, "batch queued, one FIFO", "normal")]
+        if "j" in wanted:
+            from turnout.benchmarks.scenarios import spread_run
+
+            stack.procs.stop()
+            sc["j"] = []
+            for on in (True, False):
+                label = "worker batching " + ("on" if on else "off")
+                env = {"TURNOUT_WORKER_BATCHING": "1" if on else "0"}
+                first, _ = stack.turnout(routes, extra_env=env)
+                urls = [first] + [stack.api(f"api-spread-{k}-{on}", routes, env)
+                                  for k in range(3)]
+                sc["j"] += spread_run(bench, urls, label)
+                stack.procs.stop()
+            hand = stack.baselines(("handwritten",))["handwritten"]
+            sc["j"].append(bench.measure("handwritten", hand, "iris", 8))
+            stack.procs.stop()
         if "h" in wanted:
             from importlib.util import find_spec
 
@@ -178,7 +194,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None,
                    help="where the JSON and charts go (default $TURNOUT_HOME/bench; the "
                    "committed figures are refreshed with --out benchmarks/results)")
-    p.add_argument("--scenarios", default=SCENARIOS, help="which of a,b,c,d,e,f,g,h,i (default all)")
+    p.add_argument("--scenarios", default=SCENARIOS, help="which of a,b,c,d,e,f,g,h,i,j (default all)")
     p.add_argument("--repeats", type=int, default=3, help="runs per figure; medians are kept")
     p.add_argument("--duration", type=float, default=2.0, help="seconds per run")
     p.add_argument("--quick", action="store_true", help="one short run per figure (a smoke test)")

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from turnout.benchmarks.client import Progress, Run, closed_loop, open_loop
+from turnout.benchmarks.client import Progress, Run, closed_loop, closed_loop_spread, open_loop
 
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
 DIGITS_ROW = [0.0, 0.0, 5.0, 13.0, 9.0, 1.0, 0.0, 0.0] * 8
 SENTENCE = "Turnout sends each job down the right track."
-SCENARIOS = "abcdefghi"
+SCENARIOS = "abcdefghij"
 BODIES: dict[str, dict[str, Any]] = {
     "iris": {"inputs": [IRIS_ROW], "wait": 30},
     "digits-cnn": {"inputs": [DIGITS_ROW], "wait": 30},
@@ -45,19 +45,21 @@ class Bench:
         self.o = options
         self.results: dict[str, Any] = {}
 
-    def measure(self, label: str, url: str, model: str, concurrency: int,
+    def measure(self, label: str, url: str | list[str], model: str, concurrency: int,
                 duration_s: float | None = None, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Closed-loop runs, ``repeats`` times; the medians of each figure."""
+        """Closed-loop runs, ``repeats`` times; the medians of each figure.
+        Several URLs (API processes): the callers are dealt over them."""
+        urls = [url] if isinstance(url, str) else url
         runs: list[Run] = []
         # Unrecorded warm-up: connections, caches, and any worker still busy
         # with the previous figure's stragglers.
-        asyncio.run(closed_loop(url, predict_path(model), body or BODIES[model], concurrency,
-                                duration_s=self.o.warmup_s))
+        asyncio.run(closed_loop_spread(urls, predict_path(model), body or BODIES[model],
+                                       concurrency, duration_s=self.o.warmup_s))
         for i in range(self.o.repeats):
             bar = Progress(f"{label} c={concurrency} ({i + 1}/{self.o.repeats})",
                            duration_s or self.o.duration_s, self.o.progress)
-            runs.append(asyncio.run(closed_loop(
-                url, predict_path(model), body or BODIES[model], concurrency,
+            runs.append(asyncio.run(closed_loop_spread(
+                urls, predict_path(model), body or BODIES[model], concurrency,
                 duration_s=duration_s or self.o.duration_s, progress=bar,
             )))
         return _median(runs) | {"system": label, "model": model, "concurrency": concurrency}
@@ -99,6 +101,16 @@ def scenario_d(bench: Bench, on: str, off: str) -> list[dict[str, Any]]:
         bench.measure("batching on", on, "digits-cnn", 64),
         bench.measure("batching off", off, "digits-cnn", 64),
     ]
+
+
+def spread_run(bench: Bench, urls: list[str], label: str) -> list[dict[str, Any]]:
+    """iris at 8 and 32 clients on the first API process alone, then dealt
+    over all of them (``urls``)."""
+    rows = []
+    for c in (8, 32):
+        rows.append(bench.measure(f"{label}, 1 API", urls[:1], "iris", c))
+        rows.append(bench.measure(f"{label}, {len(urls)} APIs", urls, "iris", c))
+    return rows
 
 
 def isolation_run(bench: Bench, url: str, label: str, saturate: bool) -> dict[str, Any]:

@@ -163,23 +163,24 @@ class BenchStack:
         subprocess.run(self.turnout_cmd("models", "build", "--missing"), check=True,
                        env=self.procs.env)
 
-    def api(self, name: str, routes: Path) -> str:
+    def api(self, name: str, routes: Path, env: dict[str, str] | None = None) -> str:
         port = free_port()
         proc = self.procs.spawn(name, self.turnout_cmd("api", "--port", str(port)),
-                                env={"TURNOUT_ROUTES_FILE": str(routes)})
+                                env={"TURNOUT_ROUTES_FILE": str(routes), **(env or {})})
         url = f"http://127.0.0.1:{port}"
         wait_http(url, proc, path="/readyz")
         return url
 
     def turnout(
-        self, routes: Path, shared: bool = False, training: bool = False
+        self, routes: Path, shared: bool = False, training: bool = False,
+        extra_env: dict[str, str] | None = None,
     ) -> tuple[str, list[str]]:
         """Turnout's workers (a CPU worker and one GPU worker per device, or one
         on the CPU) and an API; with ``shared``, every worker on the cpu queue;
-        with ``training``, a training worker too."""
+        with ``training``, a training worker too; ``extra_env`` for them all."""
         from turnout.workers.gpu.nvml import device_count
 
-        env = {"TURNOUT_ROUTES_FILE": str(routes)}
+        env = {"TURNOUT_ROUTES_FILE": str(routes), **(extra_env or {})}
         tag = "shared" if shared else "bench"
         names = [f"cpu@{tag}"]
         self.procs.spawn(names[0], self.turnout_cmd("worker", "cpu", "--name", names[0]), env=env)
@@ -198,13 +199,13 @@ class BenchStack:
             self.procs.spawn(name, self.turnout_cmd("worker", "train", "--device", device,
                                                     "--name", name), env=env)
             names.append(name)
-        url = self.api(f"api-{tag}", routes)
+        url = self.api(f"api-{tag}", routes, extra_env)
         wait_workers(url, len(names))
         return url, names
 
-    def baselines(self) -> dict[str, str]:
+    def baselines(self, kinds: tuple[str, ...] = ("floor", "tutorial", "handwritten")) -> dict[str, str]:
         urls = {}
-        for kind in ("floor", "tutorial", "handwritten"):
+        for kind in kinds:
             port = free_port()
             env = {"BENCH_PORT": str(port)}
             proc = self.procs.spawn(f"{kind}-api", [*python(), "-m", "turnout.benchmarks.baselines", kind, "api"], env=env)

@@ -21,6 +21,7 @@ from starlette.types import Scope
 from turnout.core import redis_keys
 from turnout.core.access import ADMIN, PREDICT, ApiKey, find, is_loopback, parse_keys
 from turnout.core.errors import Forbidden, RateLimited, Unauthorized
+from turnout.core.redis_keys import LANES
 from turnout.core.settings import Settings
 
 # Open to anyone: liveness and readiness (for load balancers), and the API's
@@ -136,6 +137,19 @@ def caller(scope: Scope) -> ApiKey | None:
     """The key that authenticated this request (None when the API is open)."""
     key: ApiKey | None = scope.get("state", {}).get("api_key")
     return key
+
+
+def capped_priority(scope: Scope, priority: str, default: str) -> str:
+    """The lane a request goes to under its key's cap (``max_priority``): the
+    endpoint's ``default`` comes down to the cap; a higher lane asked for is
+    refused (403), naming the cap."""
+    key = caller(scope)
+    cap = key.max_priority if key is not None else None
+    if cap is None or cap not in LANES or LANES.index(priority) >= LANES.index(cap):
+        return priority
+    if priority == default:
+        return cap
+    raise Forbidden(f"this API key may ask for priority {cap!r} at most, not {priority!r}")
 
 
 def owner_of(scope: Scope) -> str | None:

@@ -34,7 +34,7 @@ from turnout.router.batching import Batch, Batcher, Job
 from turnout.router.idempotency import Claims, claim_key
 from turnout.router.live import LiveView
 from turnout.router.metrics import Metrics
-from turnout.router.publish import TaskMessages
+from turnout.router.publish import TaskMessages, expires_backstop
 from turnout.router.results import ResultWatcher
 from turnout.router.routing import choose_queue
 from turnout.router.schemas import VersionSchemas
@@ -215,6 +215,8 @@ class Dispatcher:
             time_limit=route.time_limit_s,
             soft_time_limit=route.soft_time_limit_s,
             lane=batch.lane,
+            joinable=(route.max_batch or 1) > 1,
+            expires=expires_backstop(route, [j.deadline for j in batch.jobs]),
         )
         pipe = self.client.pipeline(transaction=True)
         for job in batch.jobs:

@@ -26,7 +26,7 @@ from turnout.core.routes import Route, RouteTable
 from turnout.core.settings import Settings
 from turnout.router.idempotency import Claims, claim_key
 from turnout.router.live import LiveView
-from turnout.router.publish import TaskMessages
+from turnout.router.publish import TaskMessages, expires_backstop
 from turnout.router.routing import choose_queue
 from turnout.router.schemas import VersionSchemas
 from turnout.router.validation import validate_inputs
@@ -124,6 +124,8 @@ class BatchJobs:
                 group_id=job_id,
                 group_index=index,
                 lane=priority,
+                joinable=(route.max_batch or 1) > 1,
+                expires=expires_backstop(route, [deadline]),
             )
             message.queue(pipe, queue, priority)
         record = {

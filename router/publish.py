@@ -23,6 +23,7 @@ import socket
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -34,9 +35,15 @@ from redis.asyncio.client import Pipeline
 
 from turnout.core import redis_keys
 from turnout.core.celery_app import TASK_PREDICT
+from turnout.core.delivery import JOIN_HEADER, join_key
 from turnout.core.redis_keys import DEFAULT_LANE, lane_key
+from turnout.core.routes import Route
 
 _ORIGIN = f"{os.getpid()}@{socket.gethostname()}"
+# Celery's expiry is judged on the worker's clock, which Turnout never trusts
+# for deadlines: it stands this far behind the latest deadline of a task's
+# requests, only to catch a message that somehow escaped the check at start.
+_EXPIRES_MARGIN_S = 60.0
 # Celery's event exchange; on Redis a fanout, each event a PUBLISH.
 EVENT_EXCHANGE = "celeryev"
 
@@ -55,6 +62,16 @@ class QueuedMessage:
         pipe.lpush(redis_keys.bell(queue), 1)
         if self.event is not None:
             pipe.publish(*self.event)
+
+
+def expires_backstop(route: Route, deadlines: list[float | None]) -> float | None:
+    """Celery's ``expires`` for a task whose requests have ``deadlines``: the
+    latest of them plus a wide margin (the time limit, at least a minute);
+    None when any request has no deadline."""
+    if not deadlines or any(d is None for d in deadlines):
+        return None
+    return max(d for d in deadlines if d is not None) + max(_EXPIRES_MARGIN_S,
+                                                           route.time_limit_s)
 
 
 def _envelope(body: bytes, headers: dict[str, Any], exchange: str, routing_key: str,
@@ -97,9 +114,15 @@ class TaskMessages:
         group_id: str | None = None,
         group_index: int | None = None,
         lane: str = DEFAULT_LANE,
+        joinable: bool = False,
+        expires: float | None = None,
     ) -> QueuedMessage:
         """The JSON that kombu's Redis transport would LPUSH onto ``queue``,
-        and the task-sent event while monitoring is on."""
+        and the task-sent event while monitoring is on. ``joinable``: a worker
+        running another task of the same model and version may take this one
+        into its forward pass (the join header says which, and how many rows).
+        ``expires`` (epoch s): Celery's own expiry, a backstop far behind the
+        deadline that the worker checks on Redis's clock at start."""
         message = self._amqp.as_task_v2(
             task_id,
             TASK_PREDICT,
@@ -120,9 +143,18 @@ class TaskMessages:
             argsrepr=f"({args[0]!r}, {len(args[1])} request(s))",
             kwargsrepr="{}",
             create_sent_event=self.monitoring(),
+            expires=(datetime.fromtimestamp(expires, tz=UTC) if expires is not None else None),
         )
-        headers = message.headers if lane == DEFAULT_LANE else {**message.headers,
-                                                                 "turnout_lane": lane}
+        headers = message.headers
+        if lane != DEFAULT_LANE or joinable:
+            headers = dict(headers)
+            if lane != DEFAULT_LANE:
+                headers["turnout_lane"] = lane
+            if joinable:
+                model, requests, spec = args
+                rows = sum(len(r["rows"]) for r in requests)
+                key = join_key(model, str(spec.get("version") or ""), bool(spec.get("pinned")))
+                headers[JOIN_HEADER] = f"{key}|{rows}"
         envelope = _envelope(orjson.dumps(message.body), headers, "", queue, 2)
         envelope["properties"] = {**message.properties, **envelope["properties"]}
         built = orjson.dumps(envelope).decode()

@@ -71,6 +71,8 @@ def parse_priority(body: dict[str, Any], default: str) -> str:
 
 
 _MAX_TIMEOUT_S = 24 * 3600.0
+# Batch jobs wait in the low lane unless they ask otherwise.
+BATCH_LANE = "low"
 
 
 def parse_timeout(body: dict[str, Any]) -> float | None:
@@ -100,7 +102,7 @@ def parse_batch_body(raw: bytes, max_chunk_rows: int) -> tuple[Any, int | None, 
     priority, ``low`` by default so that batch jobs never hold up interactive
     requests, and timeout)."""
     body = _json_object(raw, ("inputs", "chunk_rows", "priority", "timeout_s"))
-    asked = Asked(parse_priority(body, "low"), parse_timeout(body))
+    asked = Asked(parse_priority(body, BATCH_LANE), parse_timeout(body))
     chunk = body.get("chunk_rows")
     if chunk is None:
         return body["inputs"], None, asked

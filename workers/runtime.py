@@ -21,6 +21,7 @@ from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded
 from turnout.core import delivery, redis_keys
 from turnout.core.errors import ConfigError
 from turnout.core.messages import Outcome, RequestItem, ResultDoc, TaskResult
+from turnout.core.redis_keys import DEFAULT_LANE, LANES
 from turnout.core.routes import Route, RouteTable
 from turnout.core.routes.shared import parse_published
 from turnout.core.serving import Serving, parse_all
@@ -28,6 +29,7 @@ from turnout.core.settings import Settings
 from turnout.ml.adapters import LoadedModel
 from turnout.ml.adapters.base import TransientError
 from turnout.ml.oom import predict_splitting
+from turnout.workers import riders as riders_
 from turnout.workers.board import Slot
 from turnout.workers.memory import DeviceMemory
 from turnout.workers.shelf import NotLoaded, Shelf
@@ -82,6 +84,34 @@ def start_under_lease(
         return None
     revoked, expired = flags[:len(revoked_keys)], flags[len(revoked_keys):]
     return int(deliveries), [int(r) for r in revoked], [int(e) for e in expired]
+
+
+def _outcomes(
+    requests: list[RequestItem], revoked: list[int], expired: list[int], live: list[int],
+    outcomes: dict[int, Outcome], first: int, started_at: float, finished_at: float,
+    run_ms: float,
+) -> list[Outcome]:
+    """One task's outcomes, in the order of its requests: its live ones from
+    the pass's ``outcomes`` (from position ``first``), the rest revoked or
+    too late to start."""
+    results = [Outcome(revoked=True) for _ in requests]
+    for i, late in enumerate(expired):
+        if late and not revoked[i]:
+            waited = max(0.0, started_at - requests[i].submitted_at)
+            results[i] = Outcome(
+                error=f"DeadlineExceeded: the request could not start before its deadline "
+                      f"(it waited {waited:.3f} s in the queue); it did not run",
+                timings_ms={"queued": round(waited * 1000, 3)})
+    for position, i in enumerate(live, start=first):
+        entry = outcomes[position]
+        submitted_at = requests[i].submitted_at
+        entry.timings_ms = {
+            "queued": round(max(0.0, started_at - submitted_at) * 1000, 3),
+            "run": run_ms,
+            "total": round(max(0.0, finished_at - submitted_at) * 1000, 3),
+        }
+        results[i] = entry
+    return results
 
 
 @dataclass
@@ -204,24 +234,95 @@ class WorkerRuntime:
             )
         live = [i for i, gone in enumerate(revoked) if not gone and not expired[i]]
         rows = [row for i in live for row in requests[i].rows]
+        queue = str((task.request.delivery_info or {}).get("routing_key") or "")
+        riders = self._take_riders(task, route, version, bool(spec.get("pinned")), queue,
+                                   len(rows), deliveries, hostname) if live else []
+        try:
+            return self._run_pass(task, route, version, loaded, hostname, started_at, queue,
+                                  requests, revoked, expired, riders)
+        except BaseException:
+            # Whatever went wrong, the tasks taken along go back to run alone.
+            riders_.give_back(self.client, self.incarnation,
+                              [r for r in riders if not r.settled], why="requeued")
+            raise
+
+    def _take_riders(
+        self, task: Task, route: Route, version: str, pinned: bool, queue: str, rows: int,
+        deliveries: int, hostname: str,
+    ) -> list[riders_.Rider]:
+        """Worker-side batching: other queued tasks of this model and version,
+        started under their leases, for the same forward pass (see
+        workers/riders.py). None for a task that was delivered before: one that
+        may have killed its worker runs alone."""
+        room = (route.max_batch or 1) - rows
+        if not (self.settings.worker_batching and room > 0 and queue and deliveries == 1):
+            return []
+        assert self.client is not None and self.scripts is not None
+        lane = str(getattr(task.request, "turnout_lane", None) or DEFAULT_LANE)
+        try:
+            taken = riders_.take(
+                self.client, self.scripts, self.incarnation, task.request.id, queue,
+                lane if lane in LANES else DEFAULT_LANE,
+                delivery.join_key(route.name, version, pinned), room, self.settings.join_depth)
+            if not taken:
+                return []
+            riders_.start(self.client, self.scripts, self.incarnation, hostname,
+                          self.settings.result_ttl_s, taken)
+        except redis.RedisError as exc:
+            # Nothing taken, or taken and held: the audit gives those back.
+            log.warning("task %s: no tasks taken along (%s)", task.request.id, exc)
+            return []
+        keep, settle, back = [], [], []
+        for rider in taken:
+            if not rider.started:
+                settle.append(rider)  # already has its result, or is not ours
+            elif rider.deliveries > 1:
+                back.append(rider)
+            elif all(rider.revoked):
+                task.backend.mark_as_revoked(rider.task_id, reason="revoked through the API")
+                settle.append(rider)
+            else:
+                keep.append(rider)
+        riders_.give_back(self.client, self.incarnation, back, why="requeued")
+        if settle:
+            riders_.ack(self.client, self.scripts, self.incarnation, settle)
+        return keep
+
+    def _run_pass(
+        self, task: Task, route: Route, version: str, loaded: LoadedModel, hostname: str,
+        started_at: float,
+        queue: str, requests: list[RequestItem], revoked: list[int], expired: list[int],
+        riders: list[riders_.Rider],
+    ) -> TaskResult:
+        """One forward pass over the live requests of the task and of its
+        riders; each task's result stored under its own lease."""
+        assert self.client is not None
+        model = route.name
+        task_id = task.request.id
+        live = [i for i, gone in enumerate(revoked) if not gone and not expired[i]]
+        groups = [requests[i].rows for i in live]
+        for rider in riders:
+            groups += [rider.requests[i].rows for i in rider.live()]
+        rows = sum(len(g) for g in groups)
         if self.settings.ledger:
             # Recorded just before the model runs, with the requests it runs.
+            entries = [orjson.dumps({
+                "event": "start", "task": task_id, "incarnation": self.incarnation,
+                "requests": [requests[i].id for i in live], "t": started_at,
+                "pid": os.getpid(),
+            }), *riders_.ledger_starts(self.incarnation, riders, started_at)]
             try:
-                self.client.rpush(delivery.LEDGER, orjson.dumps({
-                    "event": "start", "task": task_id, "incarnation": self.incarnation,
-                    "requests": [requests[i].id for i in live], "t": started_at,
-                    "pid": os.getpid(),
-                }))
+                self.client.rpush(delivery.LEDGER, *entries)
             except redis.RedisError as exc:
                 raise Reject(f"Redis unreachable at start: {exc}", requeue=True) from exc
         t0 = time.perf_counter()
-        self._post(current={"task_id": task_id, "model": model, "rows": len(rows),
-                            "requests": len(live), "since": started_at})
+        in_pass = len(requests) + sum(len(r.requests) for r in riders)
+        self._post(current={"task_id": task_id, "model": model, "rows": rows,
+                            "requests": len(groups), "since": started_at})
         outcomes: dict[int, Outcome]
         try:
             # Every request too late to start: nothing runs.
-            outcomes = self._predict(model, loaded, [requests[i].rows for i in live]) \
-                if live else {}
+            outcomes = self._predict(model, loaded, groups) if groups else {}
         except TransientError as exc:
             retries = task.request.retries
             raise task.retry(
@@ -237,38 +338,49 @@ class WorkerRuntime:
             self._post(current=None)
         run_ms = round((time.perf_counter() - t0) * 1000, 3)
         finished_at = time.time()
-        results = [Outcome(revoked=True) for _ in requests]
-        for i, late in enumerate(expired):
-            if late and not revoked[i]:
-                waited = max(0.0, started_at - requests[i].submitted_at)
-                results[i] = Outcome(
-                    error=f"DeadlineExceeded: the request could not start before its deadline "
-                          f"(it waited {waited:.3f} s in the queue); it did not run",
-                    timings_ms={"queued": round(waited * 1000, 3)})
-        for position, i in enumerate(live):
-            entry = outcomes[position]
-            submitted_at = requests[i].submitted_at
-            entry.timings_ms = {
-                "queued": round(max(0.0, started_at - submitted_at) * 1000, 3),
-                "run": run_ms,
-                "total": round(max(0.0, finished_at - submitted_at) * 1000, 3),
-            }
-            results[i] = entry
-        body = TaskResult(
-            outcomes=results,
-            worker=hostname,
-            device=self.spec.device_label,
-            version=version,
-            batch_size=len(requests),
-            rows=len(rows),
-        )
-        queue = str((task.request.delivery_info or {}).get("routing_key") or "")
-        # The time per row counts only tasks big enough for it to mean
+        def result(outcomes_: list[Outcome], rows_: int) -> TaskResult:
+            return TaskResult(outcomes=outcomes_, worker=hostname, device=self.spec.device_label,
+                              version=version, batch_size=in_pass, rows=rows_)
+
+        body = result(_outcomes(requests, revoked, expired, live, outcomes, 0, started_at,
+                                finished_at, run_ms),
+                      sum(len(requests[i].rows) for i in live))
+        position = len(live)
+        rider_bodies = []
+        for rider in riders:
+            alive = rider.live()
+            rider_bodies.append(result(
+                _outcomes(rider.requests, rider.revoked, rider.expired, alive, outcomes,
+                          position, started_at, finished_at, run_ms),
+                sum(len(rider.requests[i].rows) for i in alive)))
+            position += len(alive)
+        if riders:
+            self._store_riders(riders, rider_bodies, queue, model)
+        # The time per row counts only passes big enough for it to mean
         # something: a one-row call is mostly fixed cost.
-        sized = len(rows) >= _ROWS_FOR_RATE
-        drained = (queue, len(rows) if sized else 0, run_ms / 1000 if sized else 0.0, model)
+        sized = rows >= _ROWS_FOR_RATE
+        drained = (queue, rows if sized else 0, run_ms / 1000 if sized else 0.0, model)
         self._finish(task_id, body, drained if queue else None)
         return body
+
+    def _store_riders(self, riders: list[riders_.Rider], bodies: list[TaskResult],
+                      queue: str, model: str) -> None:
+        """Each rider's result under its lease, then its ack, in one round
+        trip. A rider whose result cannot be stored now stays held: it goes
+        back once the leader is settled."""
+        assert self.client is not None and self.scripts is not None
+        pipe = self.client.pipeline(transaction=False)
+        for rider, body in zip(riders, bodies, strict=True):
+            self._store_result(rider.task_id, body, (queue, 0, 0.0, model), client=pipe)
+            delivery.ack_joined(self.scripts, self.incarnation, rider.tag, pipe)
+        try:
+            pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("%d task(s) taken along: results not stored (%s); they go back",
+                        len(riders), exc)
+            return
+        for rider in riders:
+            rider.settled = True
 
     def _start(
         self, task_id: str, hostname: str, requests: list[RequestItem]
@@ -295,7 +407,9 @@ class WorkerRuntime:
                 time.sleep(1.0)
 
     def _store_result(self, task_id: str, body: TaskResult,
-                      drained: tuple[str, int, float, str] | None = None) -> None:
+                      drained: tuple[str, int, float, str] | None = None,
+                      client: Any = None) -> None:
+        """``client``: a pipeline to add the store to (its answer is not read)."""
         assert self.scripts is not None
         entry = ""
         if self.settings.ledger:
@@ -308,8 +422,8 @@ class WorkerRuntime:
         if drained is not None:
             keys.append(redis_keys.DRAINED)
             args += [drained[0], drained[1], repr(drained[2]), drained[3]]
-        stored = self.scripts.store(keys=keys, args=args)
-        if stored != 1:
+        stored = self.scripts.store(keys=keys, args=args, client=client)
+        if client is None and stored != 1:
             log.warning("task %s: result dropped (%s)", task_id,
                         "no longer owned" if stored == 0 else "a result was already stored")
 

@@ -390,6 +390,42 @@ def deadlines_under_overload(stack: ChaosStack, o: Options) -> dict[str, Any]:
     return row
 
 
+def kill_holding_riders(stack: ChaosStack, o: Options) -> dict[str, Any]:
+    """13. A batch job of small chunks on a batched route, so that each GPU
+    pass takes queued chunks along (worker-side batching); a whole GPU worker
+    SIGKILLed while a pass holds chunks taken along, then a pool child alone:
+    every chunk ends with one result."""
+    drain(stack)
+    chunks = o.pick(120, 300)
+    status, reply = post(stack, "/v1/models/batched-digits/batch",
+                         {"inputs": [DIGITS_ROW] * (chunks * 4), "chunk_rows": 4})
+    assert status == 202, reply
+    record = json.loads(stack.client.get(redis_keys.batch(reply["batch_id"])) or b"{}")
+    chunk_ids = [c[0] for c in record["chunks"]]
+    faults: list[float] = []
+    held_at_kill: list[int] = []
+    for whole in (True, True, False):
+        victim, incarnation, riding = stack.gpu_worker_with_riders()
+        held_at_kill.append(riding)
+        if whole:
+            faults.append(stack.kill(victim))
+        else:
+            faults.append(stack.kill_pool_child(victim))
+        deadline = time.monotonic() + 120
+        while whole and stack.incarnation(victim) in (None, incarnation):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{victim} did not come back")
+            time.sleep(0.1)
+    row = tally(stack, "13 gpu kills holding chunks taken along", Load(), faults[0],
+                extra_ids=chunk_ids, timeout_s=240)
+    ledger = Ledger.read(stack.client)
+    row["taken_along_at_kills"] = held_at_kill
+    row["passes_taking_along"] = sum(1 for entries in ledger.by_task.values()
+                                     for e in entries if e.get("joined"))
+    check(row, all(n > 0 for n in held_at_kill), f"a kill found no chunks taken along ({held_at_kill})")
+    return row
+
+
 SCENARIOS: dict[str, Callable[[ChaosStack, Options], dict[str, Any]]] = {
     "1": gpu_kill_during_batch,
     "2": cpu_kill_under_load,
@@ -403,4 +439,5 @@ SCENARIOS: dict[str, Callable[[ChaosStack, Options], dict[str, Any]]] = {
     "10": soak,
     "11": lanes_under_kills,
     "12": deadlines_under_overload,
+    "13": kill_holding_riders,
 }

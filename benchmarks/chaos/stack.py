@@ -31,6 +31,20 @@ CPU_WORKER = "cpu@chaos"
 WORKERS = (CPU_WORKER, *GPU_WORKERS)
 
 
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc: Linux)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
 class ChaosStack:
     def __init__(self, folder: Path, env: dict[str, str]) -> None:
         self.folder = folder
@@ -136,6 +150,29 @@ class ChaosStack:
                     return name
             time.sleep(0.02)
         raise RuntimeError("no GPU worker became busy")
+
+    def gpu_worker_with_riders(self, timeout_s: float = 60) -> tuple[str, str, int]:
+        """A GPU worker whose running pass holds tasks taken along (worker-side
+        batching): (name, incarnation, how many)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for name in GPU_WORKERS:
+                incarnation = self.incarnation(name)
+                if incarnation and self.parts[name].running():
+                    riding = int(self.client.hlen(redis_keys.joined(incarnation)))
+                    if riding:
+                        return name, incarnation, riding
+            time.sleep(0.02)
+        raise RuntimeError("no GPU worker took tasks along")
+
+    def kill_pool_child(self, name: str) -> float:
+        """SIGKILL the pool child of a one-child worker (its parent lives on)."""
+        children = _children(self.pid(name))
+        at = time.time()
+        for child in children:
+            os.kill(child, signal.SIGKILL)
+        self.faults.append((at, f"SIGKILL {name}'s pool child"))
+        return at
 
     def pid(self, name: str) -> int:
         proc = self.parts[name].proc

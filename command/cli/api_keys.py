@@ -31,13 +31,17 @@ def keys() -> None:
               help="predict: predict, batches, own tasks; admin: also train, promote, reload, keys.")
 @click.option("--rate", "rate_per_s", type=click.FloatRange(min=0, min_open=True),
               help="At most this many requests a second (per API process); over it, 429.")
+@click.option("--max-priority", type=click.Choice(["high", "normal", "low"]),
+              help="The highest lane its requests may ask for (a higher one: 403; the "
+                   "endpoint's default comes down to it).")
 @pass_context
-def keys_create(ctx: Context, name: str, scope: str, rate_per_s: float | None) -> int:
+def keys_create(ctx: Context, name: str, scope: str, rate_per_s: float | None,
+                max_priority: str | None) -> int:
     """Make a key and print its token, once: only its hash is stored."""
     from turnout.core import access
 
     with _client(ctx) as client:
-        key, token = access.create(client, name, scope, rate_per_s)
+        key, token = access.create(client, name, scope, rate_per_s, max_priority)
     # The token alone on stdout, so that `$(turnout keys create …)` captures it.
     click.echo(token)
     click.echo(f"turnout: key {key.name!r} ({key.scope}) made; the token above is shown once "

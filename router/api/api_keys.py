@@ -20,6 +20,8 @@ class KeyRequest(BaseModel):
     name: str = Field(description="letters, digits, '_', '.', '-'")
     scope: str = Field("predict", description="predict | admin")
     rate_per_s: float | None = Field(None, gt=0, description="requests a second, per API process")
+    max_priority: str | None = Field(
+        None, description="high | normal | low: the highest lane its requests may ask for")
 
 
 async def _reread(services: Services) -> list[access.ApiKey]:
@@ -38,7 +40,7 @@ async def list_keys(services: ServicesDep) -> dict[str, Any]:
 async def create_key(body: KeyRequest, services: ServicesDep) -> JSONResponse:
     """Make a key; its token is in this answer and nowhere else, ever."""
     try:
-        key, token = access.new_key(body.name, body.scope, body.rate_per_s)
+        key, token = access.new_key(body.name, body.scope, body.rate_per_s, body.max_priority)
     except ConfigError as exc:
         raise InvalidInput(exc.message) from None
     if not await services.client.hsetnx(*access.store_args(key)):

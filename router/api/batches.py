@@ -8,9 +8,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from turnout.router.access import owner_of, viewer_of
+from turnout.router.access import capped_priority, owner_of, viewer_of
 from turnout.router.api.deps import ServicesDep
-from turnout.router.validation import parse_batch_body
+from turnout.router.validation import BATCH_LANE, parse_batch_body
 
 router = APIRouter(tags=["batches"])
 
@@ -46,7 +46,9 @@ async def submit_batch(name: str, request: Request, services: ServicesDep) -> JS
                                                  services.jobs.chunk_limit(name))
     body = await services.jobs.submit(name, inputs, chunk_rows, owner=owner_of(request.scope),
                                       idempotency_key=request.headers.get("idempotency-key"),
-                                      priority=asked.priority, timeout_s=asked.timeout_s)
+                                      priority=capped_priority(request.scope, asked.priority,
+                                                               BATCH_LANE),
+                                      timeout_s=asked.timeout_s)
     return JSONResponse(body, status_code=202, headers={"Location": body["status_url"]})
 
 

@@ -51,7 +51,7 @@ class PredictFastPath:
                     idempotency_key = value.decode("latin-1")
             status, body, headers = await predict_response(
                 self.app.state.services, name, raw, version=version, route_key=route_key,
-                owner=owner_of(scope), idempotency_key=idempotency_key,
+                owner=owner_of(scope), idempotency_key=idempotency_key, scope=scope,
             )
         except Exception as exc:  # noqa: BLE001 - mapped exactly as FastAPI's handlers map it
             try:

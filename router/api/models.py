@@ -7,9 +7,11 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from starlette.types import Scope
 
 from turnout.core.errors import NoCapacity, QueueFull, TurnoutError
-from turnout.router.access import owner_of
+from turnout.core.redis_keys import DEFAULT_LANE
+from turnout.router.access import capped_priority, owner_of
 from turnout.router.api.deps import Services, ServicesDep
 from turnout.router.routing import choose_queue
 from turnout.router.validation import parse_predict_body
@@ -84,6 +86,7 @@ async def predict(name: str, request: Request, services: ServicesDep) -> JSONRes
     status, body, headers = await predict_response(
         services, name, await request.body(), route_key=request.headers.get("x-route-key"),
         owner=owner_of(request.scope), idempotency_key=request.headers.get("idempotency-key"),
+        scope=request.scope,
     )
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -99,7 +102,7 @@ async def predict_version(
     """Predict with one version of the model, and only that one."""
     status, body, headers = await predict_response(
         services, name, await request.body(), version=version, owner=owner_of(request.scope),
-        idempotency_key=request.headers.get("idempotency-key"),
+        idempotency_key=request.headers.get("idempotency-key"), scope=request.scope,
     )
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -112,6 +115,7 @@ async def predict_response(
     route_key: str | None = None,
     owner: str | None = None,
     idempotency_key: str | None = None,
+    scope: Scope | None = None,
 ) -> tuple[int, dict[str, Any], dict[str, str]]:
     """The predict endpoints, free of any framework: (status, body, headers).
     Turnout's errors propagate, to be answered by ``error_response``."""
@@ -119,9 +123,11 @@ async def predict_response(
     metrics = services.metrics
     try:
         inputs, wait, asked = parse_predict_body(raw, services.settings.max_wait_s)
+        priority = asked.priority if scope is None else \
+            capped_priority(scope, asked.priority, DEFAULT_LANE)
         submitted, view = await services.dispatcher.predict(
             name, inputs, wait, version, route_key, owner=owner, idempotency_key=idempotency_key,
-            priority=asked.priority, timeout_s=asked.timeout_s,
+            priority=priority, timeout_s=asked.timeout_s,
         )
     except TurnoutError as exc:
         # No version label on errors: a client's made-up version must not

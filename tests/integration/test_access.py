@@ -139,6 +139,35 @@ def test_keys_over_http_and_a_rate_limit(guarded: Guarded) -> None:
         assert http.delete("/v1/admin/keys/slow").status_code == 404
 
 
+def test_a_key_may_be_capped_to_a_priority(guarded: Guarded) -> None:
+    _, root = access.create(guarded.client, "lanes-ops", "admin")
+    with guarded.http(root) as http:
+        r = http.post("/v1/admin/keys", json={"name": "nightly", "max_priority": "low"})
+        assert r.status_code == 201, r.text
+        nightly = r.json()["token"]
+        bad = http.post("/v1/admin/keys", json={"name": "odd", "max_priority": "urgent"})
+        assert bad.status_code == 422 and "urgent" in bad.json()["detail"]
+        listed = {k["name"]: k for k in http.get("/v1/admin/keys").json()["keys"]}
+        assert listed["nightly"]["max_priority"] == "low"
+    with guarded.http(nightly) as http:
+        # Asking above the cap is refused, naming the cap; the endpoint's
+        # default comes down to it.
+        high = http.post("/v1/models/iris/predict", json={"inputs": [ROW], "priority": "high"})
+        assert high.status_code == 403, high.text
+        assert "'low' at most" in high.json()["detail"]
+        plain = http.post("/v1/models/iris/predict", json={"inputs": [ROW], "wait": 30})
+        assert plain.status_code == 200 and plain.json()["status"] == "SUCCESS", plain.text
+        batch = http.post("/v1/models/iris/batch", json={"inputs": [ROW] * 3})
+        assert batch.status_code == 202, batch.text
+        assert http.get(batch.json()["status_url"]).json()["priority"] == "low"
+        normal = http.post("/v1/models/iris/batch", json={"inputs": [ROW], "priority": "normal"})
+        assert normal.status_code == 403
+    with guarded.http(root) as http:
+        # An uncapped key may ask for any lane.
+        ok = http.post("/v1/models/iris/predict", json={"inputs": [ROW], "priority": "high"})
+        assert ok.status_code == 202, ok.text
+
+
 def test_idempotency_key_gives_the_same_task(guarded: Guarded) -> None:
     _, token = access.create(guarded.client, "idem", "predict")
     with guarded.http(token) as http:

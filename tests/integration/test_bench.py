@@ -38,7 +38,14 @@ def test_every_scenario_runs_on_its_own_stack(models_dir: Path, tmp_path: Path) 
     )
     assert out.returncode == 0, out.stderr[-3000:]
     results = json.loads((tmp_path / "out" / "latest.json").read_text())
-    assert sorted(results["scenarios"]) == ["a", "b", "c", "d", "e", "f", "g", "h", "i"]
+    assert sorted(results["scenarios"]) == ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"]
+    # Several API processes, worker-side batching on and off, beside the
+    # hand-written queue.
+    j = results["scenarios"]["j"]
+    assert [r["system"] for r in j] == [
+        f"worker batching {m}, {n}" for m in ("on", "off") for n in ("1 API", "4 APIs", "1 API", "4 APIs")
+    ] + ["handwritten"]
+    assert all(r["requests"] > 0 and r["errors"] == 0 for r in j), j
     assert [r["system"] for r in results["scenarios"]["i"]] == [
         "idle", "batch queued, lanes", "batch queued, one FIFO"]
     assert all(r["batch_rows_done_after_run"] == 200_000 for r in results["scenarios"]["i"][1:])

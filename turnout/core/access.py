@@ -24,6 +24,7 @@ import redis
 
 from turnout.core import redis_keys
 from turnout.core.errors import ConfigError, KeyExists
+from turnout.core.redis_keys import LANES
 from turnout.core.settings import Settings
 
 PREDICT = "predict"
@@ -41,6 +42,8 @@ class ApiKey:
     created_at: float
     # Requests per second this key may make, per API process; None: no limit.
     rate_per_s: float | None = None
+    # The highest priority lane this key's requests may ask for; None: any.
+    max_priority: str | None = None
 
     def allows(self, scope: str) -> bool:
         return self.scope == ADMIN or scope == self.scope
@@ -48,7 +51,7 @@ class ApiKey:
     def public(self) -> dict[str, Any]:
         """What may be shown of a key: never its hash."""
         return {"name": self.name, "scope": self.scope, "created_at": self.created_at,
-                "rate_per_s": self.rate_per_s}
+                "rate_per_s": self.rate_per_s, "max_priority": self.max_priority}
 
 
 def hash_token(token: str) -> str:
@@ -70,7 +73,7 @@ def find(known: list[ApiKey], token: str) -> ApiKey | None:
 def parse_key(raw: bytes | str) -> ApiKey:
     doc = orjson.loads(raw)
     return ApiKey(doc["name"], doc["scope"], doc["hash"], float(doc["created_at"]),
-                  doc.get("rate_per_s"))
+                  doc.get("rate_per_s"), doc.get("max_priority"))
 
 
 def parse_keys(raw: dict[Any, Any]) -> list[ApiKey]:
@@ -93,14 +96,18 @@ def check_scope(scope: str) -> str:
     return scope
 
 
-def new_key(name: str, scope: str, rate_per_s: float | None = None) -> tuple[ApiKey, str]:
+def new_key(
+    name: str, scope: str, rate_per_s: float | None = None, max_priority: str | None = None,
+) -> tuple[ApiKey, str]:
     """A key and its token, checked, not stored yet (``store_args``)."""
     check_name(name)
     check_scope(scope)
     if rate_per_s is not None and rate_per_s <= 0:
         raise ConfigError(f"rate {rate_per_s:g}: must be more than 0 requests a second")
+    if max_priority is not None and max_priority not in LANES:
+        raise ConfigError(f"max priority {max_priority!r}: expected one of {', '.join(LANES)}")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    return ApiKey(name, scope, hash_token(token), time.time(), rate_per_s), token
+    return ApiKey(name, scope, hash_token(token), time.time(), rate_per_s, max_priority), token
 
 
 def store_args(key: ApiKey) -> tuple[str, str, bytes]:
@@ -113,10 +120,11 @@ def taken(name: str) -> KeyExists:
 
 
 def create(
-    client: redis.Redis, name: str, scope: str, rate_per_s: float | None = None
+    client: redis.Redis, name: str, scope: str, rate_per_s: float | None = None,
+    max_priority: str | None = None,
 ) -> tuple[ApiKey, str]:
     """Make a key; returns it and its token, which is never stored or shown again."""
-    key, token = new_key(name, scope, rate_per_s)
+    key, token = new_key(name, scope, rate_per_s, max_priority)
     if not client.hsetnx(*store_args(key)):
         raise taken(name)
     client.set(redis_keys.API_KEYS_CLOSED, "1")

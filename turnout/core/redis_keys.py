@@ -116,6 +116,13 @@ def held(incarnation: str) -> str:
     return f"{PREFIX}:held:{incarnation}"
 
 
+def joined(incarnation: str) -> str:
+    """Of the tags an incarnation holds, those a pool child took into a
+    running task's forward pass (worker-side batching): tag -> that task's
+    (the leader's) delivery tag."""
+    return f"{PREFIX}:joined:{incarnation}"
+
+
 def done(task_id: str) -> str:
     """Set once, by the first result written for a task."""
     return f"{PREFIX}:done:{task_id}"

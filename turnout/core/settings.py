@@ -101,6 +101,12 @@ class Settings(BaseSettings):
     # A batch job's chunks are sized to run for about this long (from the
     # time per row the workers report), never more than the route's batch.
     chunk_target_s: float = Field(default=0.2, gt=0)
+    # Worker-side batching: a worker running a task of a batched route takes
+    # other queued tasks of the same model and version (whichever API process
+    # sent them) into the same forward pass, up to the route's max_batch rows.
+    worker_batching: bool = True
+    # How deep into each lane a worker looks for tasks to take along.
+    join_depth: int = Field(default=64, ge=1)
     # Uploaded models (POST /v1/models/{name}/versions): the largest body, the
     # most an archive may unpack to, and whether a pickle is taken at all
     # (a pickle runs code when it is loaded).

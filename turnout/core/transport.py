@@ -145,9 +145,18 @@ class OwningQoS(kombu_redis.QoS):
         for tag, how in list(self._deferred.items()):
             self._settle(tag, how)
         client = self._client()
-        held = {t.decode() if isinstance(t, bytes) else t
-                for t in client.smembers(delivery.held(self.incarnation))}
-        forgotten = held - set(self._delivered) - set(self._deferred) - _in_hand()
+        # Both in one snapshot: a pool child's join writes both at once.
+        with client.pipeline(transaction=True) as pipe:
+            pipe.smembers(delivery.held(self.incarnation))
+            pipe.hgetall(delivery.joined(self.incarnation))
+            raw_held, raw_joined = pipe.execute()
+        held = {_text(t) for t in raw_held}
+        in_hand = set(self._delivered) | set(self._deferred) | _in_hand()
+        # A task a pool child took into its leader's forward pass is in hand
+        # exactly while the leader is; once the leader is settled (its child
+        # died, say), whatever joined it and was not acked goes back.
+        riding = {_text(t) for t, leader in raw_joined.items() if _text(leader) in in_hand}
+        forgotten = held - in_hand - riding
         if forgotten:
             moved = delivery.give_back(client, self.incarnation, forgotten, why="forgotten",
                                        forget=False)
@@ -206,6 +215,10 @@ class OwningQoS(kombu_redis.QoS):
                         super().restore_by_tag(tag, client)
             except kombu_redis.MutexHeld:
                 pass
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _url(conn: Any) -> str:

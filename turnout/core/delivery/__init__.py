@@ -28,11 +28,15 @@ Nothing here connects at import time; callers pass their clients in.
 """
 
 from turnout.core.delivery.ownership import (
+    JOIN_HEADER,
     ack,
+    ack_joined,
     append,
     beat,
     claim,
     give_back,
+    join,
+    join_key,
     new_incarnation,
     register,
     restored,
@@ -52,10 +56,11 @@ from turnout.core.redis_keys import (
     bell,
     done,
     held,
+    joined,
 )
 
 __all__ = [
-    "INCARNATIONS", "LEASES", "LEDGER", "OWNERS", "STATS", "UNACKED", "UNACKED_INDEX",
-    "Reaper", "ReaperThread", "Scripts", "ack", "append", "beat", "bell", "claim", "done",
-    "give_back", "held", "new_incarnation", "register", "restored", "retire", "stats",
+    "INCARNATIONS", "JOIN_HEADER", "LEASES", "LEDGER", "OWNERS", "STATS", "UNACKED", "UNACKED_INDEX",
+    "Reaper", "ReaperThread", "Scripts", "ack", "ack_joined", "append", "beat", "bell", "claim", "done",
+    "give_back", "held", "join", "join_key", "joined", "new_incarnation", "register", "restored", "retire", "stats",
 ]

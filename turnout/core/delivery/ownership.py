@@ -21,9 +21,20 @@ from turnout.core.redis_keys import (
     UNACKED_INDEX,
     bell,
     held,
+    joined,
     lane_keys,
     lane_turn,
 )
+
+# The message header the router writes on a predict task that another task of
+# the same model and version may take into its forward pass (worker-side
+# batching): "model|version|pinned|rows". It is dropped whenever a message goes
+# back to its queue, so that a redelivered job never joins another.
+JOIN_HEADER = "turnout_join"
+
+
+def join_key(model: str, version: str, pinned: bool) -> str:
+    return f"{model}|{version}|{int(pinned)}"
 
 
 def new_incarnation(name: str) -> str:
@@ -76,6 +87,22 @@ def claim(
     return int(got)
 
 
+def join(
+    scripts: Scripts, incarnation: str, leader: str, key: str, lanes: list[str],
+    room: int, most: int, depth: int,
+) -> list[str]:
+    """Take up to ``most`` queued messages whose join key is ``key`` and
+    whose rows fit in ``room``, from ``lanes`` (best first, oldest first),
+    owned by ``incarnation`` and marked joined to the delivery of task
+    ``leader`` (which ``incarnation`` must hold): their JSON."""
+    got = scripts.join(
+        keys=[INCARNATIONS, UNACKED_INDEX, UNACKED, OWNERS, held(incarnation), LEASES,
+              joined(incarnation), bell(lanes[0]), *lanes],
+        args=[incarnation, time.time(), leader, key, room, most, depth],
+    )
+    return [m.decode() if isinstance(m, bytes) else m for m in got or ()]
+
+
 def ack(scripts: Scripts, incarnation: str, tag: str, client: Any = None) -> int:
     """Remove a delivery if ``incarnation`` owns it: 1 done, 0 refused (another
     owner, or given back), 2 nothing to remove (unowned and not unacked)."""
@@ -84,6 +111,14 @@ def ack(scripts: Scripts, incarnation: str, tag: str, client: Any = None) -> int
         args=[incarnation, tag],
         client=client,
     ))
+
+
+def ack_joined(scripts: Scripts, incarnation: str, tag: str, pipe: redis.client.Pipeline) -> None:
+    """``ack`` of a delivery that came through ``join`` (its joined mark goes
+    too), added to ``pipe``."""
+    scripts.ack(keys=[OWNERS, UNACKED_INDEX, UNACKED, held(incarnation), LEASES, STATS,
+                      joined(incarnation)],
+                args=[incarnation, tag], client=pipe)
 
 
 def beat(scripts: Scripts, incarnation: str) -> int:
@@ -99,7 +134,9 @@ def restored(payload: bytes | str) -> tuple[str, str, str]:
     properties = message.setdefault("properties", {})
     properties["delivery_tag"] = tag
     properties.setdefault("delivery_info", {})["redelivered"] = True
-    message.setdefault("headers", {})["redelivered"] = True
+    headers = message.setdefault("headers", {})
+    headers["redelivered"] = True
+    headers.pop(JOIN_HEADER, None)
     # Turnout's queues are bound by name on the direct exchange: the routing
     # key is the queue (priorities are not used).
     return routing_key, json.dumps(message), tag
@@ -137,6 +174,7 @@ def give_back(
                 for tag, payload, owner in zip(wanted, payloads, owners, strict=True):
                     owner_text = owner.decode() if isinstance(owner, bytes) else owner
                     pipe.srem(key, tag)
+                    pipe.hdel(joined(incarnation), tag)
                     if owner_text is None or owner_text.split("\t", 1)[0] != incarnation:
                         continue  # not this incarnation's (any more)
                     task_id = owner_text.split("\t", 1)[1]
@@ -155,7 +193,7 @@ def give_back(
                     pipe.hincrby(STATS, f"given_back_{why}", moved)
                 if forget:
                     pipe.hdel(INCARNATIONS, incarnation)
-                    pipe.delete(key)
+                    pipe.delete(key, joined(incarnation))
                 pipe.execute()
                 return moved
             except redis.WatchError:

@@ -14,6 +14,7 @@ class Scripts:
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
         self.claim = client.register_script(lua.source("delivery_claim"))
+        self.join = client.register_script(lua.source("delivery_join"))
         self.append = client.register_script(lua.source("delivery_append"))
         self.ack = client.register_script(lua.source("delivery_ack"))
         self.beat = client.register_script(lua.source("delivery_beat"))

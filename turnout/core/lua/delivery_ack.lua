@@ -1,5 +1,8 @@
--- KEYS: owners, unacked_index, unacked, held, leases, stats
+-- KEYS: owners, unacked_index, unacked, held, leases, stats, and optionally the
+-- incarnation's joined hash (a task taken in by worker-side batching)
 -- ARGV: incarnation, tag
+-- A joined tag is out of the child's hands whatever the answer.
+if KEYS[7] then redis.call('HDEL', KEYS[7], ARGV[2]) end
 local owner = redis.call('HGET', KEYS[1], ARGV[2])
 if not owner then
   if redis.call('HEXISTS', KEYS[3], ARGV[2]) == 1 then

@@ -1,0 +1,164 @@
+"""Worker-side batching: the queued tasks a running task (the leader) takes
+into its forward pass, whichever API process sent them.
+
+The router's micro-batcher can only batch the requests of one API process;
+with several behind a load balancer each sends small tasks, and a GPU worker
+would run one small forward pass per task. Here the pool child running a
+batched route's task takes, in one Lua step (``delivery_join.lua``), other
+queued tasks of the same model and version, from the leader's lane and the
+ones above it, up to the route's ``max_batch`` rows. Each of them (a *rider*)
+is owned exactly as a claimed message is, keeps its own task id, lease,
+deadlines, revocations, result and failure, and is acked by the child once
+its result is stored. If the child dies, the worker's audit gives the riders
+back as soon as the leader is settled; if the whole worker dies, the reaper
+does, with everything else it held.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import redis
+
+from turnout.core import delivery, redis_keys
+from turnout.core.messages import MessageError, RequestItem, ResultDoc
+from turnout.core.redis_keys import DEFAULT_LANE, LANES, lane_key, queue_of
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Rider:
+    task_id: str
+    tag: str
+    # The lane's list it was taken from (where it goes back to).
+    lane: str
+    requests: list[RequestItem]
+    deliveries: int = 0
+    revoked: list[int] = field(default_factory=list)
+    expired: list[int] = field(default_factory=list)
+    # Set once its start went through under its lease.
+    started: bool = False
+    # Set once its result is stored and it is acked.
+    settled: bool = False
+
+    @property
+    def queue(self) -> str:
+        return queue_of(self.lane)
+
+    def live(self) -> list[int]:
+        return [i for i, gone in enumerate(self.revoked) if not gone and not self.expired[i]]
+
+
+def lanes_from(queue: str, lane: str) -> list[str]:
+    """The lists a leader in ``lane`` of ``queue`` takes riders from: its own
+    lane and those above it, best first (a low batch chunk never slows an
+    interactive request's pass; a chunk takes interactive requests along)."""
+    return [lane_key(queue, name) for name in LANES[: LANES.index(lane) + 1]]
+
+
+def decode(raw: str) -> tuple[str, str, str, list[Any]] | None:
+    """(task id, delivery tag, lane, request items) of a queued predict
+    message, or None for one that is not."""
+    try:
+        message = orjson.loads(raw)
+        headers = message["headers"]
+        args, _kwargs, _embed = orjson.loads(base64.b64decode(message["body"]))
+        _model, requests, _spec = args
+        lane = headers.get("turnout_lane") or DEFAULT_LANE
+        return (str(headers["id"]), str(message["properties"]["delivery_tag"]),
+                lane if lane in LANES else DEFAULT_LANE, list(requests))
+    except (KeyError, TypeError, ValueError, orjson.JSONDecodeError):
+        return None
+
+
+def take(
+    client: redis.Redis, scripts: delivery.Scripts, incarnation: str, leader: str,
+    queue: str, lane: str, key: str, room: int, depth: int,
+) -> list[Rider]:
+    """Take riders for task ``leader`` (which this incarnation holds): at most
+    ``room`` rows of tasks whose join key is ``key``."""
+    raw = delivery.join(scripts, incarnation, leader, key, lanes_from(queue, lane), room,
+                        most=room, depth=depth)
+    riders: list[Rider] = []
+    strays: list[str] = []
+    for message in raw:
+        decoded = decode(message)
+        if decoded is None:
+            # The join script decoded its tag; only its body is not ours.
+            strays.append(str(orjson.loads(message)["properties"]["delivery_tag"]))
+            continue
+        task_id, tag, lane_name, items = decoded
+        try:
+            requests = [RequestItem.from_wire(item) for item in items]
+        except MessageError as exc:
+            log.warning("task %s: not taken along (%s); given back", task_id, exc)
+            strays.append(tag)
+            continue
+        riders.append(Rider(task_id, tag, lane_key(queue, lane_name), requests))
+    if strays:
+        # Back to their queue to be run (and failed, if they must) alone.
+        delivery.give_back(client, incarnation, strays, why="requeued", forget=False)
+    return riders
+
+
+def start(
+    client: redis.Redis, scripts: delivery.Scripts, incarnation: str, hostname: str,
+    ttl_s: int, riders: list[Rider],
+) -> None:
+    """Each rider's STARTED under its lease, in one round trip (as the
+    leader's start: deliveries counted, revocations and deadlines read)."""
+    pipe = client.pipeline(transaction=False)
+    for rider in riders:
+        scripts.start(
+            keys=[delivery.LEASES, delivery.done(rider.task_id),
+                  redis_keys.result(rider.task_id), delivery.STATS,
+                  redis_keys.deliveries(rider.task_id),
+                  *(redis_keys.revoked(r.id) for r in rider.requests)],
+            args=[incarnation, rider.task_id,
+                  ResultDoc.started(rider.task_id, os.getpid(), hostname).encode(), ttl_s,
+                  *(repr(r.deadline) if r.deadline is not None else "0"
+                    for r in rider.requests)],
+            client=pipe,
+        )
+    for rider, (code, deliveries, *flags) in zip(riders, pipe.execute(), strict=True):
+        if code != 1:
+            continue  # fenced, or it already has its result: only its ack is left
+        n = len(rider.requests)
+        rider.started = True
+        rider.deliveries = int(deliveries)
+        rider.revoked = [int(f) for f in flags[:n]]
+        rider.expired = [int(f) for f in flags[n:]]
+
+
+def ack(client: redis.Redis, scripts: delivery.Scripts, incarnation: str,
+        riders: list[Rider]) -> None:
+    pipe = client.pipeline(transaction=False)
+    for rider in riders:
+        delivery.ack_joined(scripts, incarnation, rider.tag, pipe)
+    pipe.execute()
+
+
+def give_back(client: redis.Redis, incarnation: str, riders: list[Rider], why: str) -> None:
+    """The riders back to the head of their lanes, to run alone next time
+    (a message that went back has lost its join header)."""
+    if not riders:
+        return
+    try:
+        delivery.give_back(client, incarnation, [r.tag for r in riders], why=why, forget=False)
+    except redis.RedisError as exc:
+        # The audit gives them back once the leader is settled.
+        log.warning("%d task(s) taken along not given back now (%s); they will be",
+                    len(riders), exc)
+
+
+def ledger_starts(incarnation: str, riders: list[Rider], started_at: float) -> list[bytes]:
+    return [orjson.dumps({"event": "start", "task": r.task_id, "incarnation": incarnation,
+                          "requests": [r.requests[i].id for i in r.live()], "t": started_at,
+                          "pid": os.getpid(), "joined": True})
+            for r in riders if r.started and r.live()]
