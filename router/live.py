@@ -57,6 +57,8 @@ class LiveView:
         # queue -> tasks a second it drains while it has work, and the (time,
         # drained count) samples of its current busy spell.
         self.drain_per_s: dict[str, float] = {}
+        # queue -> lane -> the same, per lane
+        self.lane_drain_per_s: dict[str, dict[str, float]] = {}
         # model -> its run time per row, as its workers have reported it (all time)
         self.seconds_per_row: dict[str, float] = {}
         self._drain_seen: dict[str, collections.deque[tuple[float, int]]] = {}
@@ -116,6 +118,7 @@ class LiveView:
         self.state = LiveState(
             workers=tuple(_live_worker(w) for w in workers), depths=depths, known=True,
             lane_depths=self.lane_depths, drain_per_s=dict(self.drain_per_s),
+            lane_drain_per_s={q: dict(r) for q, r in self.lane_drain_per_s.items()},
         )
         self.updated_at = time.time()
         self.broker_ok = True
@@ -131,22 +134,35 @@ class LiveView:
             model, _, what = name.removeprefix("model:").rpartition(":")
             if name.startswith("model:") and what == "rows" and rows > 0:
                 self.seconds_per_row[model] = totals.get(f"model:{model}:busy_s", 0.0) / rows
-        for key, value in raw.items():
-            queue = key.decode() if isinstance(key, bytes) else str(key)
-            if ":" in queue:
-                continue
-            count = int(value)
-            seen = self._drain_seen.setdefault(queue, collections.deque())
-            if depths.get(queue, 0) == 0 and (not seen or seen[-1][1] == count):
-                seen.clear()  # idle: a new busy spell starts a new window
-                seen.append((now, count))
-                continue
+        for name, value in totals.items():
+            if name.startswith("lane:"):
+                # Each lane's own rate: lanes share their queue's workers, so
+                # this says how the share goes, not how long a wait is.
+                queue, _, lane = name.removeprefix("lane:").rpartition("@")
+                waiting = self.lane_depths.get(queue, {}).get(lane, 0)
+                rate = self._rate(name, int(value), waiting, now)
+                if rate is not None:
+                    self.lane_drain_per_s.setdefault(queue, {})[lane] = rate
+            elif ":" not in name:
+                rate = self._rate(name, int(value), depths.get(name, 0), now)
+                if rate is not None:
+                    self.drain_per_s[name] = rate
+
+    def _rate(self, key: str, count: int, waiting: int, now: float) -> float | None:
+        """Counted items a second over the current busy spell's window (None
+        until it has lasted ``_DRAIN_MIN_SPAN_S``)."""
+        seen = self._drain_seen.setdefault(key, collections.deque())
+        if waiting == 0 and (not seen or seen[-1][1] == count):
+            seen.clear()  # idle: a new busy spell starts a new window
             seen.append((now, count))
-            while len(seen) > 2 and now - seen[1][0] >= _DRAIN_WINDOW_S:
-                seen.popleft()
-            t0, count0 = seen[0]
-            if now - t0 >= _DRAIN_MIN_SPAN_S and count >= count0:
-                self.drain_per_s[queue] = (count - count0) / (now - t0)
+            return None
+        seen.append((now, count))
+        while len(seen) > 2 and now - seen[1][0] >= _DRAIN_WINDOW_S:
+            seen.popleft()
+        t0, count0 = seen[0]
+        if now - t0 >= _DRAIN_MIN_SPAN_S and count >= count0:
+            return (count - count0) / (now - t0)
+        return None
 
     async def _adopt_routes(self, generation: int) -> None:
         """A newer route table was published (``turnout reload``): use it."""

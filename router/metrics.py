@@ -146,6 +146,10 @@ class ClusterCollector(Collector):
         yield _gauge("turnout_queue_lane_depth", "Jobs waiting per queue and lane.",
                      ["queue", "lane"], [([q, lane], n) for q in queues
                                          for lane, n in (live.lane_depths.get(q) or {}).items()])
+        yield _gauge("turnout_queue_lane_drain_per_second",
+                     "Tasks a second each lane drains while it has work waiting.",
+                     ["queue", "lane"], [([q, lane], r) for q in queues
+                                         for lane, r in (live.state.lane_drain_per_s.get(q) or {}).items()])
         yield _gauge("turnout_queue_max_depth", "Waiting jobs at which new work gets 429.",
                      ["queue"], [([q], table.queue_config(q).max_depth) for q in queues])
         yield from self._routes(table)

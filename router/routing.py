@@ -50,6 +50,8 @@ class LiveState:
     lane_depths: dict[str, dict[str, int]] = field(default_factory=dict)
     # queue -> tasks a second it drains while it has work waiting (0: not known yet)
     drain_per_s: dict[str, float] = field(default_factory=dict)
+    # queue -> lane -> tasks a second that lane drains while it has work waiting
+    lane_drain_per_s: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def consumers(self, queue: str) -> list[LiveWorker]:
         return [w for w in self.workers if queue in w.queues]

@@ -27,7 +27,7 @@ import redis
 
 from turnout.core import delivery, redis_keys
 from turnout.core.messages import MessageError, RequestItem, ResultDoc
-from turnout.core.redis_keys import DEFAULT_LANE, LANES, lane_key, queue_of
+from turnout.core.redis_keys import DEFAULT_LANE, LANES, lane_key, lane_of, queue_of
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,10 @@ class Rider:
     @property
     def queue(self) -> str:
         return queue_of(self.lane)
+
+    @property
+    def lane_name(self) -> str:
+        return lane_of(self.lane)
 
     def live(self) -> list[int]:
         return [i for i, gone in enumerate(self.revoked) if not gone and not self.expired[i]]

@@ -37,6 +37,8 @@ from turnout.workers.spec import WorkerSpec
 
 log = logging.getLogger(__name__)
 
+# What a stored result counts as drained: (queue, rows, run seconds, model, lane).
+Drained = tuple[str, int, float, str, str]
 # Tasks of fewer rows say nothing of a model's time per row.
 _ROWS_FOR_RATE = 16
 # How long a finished job waits for Redis to store its result before it is
@@ -359,7 +361,8 @@ class WorkerRuntime:
         # The time per row counts only passes big enough for it to mean
         # something: a one-row call is mostly fixed cost.
         sized = rows >= _ROWS_FOR_RATE
-        drained = (queue, rows if sized else 0, run_ms / 1000 if sized else 0.0, model)
+        lane = str(getattr(task.request, "turnout_lane", None) or DEFAULT_LANE)
+        drained = (queue, rows if sized else 0, run_ms / 1000 if sized else 0.0, model, lane)
         self._finish(task_id, body, drained if queue else None)
         return body
 
@@ -371,7 +374,8 @@ class WorkerRuntime:
         assert self.client is not None and self.scripts is not None
         pipe = self.client.pipeline(transaction=False)
         for rider, body in zip(riders, bodies, strict=True):
-            self._store_result(rider.task_id, body, (queue, 0, 0.0, model), client=pipe)
+            self._store_result(rider.task_id, body, (queue, 0, 0.0, model, rider.lane_name),
+                               client=pipe)
             delivery.ack_joined(self.scripts, self.incarnation, rider.tag, pipe)
         try:
             pipe.execute()
@@ -392,7 +396,7 @@ class WorkerRuntime:
                                  [r.deadline for r in requests])
 
     def _finish(self, task_id: str, body: TaskResult,
-                drained: tuple[str, int, float, str] | None = None) -> None:
+                drained: Drained | None = None) -> None:
         """The result, under the lease, if it is the task's first. While Redis
         is away it is tried again for a while; then the job is given back to
         run again (a second run, never a second result)."""
@@ -407,7 +411,7 @@ class WorkerRuntime:
                 time.sleep(1.0)
 
     def _store_result(self, task_id: str, body: TaskResult,
-                      drained: tuple[str, int, float, str] | None = None,
+                      drained: Drained | None = None,
                       client: Any = None) -> None:
         """``client``: a pipeline to add the store to (its answer is not read)."""
         assert self.scripts is not None
@@ -421,7 +425,7 @@ class WorkerRuntime:
                            self.settings.result_ttl_s, entry]
         if drained is not None:
             keys.append(redis_keys.DRAINED)
-            args += [drained[0], drained[1], repr(drained[2]), drained[3]]
+            args += [drained[0], drained[1], repr(drained[2]), drained[3], drained[4]]
         stored = self.scripts.store(keys=keys, args=args, client=client)
         if client is None and stored != 1:
             log.warning("task %s: result dropped (%s)", task_id,

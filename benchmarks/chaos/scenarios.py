@@ -392,11 +392,11 @@ def deadlines_under_overload(stack: ChaosStack, o: Options) -> dict[str, Any]:
 
 def kill_holding_riders(stack: ChaosStack, o: Options) -> dict[str, Any]:
     """13. A batch job of small chunks on a batched route, so that each GPU
-    pass takes queued chunks along (worker-side batching); a whole GPU worker
-    SIGKILLed while a pass holds chunks taken along, then a pool child alone:
-    every chunk ends with one result."""
+    pass takes queued chunks along (worker-side batching); a pool child
+    SIGKILLed while its pass holds chunks taken along, then a whole GPU worker
+    twice: every chunk ends with one result."""
     drain(stack)
-    chunks = o.pick(120, 300)
+    chunks = o.pick(240, 600)
     status, reply = post(stack, "/v1/models/batched-digits/batch",
                          {"inputs": [DIGITS_ROW] * (chunks * 4), "chunk_rows": 4})
     assert status == 202, reply
@@ -404,8 +404,12 @@ def kill_holding_riders(stack: ChaosStack, o: Options) -> dict[str, Any]:
     chunk_ids = [c[0] for c in record["chunks"]]
     faults: list[float] = []
     held_at_kill: list[int] = []
-    for whole in (True, True, False):
-        victim, incarnation, riding = stack.gpu_worker_with_riders()
+    for whole in (False, True, True):
+        found = stack.gpu_worker_with_riders()
+        if found is None:
+            held_at_kill.append(0)
+            break
+        victim, incarnation, riding = found
         held_at_kill.append(riding)
         if whole:
             faults.append(stack.kill(victim))
@@ -416,7 +420,8 @@ def kill_holding_riders(stack: ChaosStack, o: Options) -> dict[str, Any]:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{victim} did not come back")
             time.sleep(0.1)
-    row = tally(stack, "13 gpu kills holding chunks taken along", Load(), faults[0],
+    row = tally(stack, "13 gpu kills holding chunks taken along", Load(),
+                faults[0] if faults else None,
                 extra_ids=chunk_ids, timeout_s=240)
     ledger = Ledger.read(stack.client)
     row["taken_along_at_kills"] = held_at_kill

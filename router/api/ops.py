@@ -27,6 +27,8 @@ async def queues(services: ServicesDep) -> dict[str, Any]:
                 "drain_per_s": round(state.drain_per_s.get(q, 0.0), 3),
                 "estimated_wait_s": _rounded(state.estimated_wait_s(q, LANES[-1])),
                 "lanes": {lane: {"depth": (state.lane_depths.get(q) or {}).get(lane, 0),
+                                 "drain_per_s": round(
+                                     (state.lane_drain_per_s.get(q) or {}).get(lane, 0.0), 3),
                                  "estimated_wait_s": _rounded(state.estimated_wait_s(q, lane))}
                           for lane in LANES},
                 "workers": len(state.consumers(q)),

@@ -156,3 +156,20 @@ def test_pool_child_killed_holding_tasks_taken_along_answers_each_once(riders: R
     for task in {e["task"] for e in killed}:
         assert int(client.get(redis_keys.deliveries(task)) or 0) == 2
     assert not client.hlen(delivery.UNACKED)
+
+
+def test_batch_chunks_in_the_low_lane_are_taken_along(riders: Riders) -> None:
+    client = riders.cluster.client
+    since = client.llen(delivery.LEDGER)
+    riders.block()
+    r = riders.apis[1].post("/v1/models/slow-batched/batch",
+                            json={"inputs": DIGITS.data[:16].tolist(), "chunk_rows": 2})
+    assert r.status_code == 202, r.text
+    view = wait_for(lambda: (v := riders.apis[1].get(r.json()["status_url"]).json())["status"] == "SUCCESS" and v,
+                    60, "the batch job")
+    assert view["rows_done"] == 16 and view["predictions"] == DIGITS.target[:16].tolist()
+    chunk_ids = {c[0] for c in orjson.loads(client.get(redis_keys.batch(r.json()["batch_id"])))["chunks"]}
+    starts = [e for e in riders.ledger(since) if e["event"] == "start" and e["task"] in chunk_ids]
+    assert Counter(e["task"] for e in starts) == dict.fromkeys(chunk_ids, 1)
+    # Eight chunks, queued behind the blocker: one pass ran them all.
+    assert len({e["t"] for e in starts}) == 1

@@ -18,7 +18,8 @@ class FakeLive:
     def __init__(self, workers: list[Heartbeat]) -> None:
         self.workers = workers
         self.state = LiveState(depths={"gpu": 3}, drain_per_s={"gpu": 4.0},
-                               lane_depths={"gpu": {"high": 0, "normal": 2, "low": 1}})
+                               lane_depths={"gpu": {"high": 0, "normal": 2, "low": 1}},
+                               lane_drain_per_s={"gpu": {"normal": 3.5, "low": 0.5}})
         self.lane_depths = self.state.lane_depths
         self.broker_ok = True
         self.delivery_stats = {"given_back_dead": 2, "duplicate_results": 1}
@@ -56,6 +57,8 @@ def test_gpu_and_worker_gauges_in_base_units() -> None:
     assert sample(text, "turnout_worker_busy_slots", worker="gpu0@box") == 1
     assert sample(text, "turnout_worker_refused_models", worker="gpu0@box", model="big") == 1
     assert sample(text, "turnout_queue_depth", queue="gpu") == 3
+    assert sample(text, "turnout_queue_lane_depth", queue="gpu", lane="low") == 1
+    assert sample(text, "turnout_queue_lane_drain_per_second", queue="gpu", lane="normal") == 3.5
     assert sample(text, "turnout_redeliveries_total", why="dead") == 2
     assert sample(text, "turnout_delivery_events_total", event="duplicate_results") == 1
     assert sample(text, "turnout_batches_total", model="digits-cnn") == 4

@@ -1,6 +1,7 @@
 -- KEYS: leases, done, result key, stats, ledger, and optionally the drained hash
 -- ARGV: incarnation ('' = no lease check), task id, meta, ttl, ledger entry (or ''),
--- and with the drained hash: the queue, the task's rows, its run seconds, its model
+-- and with the drained hash: the queue, the task's rows, its run seconds, its model,
+-- and optionally its lane (counted as lane:<queue>@<lane>)
 -- Returns 1 stored, 0 fenced (the writer no longer owns the task), -1 duplicate.
 local outcome = 1
 if ARGV[1] ~= '' then
@@ -21,6 +22,7 @@ if outcome == 1 then
     redis.call('HINCRBY', KEYS[6], ARGV[6], 1)
     redis.call('HINCRBY', KEYS[6], 'model:' .. ARGV[9] .. ':rows', ARGV[7])
     redis.call('HINCRBYFLOAT', KEYS[6], 'model:' .. ARGV[9] .. ':busy_s', ARGV[8])
+    if ARGV[10] then redis.call('HINCRBY', KEYS[6], 'lane:' .. ARGV[6] .. '@' .. ARGV[10], 1) end
   end
 elseif outcome == 0 then
   redis.call('HINCRBY', KEYS[4], 'fenced_results', 1)
