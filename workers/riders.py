@@ -81,14 +81,29 @@ def decode(raw: str) -> tuple[str, str, str, list[Any]] | None:
         return None
 
 
-def take(
-    client: redis.Redis, scripts: delivery.Scripts, incarnation: str, leader: str,
-    queue: str, lane: str, key: str, room: int, depth: int,
-) -> list[Rider]:
-    """Take riders for task ``leader`` (which this incarnation holds): at most
-    ``room`` rows of tasks whose join key is ``key``."""
-    raw = delivery.join(scripts, incarnation, leader, key, lanes_from(queue, lane), room,
-                        most=room, depth=depth)
+@dataclass(frozen=True)
+class Join:
+    """What a leader may take along: tasks whose join key is ``key``, at most
+    ``room`` rows of them, from ``lane`` of ``queue`` and the lanes above."""
+
+    leader: str
+    queue: str
+    lane: str
+    key: str
+    room: int
+    depth: int
+
+
+def join(scripts: delivery.Scripts, incarnation: str, joining: Join, pipe: Any) -> None:
+    """The join, added to ``pipe`` (its answer: the messages taken)."""
+    delivery.join(scripts, incarnation, joining.leader, joining.key,
+                  lanes_from(joining.queue, joining.lane), joining.room, most=joining.room,
+                  depth=joining.depth, client=pipe)
+
+
+def parse(client: redis.Redis | None, incarnation: str, raw: list[str], queue: str) -> list[Rider]:
+    """The riders in the messages a join took; any that is not a predict task
+    Turnout wrote goes straight back, to be run (and failed) alone."""
     riders: list[Rider] = []
     strays: list[str] = []
     for message in raw:
@@ -105,8 +120,7 @@ def take(
             strays.append(tag)
             continue
         riders.append(Rider(task_id, tag, lane_key(queue, lane_name), requests))
-    if strays:
-        # Back to their queue to be run (and failed, if they must) alone.
+    if strays and client is not None:
         delivery.give_back(client, incarnation, strays, why="requeued", forget=False)
     return riders
 

@@ -65,26 +65,36 @@ class DeviceOutOfMemory(Exception):
 def start_under_lease(
     scripts: delivery.Scripts, incarnation: str, task_id: str, hostname: str, ttl_s: int,
     revoked_keys: list[str], deadlines: list[float | None] | None = None,
-) -> tuple[int, list[int], list[int]] | None:
+    client: Any = None,
+) -> Any:
     """STARTED, under the task's lease: (deliveries so far, a revoked flag per
     key of ``revoked_keys``, an expired flag per deadline by Redis's clock),
     or None when this run must not happen: the worker no longer owns the
-    task, or the task already has its result."""
+    task, or the task already has its result. With ``client`` a pipeline, the
+    call is only added to it: ``read_start`` reads its answer."""
     deadlines = deadlines or []
-    code, deliveries, *flags = scripts.start(
+    got = scripts.start(
         keys=[delivery.LEASES, delivery.done(task_id), redis_keys.result(task_id), delivery.STATS,
               redis_keys.deliveries(task_id), *revoked_keys],
         args=[incarnation, task_id,
               ResultDoc.started(task_id, os.getpid(), hostname).encode(), ttl_s,
               *(repr(d) if d is not None else "0" for d in deadlines)],
+        client=client,
     )
+    return got if client is not None else read_start(got, task_id, incarnation, len(revoked_keys))
+
+
+def read_start(
+    got: list[Any], task_id: str, incarnation: str, n: int,
+) -> tuple[int, list[int], list[int]] | None:
+    code, deliveries, *flags = got
     if code == 0:
         log.warning("task %s: not run: worker %s no longer owns it", task_id, incarnation)
         return None
     if code == -1:
         log.warning("task %s: not run again: it already has its result", task_id)
         return None
-    revoked, expired = flags[:len(revoked_keys)], flags[len(revoked_keys):]
+    revoked, expired = flags[:n], flags[n:]
     return int(deliveries), [int(r) for r in revoked], [int(e) for e in expired]
 
 
@@ -213,33 +223,39 @@ class WorkerRuntime:
         task_id = task.request.id
         hostname = task.request.hostname or self.spec.name
         assert self.client is not None and self.memory is not None
+        queue = str((task.request.delivery_info or {}).get("routing_key") or "")
+        joining = self._joining(task, route, version, bool(spec.get("pinned")), queue, requests)
         # One round trip, under the task's lease: say STARTED, count the
-        # delivery, look for revocations.
+        # delivery, look for revocations; and take queued tasks along.
         try:
-            started = self._start(task_id, hostname, requests)
+            started, taken = self._start(task_id, hostname, requests, joining)
         except redis.RedisError as exc:
             # Redis is away (restarting, say): not the job's fault. Give the
             # message back (settled once Redis answers again) rather than fail.
+            # (Anything taken along goes back once this task is settled.)
             raise Reject(f"Redis unreachable at start: {exc}", requeue=True) from exc
-        if started is None:
-            raise Ignore()
-        deliveries, revoked, expired = started
-        if all(revoked):
-            # Put REVOKED in the result so that it agrees with what the router said.
-            task.backend.mark_as_revoked(task_id, reason="revoked through the API")
-            raise Ignore()
-        limit = self.settings.max_deliveries + route.retries.max
-        if deliveries > limit:
-            raise TooManyDeliveries(
-                f"model {model!r}: the job was started {deliveries - 1} times and its "
-                "worker process died each time; it is not run again"
-            )
-        live = [i for i, gone in enumerate(revoked) if not gone and not expired[i]]
-        rows = [row for i in live for row in requests[i].rows]
-        queue = str((task.request.delivery_info or {}).get("routing_key") or "")
-        riders = self._take_riders(task, route, version, bool(spec.get("pinned")), queue,
-                                   len(rows), deliveries, hostname) if live else []
+        riders: list[riders_.Rider] = []
         try:
+            riders = riders_.parse(self.client, self.incarnation, taken, queue)
+            if started is None:
+                raise Ignore()
+            deliveries, revoked, expired = started
+            if all(revoked):
+                # Put REVOKED in the result so that it agrees with what the router said.
+                task.backend.mark_as_revoked(task_id, reason="revoked through the API")
+                raise Ignore()
+            limit = self.settings.max_deliveries + route.retries.max
+            if deliveries > limit:
+                raise TooManyDeliveries(
+                    f"model {model!r}: the job was started {deliveries - 1} times and its "
+                    "worker process died each time; it is not run again"
+                )
+            if riders and deliveries > 1:
+                # Started before without being marked redelivered: it runs alone.
+                riders_.give_back(self.client, self.incarnation, riders, why="requeued")
+                riders = []
+            if riders:
+                riders = self._start_riders(task, hostname, riders)
             return self._run_pass(task, route, version, loaded, hostname, started_at, queue,
                                   requests, revoked, expired, riders)
         except BaseException:
@@ -248,31 +264,36 @@ class WorkerRuntime:
                               [r for r in riders if not r.settled], why="requeued")
             raise
 
-    def _take_riders(
-        self, task: Task, route: Route, version: str, pinned: bool, queue: str, rows: int,
-        deliveries: int, hostname: str,
-    ) -> list[riders_.Rider]:
-        """Worker-side batching: other queued tasks of this model and version,
-        started under their leases, for the same forward pass (see
-        workers/riders.py). None for a task that was delivered before: one that
-        may have killed its worker runs alone."""
-        room = (route.max_batch or 1) - rows
-        if not (self.settings.worker_batching and room > 0 and queue and deliveries == 1):
-            return []
-        assert self.client is not None and self.scripts is not None
+    def _joining(
+        self, task: Task, route: Route, version: str, pinned: bool, queue: str,
+        requests: list[RequestItem],
+    ) -> riders_.Join | None:
+        """What to take along (worker-side batching: other queued tasks of this
+        model and version, see workers/riders.py), or None. A task that was
+        delivered before takes none: one that may have killed its worker runs
+        alone."""
+        room = (route.max_batch or 1) - sum(len(r.rows) for r in requests)
+        info = task.request.delivery_info or {}
+        if not (self.settings.worker_batching and room > 0 and queue) \
+                or info.get("redelivered") or getattr(task.request, "redelivered", False):
+            return None
         lane = str(getattr(task.request, "turnout_lane", None) or DEFAULT_LANE)
+        return riders_.Join(task.request.id, queue, lane if lane in LANES else DEFAULT_LANE,
+                            delivery.join_key(route.name, version, pinned), room,
+                            self.settings.join_depth)
+
+    def _start_riders(
+        self, task: Task, hostname: str, taken: list[riders_.Rider],
+    ) -> list[riders_.Rider]:
+        """The riders started under their leases; those that must not run now
+        settled or given back. Returns the ones to run."""
+        assert self.client is not None and self.scripts is not None
         try:
-            taken = riders_.take(
-                self.client, self.scripts, self.incarnation, task.request.id, queue,
-                lane if lane in LANES else DEFAULT_LANE,
-                delivery.join_key(route.name, version, pinned), room, self.settings.join_depth)
-            if not taken:
-                return []
             riders_.start(self.client, self.scripts, self.incarnation, hostname,
                           self.settings.result_ttl_s, taken)
         except redis.RedisError as exc:
-            # Nothing taken, or taken and held: the audit gives those back.
-            log.warning("task %s: no tasks taken along (%s)", task.request.id, exc)
+            # Held, and given back once this task is settled.
+            log.warning("task %s: tasks taken along not started (%s)", task.request.id, exc)
             return []
         keep, settle, back = [], [], []
         for rider in taken:
@@ -288,6 +309,8 @@ class WorkerRuntime:
         riders_.give_back(self.client, self.incarnation, back, why="requeued")
         if settle:
             riders_.ack(self.client, self.scripts, self.incarnation, settle)
+        for rider in settle + back:
+            rider.settled = True
         return keep
 
     def _run_pass(
@@ -356,64 +379,67 @@ class WorkerRuntime:
                           position, started_at, finished_at, run_ms),
                 sum(len(rider.requests[i].rows) for i in alive)))
             position += len(alive)
-        if riders:
-            self._store_riders(riders, rider_bodies, queue, model)
         # The time per row counts only passes big enough for it to mean
         # something: a one-row call is mostly fixed cost.
         sized = rows >= _ROWS_FOR_RATE
         lane = str(getattr(task.request, "turnout_lane", None) or DEFAULT_LANE)
         drained = (queue, rows if sized else 0, run_ms / 1000 if sized else 0.0, model, lane)
-        self._finish(task_id, body, drained if queue else None)
+        self._finish(task_id, body, drained if queue else None,
+                     list(zip(riders, rider_bodies, strict=True)))
         return body
 
-    def _store_riders(self, riders: list[riders_.Rider], bodies: list[TaskResult],
-                      queue: str, model: str) -> None:
-        """Each rider's result under its lease, then its ack, in one round
-        trip. A rider whose result cannot be stored now stays held: it goes
-        back once the leader is settled."""
-        assert self.client is not None and self.scripts is not None
-        pipe = self.client.pipeline(transaction=False)
-        for rider, body in zip(riders, bodies, strict=True):
-            self._store_result(rider.task_id, body, (queue, 0, 0.0, model, rider.lane_name),
-                               client=pipe)
-            delivery.ack_joined(self.scripts, self.incarnation, rider.tag, pipe)
-        try:
-            pipe.execute()
-        except redis.RedisError as exc:
-            log.warning("%d task(s) taken along: results not stored (%s); they go back",
-                        len(riders), exc)
-            return
-        for rider in riders:
-            rider.settled = True
-
     def _start(
-        self, task_id: str, hostname: str, requests: list[RequestItem]
-    ) -> tuple[int, list[int], list[int]] | None:
-        assert self.scripts is not None
-        return start_under_lease(self.scripts, self.incarnation, task_id, hostname,
-                                 self.settings.result_ttl_s,
-                                 [redis_keys.revoked(r.id) for r in requests],
-                                 [r.deadline for r in requests])
+        self, task_id: str, hostname: str, requests: list[RequestItem],
+        joining: riders_.Join | None,
+    ) -> tuple[tuple[int, list[int], list[int]] | None, list[str]]:
+        """The task's start and, in the same round trip, the messages taken
+        along (none without ``joining``)."""
+        assert self.scripts is not None and self.client is not None
+        pipe = self.client.pipeline(transaction=False)
+        start_under_lease(self.scripts, self.incarnation, task_id, hostname,
+                          self.settings.result_ttl_s,
+                          [redis_keys.revoked(r.id) for r in requests],
+                          [r.deadline for r in requests], client=pipe)
+        if joining is not None:
+            riders_.join(self.scripts, self.incarnation, joining, pipe)
+        got, *taken = pipe.execute()
+        started = read_start(got, task_id, self.incarnation, len(requests))
+        return started, [m.decode() if isinstance(m, bytes) else m for m in (taken[0] if taken else [])]
 
-    def _finish(self, task_id: str, body: TaskResult,
-                drained: Drained | None = None) -> None:
-        """The result, under the lease, if it is the task's first. While Redis
-        is away it is tried again for a while; then the job is given back to
-        run again (a second run, never a second result)."""
+    def _finish(self, task_id: str, body: TaskResult, drained: Drained | None = None,
+                riders: list[tuple[riders_.Rider, TaskResult]] | None = None) -> None:
+        """The result, under the lease, if it is the task's first, and each
+        rider's result and ack, in one round trip. While Redis is away it is
+        tried again for a while; then the job is given back to run again (a
+        second run, never a second result), and its riders with it."""
+        assert self.client is not None and self.scripts is not None
         deadline = time.monotonic() + _STORE_PATIENCE_S
         while True:
             try:
-                return self._store_result(task_id, body, drained)
+                pipe = self.client.pipeline(transaction=False)
+                for rider, rider_body in riders or []:
+                    counted = None if drained is None else \
+                        (drained[0], 0, 0.0, drained[3], rider.lane_name)
+                    self._store_result(rider.task_id, rider_body, counted, client=pipe)
+                    delivery.ack_joined(self.scripts, self.incarnation, rider.tag, pipe)
+                self._store_result(task_id, body, drained, client=pipe)
+                *_, stored = pipe.execute()
             except redis.RedisError as exc:
                 if time.monotonic() > deadline:
                     raise Reject(f"Redis unreachable for the result: {exc}", requeue=True) from exc
                 log.warning("task %s: result not stored yet (%s); trying again", task_id, exc)
                 time.sleep(1.0)
+                continue
+            for rider, _ in riders or []:
+                rider.settled = True
+            if stored != 1:
+                log.warning("task %s: result dropped (%s)", task_id,
+                            "no longer owned" if stored == 0 else "a result was already stored")
+            return
 
-    def _store_result(self, task_id: str, body: TaskResult,
-                      drained: Drained | None = None,
-                      client: Any = None) -> None:
-        """``client``: a pipeline to add the store to (its answer is not read)."""
+    def _store_result(self, task_id: str, body: TaskResult, drained: Drained | None,
+                      client: Any) -> None:
+        """The store script for one task, added to the pipeline ``client``."""
         assert self.scripts is not None
         entry = ""
         if self.settings.ledger:
@@ -426,10 +452,7 @@ class WorkerRuntime:
         if drained is not None:
             keys.append(redis_keys.DRAINED)
             args += [drained[0], drained[1], repr(drained[2]), drained[3], drained[4]]
-        stored = self.scripts.store(keys=keys, args=args, client=client)
-        if client is None and stored != 1:
-            log.warning("task %s: result dropped (%s)", task_id,
-                        "no longer owned" if stored == 0 else "a result was already stored")
+        self.scripts.store(keys=keys, args=args, client=client)
 
     def _predict(
         self, model: str, loaded: LoadedModel, groups: list[list[Any]]

@@ -89,17 +89,21 @@ def claim(
 
 def join(
     scripts: Scripts, incarnation: str, leader: str, key: str, lanes: list[str],
-    room: int, most: int, depth: int,
-) -> list[str]:
+    room: int, most: int, depth: int, client: Any = None,
+) -> Any:
     """Take up to ``most`` queued messages whose join key is ``key`` and
     whose rows fit in ``room``, from ``lanes`` (best first, oldest first),
     owned by ``incarnation`` and marked joined to the delivery of task
-    ``leader`` (which ``incarnation`` must hold): their JSON."""
+    ``leader`` (which ``incarnation`` must hold): their JSON. With ``client``
+    a pipeline, the call is only added to it."""
     got = scripts.join(
         keys=[INCARNATIONS, UNACKED_INDEX, UNACKED, OWNERS, held(incarnation), LEASES,
               joined(incarnation), bell(lanes[0]), *lanes],
         args=[incarnation, time.time(), leader, key, room, most, depth],
+        client=client,
     )
+    if client is not None:
+        return got
     return [m.decode() if isinstance(m, bytes) else m for m in got or ()]
 
 
