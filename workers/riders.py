@@ -94,11 +94,26 @@ class Join:
     depth: int
 
 
-def join(scripts: delivery.Scripts, incarnation: str, joining: Join, pipe: Any) -> None:
-    """The join, added to ``pipe`` (its answer: the messages taken)."""
-    delivery.join(scripts, incarnation, joining.leader, joining.key,
-                  lanes_from(joining.queue, joining.lane), joining.room, most=joining.room,
-                  depth=joining.depth, client=pipe)
+def join_call(scripts: delivery.Scripts, incarnation: str, joining: Join) -> delivery.Call:
+    """The join, for ``Scripts.pipelined`` (its answer: the messages taken)."""
+    return delivery.join_call(scripts, incarnation, joining.leader, joining.key,
+                              lanes_from(joining.queue, joining.lane), joining.room,
+                              most=joining.room, depth=joining.depth)
+
+
+def start_call(
+    scripts: delivery.Scripts, incarnation: str, task_id: str, hostname: str, ttl_s: int,
+    requests: list[RequestItem],
+) -> delivery.Call:
+    """A task's start under its lease (``delivery_start.lua``): STARTED, one
+    more delivery, each request's revocation and deadline read on Redis's
+    clock."""
+    return (scripts.start,
+            [delivery.LEASES, delivery.done(task_id), redis_keys.result(task_id),
+             delivery.STATS, redis_keys.deliveries(task_id),
+             *(redis_keys.revoked(r.id) for r in requests)],
+            [incarnation, task_id, ResultDoc.started(task_id, os.getpid(), hostname).encode(),
+             ttl_s, *(repr(r.deadline) if r.deadline is not None else "0" for r in requests)])
 
 
 def parse(client: redis.Redis | None, incarnation: str, raw: list[str], queue: str) -> list[Rider]:
@@ -126,25 +141,13 @@ def parse(client: redis.Redis | None, incarnation: str, raw: list[str], queue: s
 
 
 def start(
-    client: redis.Redis, scripts: delivery.Scripts, incarnation: str, hostname: str,
-    ttl_s: int, riders: list[Rider],
+    scripts: delivery.Scripts, incarnation: str, hostname: str, ttl_s: int, riders: list[Rider],
 ) -> None:
     """Each rider's STARTED under its lease, in one round trip (as the
     leader's start: deliveries counted, revocations and deadlines read)."""
-    pipe = client.pipeline(transaction=False)
-    for rider in riders:
-        scripts.start(
-            keys=[delivery.LEASES, delivery.done(rider.task_id),
-                  redis_keys.result(rider.task_id), delivery.STATS,
-                  redis_keys.deliveries(rider.task_id),
-                  *(redis_keys.revoked(r.id) for r in rider.requests)],
-            args=[incarnation, rider.task_id,
-                  ResultDoc.started(rider.task_id, os.getpid(), hostname).encode(), ttl_s,
-                  *(repr(r.deadline) if r.deadline is not None else "0"
-                    for r in rider.requests)],
-            client=pipe,
-        )
-    for rider, (code, deliveries, *flags) in zip(riders, pipe.execute(), strict=True):
+    answers = scripts.pipelined([
+        start_call(scripts, incarnation, r.task_id, hostname, ttl_s, r.requests) for r in riders])
+    for rider, (code, deliveries, *flags) in zip(riders, answers, strict=True):
         if code != 1:
             continue  # fenced, or it already has its result: only its ack is left
         n = len(rider.requests)
@@ -154,12 +157,8 @@ def start(
         rider.expired = [int(f) for f in flags[n:]]
 
 
-def ack(client: redis.Redis, scripts: delivery.Scripts, incarnation: str,
-        riders: list[Rider]) -> None:
-    pipe = client.pipeline(transaction=False)
-    for rider in riders:
-        delivery.ack_joined(scripts, incarnation, rider.tag, pipe)
-    pipe.execute()
+def ack(scripts: delivery.Scripts, incarnation: str, riders: list[Rider]) -> None:
+    scripts.pipelined([delivery.ack_joined_call(scripts, incarnation, r.tag) for r in riders])
 
 
 def give_back(client: redis.Redis, incarnation: str, riders: list[Rider], why: str) -> None:

@@ -64,24 +64,15 @@ class DeviceOutOfMemory(Exception):
 
 def start_under_lease(
     scripts: delivery.Scripts, incarnation: str, task_id: str, hostname: str, ttl_s: int,
-    revoked_keys: list[str], deadlines: list[float | None] | None = None,
-    client: Any = None,
-) -> Any:
+    requests: list[RequestItem],
+) -> tuple[int, list[int], list[int]] | None:
     """STARTED, under the task's lease: (deliveries so far, a revoked flag per
-    key of ``revoked_keys``, an expired flag per deadline by Redis's clock),
-    or None when this run must not happen: the worker no longer owns the
-    task, or the task already has its result. With ``client`` a pipeline, the
-    call is only added to it: ``read_start`` reads its answer."""
-    deadlines = deadlines or []
-    got = scripts.start(
-        keys=[delivery.LEASES, delivery.done(task_id), redis_keys.result(task_id), delivery.STATS,
-              redis_keys.deliveries(task_id), *revoked_keys],
-        args=[incarnation, task_id,
-              ResultDoc.started(task_id, os.getpid(), hostname).encode(), ttl_s,
-              *(repr(d) if d is not None else "0" for d in deadlines)],
-        client=client,
-    )
-    return got if client is not None else read_start(got, task_id, incarnation, len(revoked_keys))
+    request, an expired flag per request by Redis's clock), or None when this
+    run must not happen: the worker no longer owns the task, or the task
+    already has its result."""
+    script, keys, args = riders_.start_call(scripts, incarnation, task_id, hostname, ttl_s,
+                                            requests)
+    return read_start(script(keys=keys, args=args), task_id, incarnation, len(requests))
 
 
 def read_start(
@@ -289,8 +280,8 @@ class WorkerRuntime:
         settled or given back. Returns the ones to run."""
         assert self.client is not None and self.scripts is not None
         try:
-            riders_.start(self.client, self.scripts, self.incarnation, hostname,
-                          self.settings.result_ttl_s, taken)
+            riders_.start(self.scripts, self.incarnation, hostname, self.settings.result_ttl_s,
+                          taken)
         except redis.RedisError as exc:
             # Held, and given back once this task is settled.
             log.warning("task %s: tasks taken along not started (%s)", task.request.id, exc)
@@ -308,7 +299,7 @@ class WorkerRuntime:
                 keep.append(rider)
         riders_.give_back(self.client, self.incarnation, back, why="requeued")
         if settle:
-            riders_.ack(self.client, self.scripts, self.incarnation, settle)
+            riders_.ack(self.scripts, self.incarnation, settle)
         for rider in settle + back:
             rider.settled = True
         return keep
@@ -394,15 +385,12 @@ class WorkerRuntime:
     ) -> tuple[tuple[int, list[int], list[int]] | None, list[str]]:
         """The task's start and, in the same round trip, the messages taken
         along (none without ``joining``)."""
-        assert self.scripts is not None and self.client is not None
-        pipe = self.client.pipeline(transaction=False)
-        start_under_lease(self.scripts, self.incarnation, task_id, hostname,
-                          self.settings.result_ttl_s,
-                          [redis_keys.revoked(r.id) for r in requests],
-                          [r.deadline for r in requests], client=pipe)
+        assert self.scripts is not None
+        calls = [riders_.start_call(self.scripts, self.incarnation, task_id, hostname,
+                                    self.settings.result_ttl_s, requests)]
         if joining is not None:
-            riders_.join(self.scripts, self.incarnation, joining, pipe)
-        got, *taken = pipe.execute()
+            calls.append(riders_.join_call(self.scripts, self.incarnation, joining))
+        got, *taken = self.scripts.pipelined(calls)
         started = read_start(got, task_id, self.incarnation, len(requests))
         return started, [m.decode() if isinstance(m, bytes) else m for m in (taken[0] if taken else [])]
 
@@ -416,14 +404,15 @@ class WorkerRuntime:
         deadline = time.monotonic() + _STORE_PATIENCE_S
         while True:
             try:
-                pipe = self.client.pipeline(transaction=False)
+                calls: list[delivery.Call] = []
                 for rider, rider_body in riders or []:
                     counted = None if drained is None else \
                         (drained[0], 0, 0.0, drained[3], rider.lane_name)
-                    self._store_result(rider.task_id, rider_body, counted, client=pipe)
-                    delivery.ack_joined(self.scripts, self.incarnation, rider.tag, pipe)
-                self._store_result(task_id, body, drained, client=pipe)
-                *_, stored = pipe.execute()
+                    calls.append(self._store_call(rider.task_id, rider_body, counted))
+                    calls.append(delivery.ack_joined_call(self.scripts, self.incarnation,
+                                                          rider.tag))
+                calls.append(self._store_call(task_id, body, drained))
+                *_, stored = self.scripts.pipelined(calls)
             except redis.RedisError as exc:
                 if time.monotonic() > deadline:
                     raise Reject(f"Redis unreachable for the result: {exc}", requeue=True) from exc
@@ -437,9 +426,8 @@ class WorkerRuntime:
                             "no longer owned" if stored == 0 else "a result was already stored")
             return
 
-    def _store_result(self, task_id: str, body: TaskResult, drained: Drained | None,
-                      client: Any) -> None:
-        """The store script for one task, added to the pipeline ``client``."""
+    def _store_call(self, task_id: str, body: TaskResult, drained: Drained | None) -> delivery.Call:
+        """The store script for one task (``delivery_store.lua``)."""
         assert self.scripts is not None
         entry = ""
         if self.settings.ledger:
@@ -452,7 +440,7 @@ class WorkerRuntime:
         if drained is not None:
             keys.append(redis_keys.DRAINED)
             args += [drained[0], drained[1], repr(drained[2]), drained[3], drained[4]]
-        self.scripts.store(keys=keys, args=args, client=client)
+        return self.scripts.store, keys, args
 
     def _predict(
         self, model: str, loaded: LoadedModel, groups: list[list[Any]]

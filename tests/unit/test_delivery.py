@@ -315,3 +315,82 @@ def test_the_lowest_waiting_lane_gets_every_nth_claim(redis_client: redis.Redis)
     # Under steady interactive load, the batch lane still gets one claim in ten.
     assert lanes.count("low") == 3
     assert [i for i, lane in enumerate(lanes) if lane == "low"] == [9, 19, 29]
+
+
+def _push_joinable(client: redis.Redis, queue: str, lane: str, task_id: str, join: str | None) -> str:
+    tag, payload = _message(task_id, queue=queue)
+    raw = json.loads(payload)[0]
+    if join is not None:
+        raw["headers"][delivery.JOIN_HEADER] = join
+    # As the router writes it: compact JSON (the join script finds the header by text).
+    client.lpush(redis_keys.lane_key(queue, lane), json.dumps(raw, separators=(",", ":")))
+    client.lpush(delivery.bell(queue), 1)
+    return tag
+
+
+def _join(scripts: delivery.Scripts, leader: str, key: str, lanes: list[str], room: int) -> list[str]:
+    (got,) = scripts.pipelined([delivery.join_call(scripts, "a#1", leader, key, lanes, room, room, 64)])
+    return [json.loads(m)["headers"]["id"] for m in got]
+
+
+def test_a_join_takes_matching_tasks_oldest_first_up_to_the_room_and_owns_them(redis_client: redis.Redis) -> None:
+    scripts = delivery.Scripts(redis_client)
+    delivery.register(redis_client, "a#1")
+    _push_joinable(redis_client, "cpu", "normal", "leader", "iris|1|0|1")
+    assert _claimed(scripts, "a#1", ["cpu"]) == ("cpu", "leader")
+    leader_tag = redis_client.hget(delivery.LEASES, "leader").decode().split("\t")[1]
+    _push_joinable(redis_client, "cpu", "normal", "t1", "iris|1|0|2")
+    _push_joinable(redis_client, "cpu", "normal", "other-version", "iris|2|0|1")
+    _push_joinable(redis_client, "cpu", "normal", "pinned", "iris|1|1|1")
+    _push_joinable(redis_client, "cpu", "normal", "no-header", None)
+    _push_joinable(redis_client, "cpu", "normal", "too-big", "iris|1|0|9")
+    _push_joinable(redis_client, "cpu", "high", "t2", "iris|1|0|1")
+    _push_joinable(redis_client, "cpu", "normal", "t3", "iris|1|0|1")
+    _push_joinable(redis_client, "cpu", "normal", "t4", "iris|1|0|1")
+    _push_joinable(redis_client, "cpu", "low", "low", "iris|1|0|1")
+
+    # From the leader's lane and the ones above, best lane first, oldest first
+    # within a lane; never more rows than the room; the low lane untouched.
+    taken = _join(scripts, "leader", "iris|1|0", ["cpu@high", "cpu"], room=4)
+    assert taken == ["t2", "t1", "t3"]
+    for task in taken:
+        tag = redis_client.hget(delivery.LEASES, task).decode().split("\t")[1]
+        assert redis_client.hget(delivery.OWNERS, tag).decode() == f"a#1\t{task}"
+        assert redis_client.sismember(delivery.held("a#1"), tag)
+        assert redis_client.hget(delivery.joined("a#1"), tag).decode() == leader_tag
+    left = [json.loads(m)["headers"]["id"] for m in redis_client.lrange("cpu", 0, -1)]
+    assert left == ["t4", "too-big", "no-header", "pinned", "other-version"]
+    assert redis_client.llen("cpu@low") == 1
+    # One bell per message still queued.
+    assert redis_client.llen(delivery.bell("cpu")) == 6
+
+    # Acked, a rider loses its joined mark; given back, it loses its join
+    # header too (so it runs alone next time).
+    t2 = redis_client.hget(delivery.LEASES, "t2").decode().split("\t")[1]
+    scripts.pipelined([delivery.ack_joined_call(scripts, "a#1", t2)])
+    assert not redis_client.hexists(delivery.joined("a#1"), t2)
+    t1 = redis_client.hget(delivery.LEASES, "t1").decode().split("\t")[1]
+    delivery.give_back(redis_client, "a#1", [t1], forget=False)
+    back = json.loads(redis_client.lrange("cpu", -1, -1)[0])
+    assert back["headers"]["id"] == "t1" and delivery.JOIN_HEADER not in back["headers"]
+    assert not redis_client.hexists(delivery.joined("a#1"), t1)
+
+
+def test_a_join_takes_nothing_for_a_leader_it_does_not_hold(redis_client: redis.Redis) -> None:
+    scripts = delivery.Scripts(redis_client)
+    delivery.register(redis_client, "a#1")
+    _push_joinable(redis_client, "cpu", "normal", "t1", "iris|1|0|1")
+    assert _join(scripts, "someone-elses", "iris|1|0", ["cpu"], room=4) == []
+    delivery.give_back(redis_client, "a#1")  # reaped
+    assert _join(scripts, "t1", "iris|1|0", ["cpu"], room=4) == []
+    assert redis_client.llen("cpu") == 1
+
+
+def test_pipelined_scripts_survive_redis_losing_them(redis_client: redis.Redis) -> None:
+    scripts = delivery.Scripts(redis_client)
+    delivery.register(redis_client, "a#1")
+    tag, _ = _take(scripts, "a#1")
+    redis_client.script_flush()  # as after a restart
+    assert scripts.pipelined([(scripts.ack, [delivery.OWNERS, delivery.UNACKED_INDEX, delivery.UNACKED,
+                                             delivery.held("a#1"), delivery.LEASES, delivery.STATS],
+                               ["a#1", tag])]) == [1]

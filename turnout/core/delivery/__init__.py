@@ -30,12 +30,12 @@ Nothing here connects at import time; callers pass their clients in.
 from turnout.core.delivery.ownership import (
     JOIN_HEADER,
     ack,
-    ack_joined,
+    ack_joined_call,
     append,
     beat,
     claim,
     give_back,
-    join,
+    join_call,
     join_key,
     new_incarnation,
     register,
@@ -44,7 +44,7 @@ from turnout.core.delivery.ownership import (
     stats,
 )
 from turnout.core.delivery.reaper import Reaper, ReaperThread
-from turnout.core.delivery.scripts import Scripts
+from turnout.core.delivery.scripts import Call, Scripts
 from turnout.core.redis_keys import (
     INCARNATIONS,
     LEASES,
@@ -61,6 +61,6 @@ from turnout.core.redis_keys import (
 
 __all__ = [
     "INCARNATIONS", "JOIN_HEADER", "LEASES", "LEDGER", "OWNERS", "STATS", "UNACKED", "UNACKED_INDEX",
-    "Reaper", "ReaperThread", "Scripts", "ack", "ack_joined", "append", "beat", "bell", "claim", "done",
-    "give_back", "held", "join", "join_key", "joined", "new_incarnation", "register", "restored", "retire", "stats",
+    "Call", "Reaper", "ReaperThread", "Scripts", "ack", "ack_joined_call", "append", "beat", "bell", "claim", "done",
+    "give_back", "held", "join_call", "join_key", "joined", "new_incarnation", "register", "restored", "retire", "stats",
 ]

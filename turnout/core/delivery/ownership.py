@@ -11,7 +11,7 @@ from typing import Any
 
 import redis
 
-from turnout.core.delivery.scripts import Scripts
+from turnout.core.delivery.scripts import Call, Scripts
 from turnout.core.redis_keys import (
     INCARNATIONS,
     LEASES,
@@ -87,24 +87,19 @@ def claim(
     return int(got)
 
 
-def join(
+def join_call(
     scripts: Scripts, incarnation: str, leader: str, key: str, lanes: list[str],
-    room: int, most: int, depth: int, client: Any = None,
-) -> Any:
-    """Take up to ``most`` queued messages whose join key is ``key`` and
-    whose rows fit in ``room``, from ``lanes`` (best first, oldest first),
-    owned by ``incarnation`` and marked joined to the delivery of task
-    ``leader`` (which ``incarnation`` must hold): their JSON. With ``client``
-    a pipeline, the call is only added to it."""
-    got = scripts.join(
-        keys=[INCARNATIONS, UNACKED_INDEX, UNACKED, OWNERS, held(incarnation), LEASES,
-              joined(incarnation), bell(lanes[0]), *lanes],
-        args=[incarnation, time.time(), leader, key, room, most, depth],
-        client=client,
-    )
-    if client is not None:
-        return got
-    return [m.decode() if isinstance(m, bytes) else m for m in got or ()]
+    room: int, most: int, depth: int,
+) -> Call:
+    """The call that takes up to ``most`` queued messages whose join key is
+    ``key`` and whose rows fit in ``room``, from ``lanes`` (best first, oldest
+    first), owned by ``incarnation`` and marked joined to the delivery of task
+    ``leader`` (which ``incarnation`` must hold); it answers their JSON. For
+    ``Scripts.pipelined``, beside the leader's start."""
+    return (scripts.join,
+            [INCARNATIONS, UNACKED_INDEX, UNACKED, OWNERS, held(incarnation), LEASES,
+             joined(incarnation), bell(lanes[0]), *lanes],
+            [incarnation, time.time(), leader, key, room, most, depth])
 
 
 def ack(scripts: Scripts, incarnation: str, tag: str, client: Any = None) -> int:
@@ -117,12 +112,13 @@ def ack(scripts: Scripts, incarnation: str, tag: str, client: Any = None) -> int
     ))
 
 
-def ack_joined(scripts: Scripts, incarnation: str, tag: str, pipe: redis.client.Pipeline) -> None:
+def ack_joined_call(scripts: Scripts, incarnation: str, tag: str) -> Call:
     """``ack`` of a delivery that came through ``join`` (its joined mark goes
-    too), added to ``pipe``."""
-    scripts.ack(keys=[OWNERS, UNACKED_INDEX, UNACKED, held(incarnation), LEASES, STATS,
-                      joined(incarnation)],
-                args=[incarnation, tag], client=pipe)
+    too), as a call for ``Scripts.pipelined``."""
+    return (scripts.ack,
+            [OWNERS, UNACKED_INDEX, UNACKED, held(incarnation), LEASES, STATS,
+             joined(incarnation)],
+            [incarnation, tag])
 
 
 def beat(scripts: Scripts, incarnation: str) -> int:
