@@ -80,6 +80,12 @@ def targets(sc: dict[str, Any]) -> list[dict[str, Any]]:
             goal = ">= 1.0" if mode == "on" else "(for comparison)"
             add(f"iris c={c} throughput, 4 API processes / 1, worker batching {mode}", r, goal,
                 None if r is None or mode == "off" else r >= 1.0)
+    for c in (8, 32):
+        for apis in ("1 API", "4 APIs"):
+            r = _ratio(_find(j, f"worker batching only, {apis}", c),
+                       _find(j, f"worker batching on, {apis}", c), "throughput_rps")
+            add(f"iris c={c} on {apis}: router batching off / on (workers batching)", r,
+                "(is the router's batcher still worth it)", None)
     r = _ratio(_find(j, "worker batching on, 1 API", 8), hand8, "throughput_rps")
     add("iris c=8 throughput / hand-written queue (worker batching on)", r, ">= 1.0",
         None if r is None else r >= 1.0)

@@ -149,11 +149,15 @@ def run(options: Options, url: str | None) -> dict[str, Any]:
 
             stack.procs.stop()
             sc["j"] = []
-            for on in (True, False):
-                label = "worker batching " + ("on" if on else "off")
-                env = {"TURNOUT_WORKER_BATCHING": "1" if on else "0"}
+            for label, env in (
+                ("worker batching on", {"TURNOUT_WORKER_BATCHING": "1"}),
+                ("worker batching off", {"TURNOUT_WORKER_BATCHING": "0"}),
+                # Does the router's micro-batcher still earn its place?
+                ("worker batching only", {"TURNOUT_WORKER_BATCHING": "1",
+                                          "TURNOUT_ROUTER_BATCHING": "0"}),
+            ):
                 first, _ = stack.turnout(routes, extra_env=env)
-                urls = [first] + [stack.api(f"api-spread-{k}-{on}", routes, env)
+                urls = [first] + [stack.api(f"api-{label.replace(' ', '-')}-{k}", routes, env)
                                   for k in range(3)]
                 sc["j"] += spread_run(bench, urls, label)
                 stack.procs.stop()

@@ -76,8 +76,12 @@ Capacity = Callable[[str, str], int]
 
 
 class Batcher:
-    def __init__(self, publish: Publish, capacity: Capacity, watcher: ResultWatcher) -> None:
+    def __init__(self, publish: Publish, capacity: Capacity, watcher: ResultWatcher,
+                 gather: bool = True) -> None:
         self._publish = publish
+        # False: every request goes at once as a task of its own (the workers
+        # may still batch them: worker-side batching).
+        self._gather = gather
         self._capacity = capacity
         self._watcher = watcher
         # Keyed by (model, queue, version, pinned, lane): a batch runs on one
@@ -99,7 +103,7 @@ class Batcher:
         blocks: the send runs as a task, so the caller can start watching the
         batch's result first."""
         key = (route.name, queue, version, pinned, lane)
-        limit = route.max_batch or 1
+        limit = (route.max_batch or 1) if self._gather else 1
         batch = self._open.get(key)
         if batch is not None and batch.rows + len(job.rows) > limit:
             self._flush(key)

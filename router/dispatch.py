@@ -71,7 +71,8 @@ class Dispatcher:
         self.live = live
         self.messages = TaskMessages(celery, settings.redis().db,
                                      lambda: settings.events or live.monitoring)
-        self.batcher = Batcher(self._publish, live.state_capacity, watcher)
+        self.batcher = Batcher(self._publish, live.state_capacity, watcher,
+                               gather=settings.router_batching)
         self._revoke = client.register_script(lua.source("task_revoke"))
         self.claims = Claims(client, settings.result_ttl_s)
 

@@ -43,7 +43,8 @@ def test_every_scenario_runs_on_its_own_stack(models_dir: Path, tmp_path: Path) 
     # hand-written queue.
     j = results["scenarios"]["j"]
     assert [r["system"] for r in j] == [
-        f"worker batching {m}, {n}" for m in ("on", "off") for n in ("1 API", "4 APIs", "1 API", "4 APIs")
+        f"worker batching {m}, {n}" for m in ("on", "off", "only")
+        for n in ("1 API", "4 APIs", "1 API", "4 APIs")
     ] + ["handwritten"]
     assert all(r["requests"] > 0 and r["errors"] == 0 for r in j), j
     assert [r["system"] for r in results["scenarios"]["i"]] == [

@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     # other queued tasks of the same model and version (whichever API process
     # sent them) into the same forward pass, up to the route's max_batch rows.
     worker_batching: bool = True
+    # Router-side micro-batching (requests of one API process gathered into
+    # one task while the workers are busy); off, each request is its own task.
+    router_batching: bool = True
     # How deep into each lane a worker looks for tasks to take along.
     join_depth: int = Field(default=64, ge=1)
     # Uploaded models (POST /v1/models/{name}/versions): the largest body, the
