@@ -179,3 +179,19 @@ def ledger_starts(incarnation: str, riders: list[Rider], started_at: float) -> l
                           "requests": [r.requests[i].id for i in r.live()], "t": started_at,
                           "pid": os.getpid(), "joined": True})
             for r in riders if r.started and r.live()]
+
+
+def announce(task: Any, hostname: str, riders: list[Rider], bodies: list[Any],
+             runtime_s: float) -> None:
+    """Celery's task-started and task-succeeded events for the riders, as
+    the worker sends them for the task they rode with, so that Flower and
+    celery-exporter see every task end (Celery itself never saw these)."""
+    try:
+        with task.app.events.default_dispatcher(hostname=hostname) as dispatcher:
+            for rider, body in zip(riders, bodies, strict=True):
+                dispatcher.send("task-started", uuid=rider.task_id)
+                dispatcher.send("task-succeeded", uuid=rider.task_id,
+                                result=f"{len(body.outcomes)} outcome(s), run with {task.request.id}",
+                                runtime=runtime_s)
+    except Exception as exc:  # noqa: BLE001 - monitoring must never fail a job
+        log.warning("task events for %d task(s) taken along not sent (%s)", len(riders), exc)

@@ -132,6 +132,9 @@ class WorkerRuntime:
     scripts: delivery.Scripts | None = None
     # The generation of the published route table in use (0: the file's).
     routes_generation: int = 0
+    # Whether task events are wanted (TURNOUT_EVENTS, or a `turnout flower`
+    # running), and until when that answer holds (monotonic s).
+    _monitoring: tuple[bool, float] = (False, 0.0)
 
     def load(self) -> None:
         """Load what should serve, then follow changes from a thread."""
@@ -377,7 +380,23 @@ class WorkerRuntime:
         drained = (queue, rows if sized else 0, run_ms / 1000 if sized else 0.0, model, lane)
         self._finish(task_id, body, drained if queue else None,
                      list(zip(riders, rider_bodies, strict=True)))
+        if riders and self._monitored():
+            riders_.announce(task, hostname, riders, rider_bodies, run_ms / 1000)
         return body
+
+    def _monitored(self) -> bool:
+        """Whether to send task events for the riders (Celery sends the
+        leader's, but never saw the riders): looked up at most every 5 s."""
+        wanted, until = self._monitoring
+        if time.monotonic() < until:
+            return wanted
+        try:
+            wanted = self.settings.events or bool(
+                self.client is not None and self.client.exists(redis_keys.MONITORING))
+        except redis.RedisError:
+            wanted = False
+        self._monitoring = (wanted, time.monotonic() + 5.0)
+        return wanted
 
     def _start(
         self, task_id: str, hostname: str, requests: list[RequestItem],

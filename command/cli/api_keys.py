@@ -64,11 +64,13 @@ def keys_list(ctx: Context) -> int:
                    "(`turnout keys reopen` opens it on loopback again)" if closed else
                    "no API keys: the API is open on loopback only")
         return 0
-    click.echo(f"{'name':<24} {'scope':<8} {'rate/s':>8}  created")
+    click.echo(f"{'name':<24} {'scope':<8} {'rate/s':>8} {'lanes':<8} created")
     for key in found:
         made = datetime.datetime.fromtimestamp(key.created_at, datetime.UTC)
         rate = f"{key.rate_per_s:g}" if key.rate_per_s else "-"
-        click.echo(f"{key.name:<24} {key.scope:<8} {rate:>8}  {made:%Y-%m-%d %H:%M:%S} UTC")
+        lanes = f"<={key.max_priority}" if key.max_priority else "any"
+        click.echo(f"{key.name:<24} {key.scope:<8} {rate:>8} {lanes:<8} "
+                   f"{made:%Y-%m-%d %H:%M:%S} UTC")
     return 0
 
 

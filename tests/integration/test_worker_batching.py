@@ -173,3 +173,35 @@ def test_batch_chunks_in_the_low_lane_are_taken_along(riders: Riders) -> None:
     assert Counter(e["task"] for e in starts) == dict.fromkeys(chunk_ids, 1)
     # Eight chunks, queued behind the blocker: one pass ran them all.
     assert len({e["t"] for e in starts}) == 1
+
+
+def test_tasks_taken_along_send_their_task_events_while_monitored(riders: Riders) -> None:
+    import base64
+    import time
+
+    client = riders.cluster.client
+    client.set(redis_keys.MONITORING, "test", ex=60)
+    time.sleep(5.5)  # a pool child looks at whether it is monitored every 5 s
+    pubsub = client.pubsub()
+    pubsub.psubscribe("*celeryev*")
+    try:
+        riders.block()
+        views = [r.json() for r in _send_spread(riders, [(50 + i, 51 + i) for i in range(4)])]
+        assert all(v["status"] == "SUCCESS" for v in views), views
+        tasks = _tasks_of(riders, [v["task_id"] for v in views])
+        succeeded: set[str] = set()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and len(succeeded & tasks) < len(tasks) - 1:
+            message = pubsub.get_message(timeout=0.5)
+            if message is None or message["type"] != "pmessage":
+                continue
+            event = orjson.loads(base64.b64decode(orjson.loads(message["data"])["body"]))
+            if event.get("type") == "task-succeeded":
+                succeeded.add(event["uuid"])
+        # The tasks taken along are seen to end (the leader's own events are
+        # Celery's, sent once Flower turns the worker's events on).
+        joined = {e["task"] for e in riders.ledger() if e.get("joined") and e["task"] in tasks}
+        assert joined and joined <= succeeded, (joined, succeeded)
+    finally:
+        pubsub.close()
+        client.delete(redis_keys.MONITORING)
