@@ -122,7 +122,7 @@ class Dispatcher:
             if earlier is not None:
                 return await self._replay(earlier, route, wait_s)
         # Counted at once: requests routed while this one is being sent see it.
-        self.live.note_sent(decision.queue)
+        self.live.note_sent(decision.queue, priority)
         submitted = Submitted(job.id, model, decision.queue, decision.fallback_used, version)
         batch = self.batcher.add(route, decision.queue, job, version, pinned, priority)
         # Watch before the batch is sent (add() only schedules the send), so a

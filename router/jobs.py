@@ -111,7 +111,7 @@ class BatchJobs:
             # Chosen per chunk, and counted as it goes: chunks spread over
             # the route's devices as they would over its workers.
             queue = choose_queue(route, self.table, self.live.state, lane=priority).queue
-            self.live.note_sent(queue)
+            self.live.note_sent(queue, priority)
             task_id = str(uuid.uuid4())
             chunks.append([task_id, queue, start, len(part)])
             message = self.messages.predict(

@@ -119,6 +119,7 @@ class LiveView:
             workers=tuple(_live_worker(w) for w in workers), depths=depths, known=True,
             lane_depths=self.lane_depths, drain_per_s=dict(self.drain_per_s),
             lane_drain_per_s={q: dict(r) for q, r in self.lane_drain_per_s.items()},
+            measured_at=time.monotonic(),
         )
         self.updated_at = time.time()
         self.broker_ok = True
@@ -193,11 +194,15 @@ class LiveView:
     def state_capacity(self, model: str, queue: str) -> int:
         return self.state.capacity(model, queue)
 
-    def note_sent(self, queue: str) -> None:
+    def note_sent(self, queue: str, lane: str = redis_keys.DEFAULT_LANE) -> None:
         """Count a job this router just queued, until the next refresh reads the
         real depth, so that a burst between two refreshes spreads over devices
-        instead of piling onto the one that looked emptiest."""
+        instead of piling onto the one that looked emptiest, and so that the
+        wait estimated for the next request (admission against its deadline)
+        counts it too."""
         self.state.depths[queue] = self.state.depths.get(queue, 0) + 1
+        lanes = self.state.lane_depths.setdefault(queue, {})
+        lanes[lane] = lanes.get(lane, 0) + 1
 
     async def start(self) -> None:
         with contextlib.suppress(RedisError, OSError):

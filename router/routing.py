@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -52,6 +53,8 @@ class LiveState:
     drain_per_s: dict[str, float] = field(default_factory=dict)
     # queue -> lane -> tasks a second that lane drains while it has work waiting
     lane_drain_per_s: dict[str, dict[str, float]] = field(default_factory=dict)
+    # When the depths were read (monotonic s; 0: not from Redis).
+    measured_at: float = 0.0
 
     def consumers(self, queue: str) -> list[LiveWorker]:
         return [w for w in self.workers if queue in w.queues]
@@ -65,9 +68,17 @@ class LiveState:
 
     def estimated_wait_s(self, queue: str, lane: str = DEFAULT_LANE) -> float | None:
         """How long a job queued now would wait, from the drain rate; None
-        while the rate is not known."""
+        while the rate is not known. Behind ``n`` waiting jobs it starts at
+        the ``n + 1``-th completion: the first ``n`` only start the jobs ahead
+        of it (with none ahead, a worker is free or about to be)."""
         rate = self.drain_per_s.get(queue, 0.0)
-        return None if rate <= 0 else self.ahead(queue, lane) / rate
+        if rate <= 0:
+            return None
+        # The depths are as of the last look (plus what this process sent
+        # since); the queue has drained meanwhile, at its rate.
+        since = time.monotonic() - self.measured_at if self.measured_at else 0.0
+        ahead = self.ahead(queue, lane) - rate * max(0.0, since)
+        return (ahead + 1) / rate if ahead > 0 else 0.0
 
     def servers(self, queue: str, model: str, version: str | None = None) -> list[LiveWorker]:
         """Live workers on ``queue`` that serve ``model`` (that version of it, if named)."""
@@ -166,11 +177,12 @@ def choose_queue(
             # Not full, but too slow for this request's deadline: come back
             # when the jobs ahead of it fit in its timeout.
             ahead = live.ahead(queue, lane)
+            wait = live.estimated_wait_s(queue, lane) or 0.0
             raise QueueFull(
                 f"queue {queue!r} for model {route.name!r} would start this request in about "
-                f"{ahead / rate:.1f} s ({ahead} jobs ahead, draining {rate:.1f}/s), after its "
-                f"timeout_s of {timeout_s:g} s; retry later",
-                retry_after_s=_retry_after(ahead - int(rate * timeout_s), rate,
+                f"{wait:.1f} s ({ahead} jobs ahead, draining {rate:.1f}/s), after "
+                f"its timeout_s of {timeout_s:g} s; retry later",
+                retry_after_s=_retry_after(math.ceil((wait - timeout_s) * rate), rate,
                                            len(live.consumers(queue))),
             )
         raise QueueFull(
