@@ -28,17 +28,23 @@ DIGITS = {"inputs": [DIGITS_ROW]}
 # -- the scenarios ------------------------------------------------------------------------
 
 
+def _batch_job(stack: ChaosStack, model: str, row: list[float], chunks: int,
+               chunk_rows: int) -> tuple[str, list[str]]:
+    """Submit a batch job of ``chunks`` chunks: its id and its chunks' task ids."""
+    status, reply = post(stack, f"/v1/models/{model}/batch",
+                         {"inputs": [row] * (chunks * chunk_rows), "chunk_rows": chunk_rows})
+    assert status == 202, reply
+    record = json.loads(stack.client.get(redis_keys.batch(reply["batch_id"])) or b"{}")
+    return str(reply["batch_id"]), [c[0] for c in record["chunks"]]
+
+
 def gpu_kill_during_batch(stack: ChaosStack, o: Options) -> dict[str, Any]:
     """1. A whole GPU worker SIGKILLed mid-job, several times in a row, during
     a batch job; each killed chunk's time from the kill to its result."""
     drain(stack)
     kills = o.pick(2, 5)
     chunks = o.pick(40, 110)
-    status, reply = post(stack, "/v1/models/slow-digits/batch",
-                          {"inputs": [DIGITS_ROW] * (chunks * 16), "chunk_rows": 16})
-    assert status == 202, reply
-    record = json.loads(stack.client.get(redis_keys.batch(reply["batch_id"])) or b"{}")
-    chunk_ids = [c[0] for c in record["chunks"]]
+    _, chunk_ids = _batch_job(stack, "slow-digits", DIGITS_ROW, chunks, 16)
     killed: list[tuple[float, str]] = []
     first_fault = None
     for _ in range(kills):
@@ -317,11 +323,7 @@ def lanes_under_kills(stack: ChaosStack, o: Options) -> dict[str, Any]:
     drain(stack)
     chunks = o.pick(1500, 5000)
     rate, duration = o.pick(100, 200), o.pick(9.0, 21.0)
-    status, reply = post(stack, "/v1/models/iris/batch",
-                         {"inputs": [IRIS_ROW] * (chunks * 20), "chunk_rows": 20})
-    assert status == 202, reply
-    record = json.loads(stack.client.get(redis_keys.batch(reply["batch_id"])) or b"{}")
-    chunk_ids = [c[0] for c in record["chunks"]]
+    batch_id, chunk_ids = _batch_job(stack, "iris", IRIS_ROW, chunks, 20)
     load = Load()
     faults: list[float] = []
     low_after_kill: list[int] = []
@@ -339,7 +341,7 @@ def lanes_under_kills(stack: ChaosStack, o: Options) -> dict[str, Any]:
     asyncio.run(go())
     row = tally(stack, f"11 lanes: batch (low) + {rate} req/s, cpu kills", load, faults[0],
                 extra_ids=chunk_ids, timeout_s=180)
-    with urllib.request.urlopen(f"{stack.url}/v1/batches/{reply['batch_id']}", timeout=10) as r:
+    with urllib.request.urlopen(f"{stack.url}/v1/batches/{batch_id}", timeout=10) as r:
         view = json.loads(r.read())
     row["batch_rows_done"] = view["rows_done"]
     row["low_lane_after_kills"] = low_after_kill
@@ -452,11 +454,7 @@ def kill_holding_riders(stack: ChaosStack, o: Options) -> dict[str, Any]:
     twice: every chunk ends with one result."""
     drain(stack)
     chunks = o.pick(240, 600)
-    status, reply = post(stack, "/v1/models/batched-digits/batch",
-                         {"inputs": [DIGITS_ROW] * (chunks * 4), "chunk_rows": 4})
-    assert status == 202, reply
-    record = json.loads(stack.client.get(redis_keys.batch(reply["batch_id"])) or b"{}")
-    chunk_ids = [c[0] for c in record["chunks"]]
+    _, chunk_ids = _batch_job(stack, "batched-digits", DIGITS_ROW, chunks, 4)
     faults: list[float] = []
     held_at_kill: list[int] = []
     for whole in (False, True, True):
