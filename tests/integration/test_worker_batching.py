@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -130,6 +131,7 @@ def test_a_bad_request_taken_along_fails_alone(riders: Riders) -> None:
 def test_pool_child_killed_holding_tasks_taken_along_answers_each_once(riders: Riders) -> None:
     client = riders.cluster.client
     since = client.llen(delivery.LEDGER)
+    before = delivery.stats(client)
     blocker = riders.block()
     spans = [(40 + i, 41 + i) for i in range(4)]
     with ThreadPoolExecutor(1) as pool:
@@ -141,6 +143,7 @@ def test_pool_child_killed_holding_tasks_taken_along_answers_each_once(riders: R
         children = descendants(main.pid)
         assert len(children) == 1
         os.kill(children[0], signal.SIGKILL)
+        killed_at = time.time()
         responses = sent.result(timeout=120)
     views = [r.json() for r in responses]
     for (a, _b), view in zip(spans, views, strict=True):
@@ -152,9 +155,17 @@ def test_pool_child_killed_holding_tasks_taken_along_answers_each_once(riders: R
     results = [e for e in riders.ledger() if e["event"] == "result" and e["task"] in tasks | {blocker}]
     stored = Counter(e["task"] for e in results if e["stored"] == 1)
     assert stored == dict.fromkeys(tasks | {blocker}, 1)  # every task answered exactly once
-    # The ones taken along ran again, alone (a redelivered task takes none along).
-    for task in {e["task"] for e in killed}:
+    # The ones taken along ran again, alone (a redelivered task takes none
+    # along), given back by the worker as soon as it settled the task they
+    # rode with (requeued), not found later by its sweep's audit (forgotten).
+    taken_along = {e["task"] for e in killed}
+    for task in taken_along:
         assert int(client.get(redis_keys.deliveries(task)) or 0) == 2
+    stats = delivery.stats(client)
+    assert stats.get("given_back_requeued", 0) - before.get("given_back_requeued", 0) >= len(taken_along)
+    assert stats.get("given_back_forgotten", 0) == before.get("given_back_forgotten", 0)
+    again = [e["t"] for e in riders.ledger(since) if e["event"] == "result" and e["task"] in tasks]
+    assert max(again) - killed_at < 30
     assert not client.hlen(delivery.UNACKED)
 
 

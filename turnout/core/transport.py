@@ -132,7 +132,26 @@ class OwningQoS(kombu_redis.QoS):
         if not self._owned():
             return super().reject(delivery_tag, requeue)
         self._settle(delivery_tag, "requeue" if requeue else "ack")
+        self._release_riders(delivery_tag)
         super(kombu_redis.QoS, self).ack(delivery_tag)
+
+    def _release_riders(self, leader: str) -> None:
+        """Give back at once what a task's pool child had taken along and not
+        settled (the child died with the pass: Celery rejects the task), rather
+        than at the next sweep's audit. Rejects are rare; acks never look."""
+        assert self.incarnation is not None
+        try:
+            client = self._client()
+            riders = [_text(t) for t, who in client.hgetall(delivery.joined(self.incarnation)).items()
+                      if _text(who) == leader]
+            if riders:
+                moved = delivery.give_back(client, self.incarnation, riders, why="requeued",
+                                           forget=False)
+                log.warning("worker %s: %d task(s) taken along by %s given back with it",
+                            self.incarnation, moved, leader)
+        except redis.RedisError as exc:
+            log.warning("tasks taken along by %s not given back now (%s); the audit will",
+                        leader, exc)
 
     def _audit(self) -> None:
         """Settle what was deferred, then give back what Redis says we hold
