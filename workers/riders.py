@@ -27,7 +27,7 @@ import redis
 
 from turnout.core import delivery, redis_keys
 from turnout.core.messages import MessageError, RequestItem, ResultDoc
-from turnout.core.redis_keys import DEFAULT_LANE, LANES, lane_key, lane_of, queue_of
+from turnout.core.redis_keys import LANES, lane_key, lane_named
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 class Rider:
     task_id: str
     tag: str
-    # The lane's list it was taken from (where it goes back to).
+    # The lane it waited in (its own, for the drain counts).
     lane: str
     requests: list[RequestItem]
     deliveries: int = 0
@@ -46,14 +46,6 @@ class Rider:
     started: bool = False
     # Set once its result is stored and it is acked.
     settled: bool = False
-
-    @property
-    def queue(self) -> str:
-        return queue_of(self.lane)
-
-    @property
-    def lane_name(self) -> str:
-        return lane_of(self.lane)
 
     def live(self) -> list[int]:
         return [i for i, gone in enumerate(self.revoked) if not gone and not self.expired[i]]
@@ -74,9 +66,8 @@ def decode(raw: str) -> tuple[str, str, str, list[Any]] | None:
         headers = message["headers"]
         args, _kwargs, _embed = orjson.loads(base64.b64decode(message["body"]))
         _model, requests, _spec = args
-        lane = headers.get("turnout_lane") or DEFAULT_LANE
         return (str(headers["id"]), str(message["properties"]["delivery_tag"]),
-                lane if lane in LANES else DEFAULT_LANE, list(requests))
+                lane_named(headers.get("turnout_lane")), list(requests))
     except (KeyError, TypeError, ValueError, orjson.JSONDecodeError):
         return None
 
@@ -98,25 +89,10 @@ def join_call(scripts: delivery.Scripts, incarnation: str, joining: Join) -> del
     """The join, for ``Scripts.pipelined`` (its answer: the messages taken)."""
     return delivery.join_call(scripts, incarnation, joining.leader, joining.key,
                               lanes_from(joining.queue, joining.lane), joining.room,
-                              most=joining.room, depth=joining.depth)
+                              joining.depth)
 
 
-def start_call(
-    scripts: delivery.Scripts, incarnation: str, task_id: str, hostname: str, ttl_s: int,
-    requests: list[RequestItem],
-) -> delivery.Call:
-    """A task's start under its lease (``delivery_start.lua``): STARTED, one
-    more delivery, each request's revocation and deadline read on Redis's
-    clock."""
-    return (scripts.start,
-            [delivery.LEASES, delivery.done(task_id), redis_keys.result(task_id),
-             delivery.STATS, redis_keys.deliveries(task_id),
-             *(redis_keys.revoked(r.id) for r in requests)],
-            [incarnation, task_id, ResultDoc.started(task_id, os.getpid(), hostname).encode(),
-             ttl_s, *(repr(r.deadline) if r.deadline is not None else "0" for r in requests)])
-
-
-def parse(client: redis.Redis | None, incarnation: str, raw: list[str], queue: str) -> list[Rider]:
+def parse(client: redis.Redis | None, incarnation: str, raw: list[str]) -> list[Rider]:
     """The riders in the messages a join took; any that is not a predict task
     Turnout wrote goes straight back, to be run (and failed) alone."""
     riders: list[Rider] = []
@@ -127,14 +103,14 @@ def parse(client: redis.Redis | None, incarnation: str, raw: list[str], queue: s
             # The join script decoded its tag; only its body is not ours.
             strays.append(str(orjson.loads(message)["properties"]["delivery_tag"]))
             continue
-        task_id, tag, lane_name, items = decoded
+        task_id, tag, lane, items = decoded
         try:
             requests = [RequestItem.from_wire(item) for item in items]
         except MessageError as exc:
             log.warning("task %s: not taken along (%s); given back", task_id, exc)
             strays.append(tag)
             continue
-        riders.append(Rider(task_id, tag, lane_key(queue, lane_name), requests))
+        riders.append(Rider(task_id, tag, lane, requests))
     if strays and client is not None:
         delivery.give_back(client, incarnation, strays, why="requeued", forget=False)
     return riders
@@ -195,3 +171,14 @@ def announce(task: Any, hostname: str, riders: list[Rider], bodies: list[Any],
                                 runtime=runtime_s)
     except Exception as exc:  # noqa: BLE001 - monitoring must never fail a job
         log.warning("task events for %d task(s) taken along not sent (%s)", len(riders), exc)
+
+
+def start_call(
+    scripts: delivery.Scripts, incarnation: str, task_id: str, hostname: str, ttl_s: int,
+    requests: list[RequestItem],
+) -> delivery.Call:
+    """A task's start under its lease, for its requests (the leader's as a
+    rider's)."""
+    return delivery.start_call(
+        scripts, incarnation, task_id, ResultDoc.started(task_id, os.getpid(), hostname).encode(),
+        ttl_s, [redis_keys.revoked(r.id) for r in requests], [r.deadline for r in requests])

@@ -21,7 +21,7 @@ from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded
 from turnout.core import delivery, redis_keys
 from turnout.core.errors import ConfigError
 from turnout.core.messages import Outcome, RequestItem, ResultDoc, TaskResult
-from turnout.core.redis_keys import DEFAULT_LANE, LANES
+from turnout.core.redis_keys import lane_named
 from turnout.core.routes import Route, RouteTable
 from turnout.core.routes.shared import parse_published
 from turnout.core.serving import Serving, parse_all
@@ -87,6 +87,12 @@ def read_start(
         return None
     revoked, expired = flags[:n], flags[n:]
     return int(deliveries), [int(r) for r in revoked], [int(e) for e in expired]
+
+
+def _lane(task: Task) -> str:
+    """The lane the task waited in (its message's ``turnout_lane`` header,
+    which Celery hands over as a request attribute)."""
+    return lane_named(getattr(task.request, "turnout_lane", None))
 
 
 def _outcomes(
@@ -230,7 +236,7 @@ class WorkerRuntime:
             raise Reject(f"Redis unreachable at start: {exc}", requeue=True) from exc
         riders: list[riders_.Rider] = []
         try:
-            riders = riders_.parse(self.client, self.incarnation, taken, queue)
+            riders = riders_.parse(self.client, self.incarnation, taken)
             if started is None:
                 raise Ignore()
             deliveries, revoked, expired = started
@@ -271,8 +277,7 @@ class WorkerRuntime:
         if not (self.settings.worker_batching and room > 0 and queue) \
                 or info.get("redelivered") or getattr(task.request, "redelivered", False):
             return None
-        lane = str(getattr(task.request, "turnout_lane", None) or DEFAULT_LANE)
-        return riders_.Join(task.request.id, queue, lane if lane in LANES else DEFAULT_LANE,
+        return riders_.Join(task.request.id, queue, _lane(task),
                             delivery.join_key(route.name, version, pinned), room,
                             self.settings.join_depth)
 
@@ -376,8 +381,8 @@ class WorkerRuntime:
         # The time per row counts only passes big enough for it to mean
         # something: a one-row call is mostly fixed cost.
         sized = rows >= _ROWS_FOR_RATE
-        lane = str(getattr(task.request, "turnout_lane", None) or DEFAULT_LANE)
-        drained = (queue, rows if sized else 0, run_ms / 1000 if sized else 0.0, model, lane)
+        drained = (queue, rows if sized else 0, run_ms / 1000 if sized else 0.0, model,
+                   _lane(task))
         self._finish(task_id, body, drained if queue else None,
                      list(zip(riders, rider_bodies, strict=True)))
         if riders and self._monitored():
@@ -426,7 +431,7 @@ class WorkerRuntime:
                 calls: list[delivery.Call] = []
                 for rider, rider_body in riders or []:
                     counted = None if drained is None else \
-                        (drained[0], 0, 0.0, drained[3], rider.lane_name)
+                        (drained[0], 0, 0.0, drained[3], rider.lane)
                     calls.append(self._store_call(rider.task_id, rider_body, counted))
                     calls.append(delivery.ack_joined_call(self.scripts, self.incarnation,
                                                           rider.tag))

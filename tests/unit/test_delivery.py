@@ -329,7 +329,7 @@ def _push_joinable(client: redis.Redis, queue: str, lane: str, task_id: str, joi
 
 
 def _join(scripts: delivery.Scripts, leader: str, key: str, lanes: list[str], room: int) -> list[str]:
-    (got,) = scripts.pipelined([delivery.join_call(scripts, "a#1", leader, key, lanes, room, room, 64)])
+    (got,) = scripts.pipelined([delivery.join_call(scripts, "a#1", leader, key, lanes, room, 64)])
     return [json.loads(m)["headers"]["id"] for m in got]
 
 

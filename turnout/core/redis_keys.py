@@ -75,6 +75,12 @@ DEFAULT_LANE = "normal"
 _LANE_SEP = "@"
 
 
+def lane_named(value: object) -> str:
+    """The lane a message's ``turnout_lane`` header names: the default for
+    none, or for a name that is not a lane."""
+    return value if isinstance(value, str) and value in LANES else DEFAULT_LANE
+
+
 def lane_key(queue: str, lane: str) -> str:
     """The list of ``queue``'s ``lane``."""
     return queue if lane == DEFAULT_LANE else f"{queue}{_LANE_SEP}{lane}"

@@ -41,7 +41,7 @@ from kombu.transport import redis as kombu_redis
 from kombu.utils.json import dumps, loads
 
 from turnout.core import delivery
-from turnout.core.redis_keys import DEFAULT_LANE, LANES, lane_key, queue_of
+from turnout.core.redis_keys import lane_key, lane_named, queue_of
 from turnout.core.settings import RedisSettings
 
 log = logging.getLogger("turnout.core.transport")
@@ -286,8 +286,7 @@ class Channel(kombu_redis.Channel):
             return super()._put(queue, message, **kwargs)
         # A message the router put in a lane keeps it when Celery sends it
         # again (a retry copies the headers).
-        lane = str((message.get("headers") or {}).get("turnout_lane") or DEFAULT_LANE)
-        key = lane_key(queue, lane if lane in LANES else DEFAULT_LANE)
+        key = lane_key(queue, lane_named((message.get("headers") or {}).get("turnout_lane")))
         with self.conn_or_acquire() as client, client.pipeline(transaction=True) as pipe:
             pipe.lpush(key, dumps(message))
             pipe.lpush(delivery.bell(queue), 1)

@@ -41,6 +41,7 @@ from turnout.core.delivery.ownership import (
     register,
     restored,
     retire,
+    start_call,
     stats,
 )
 from turnout.core.delivery.reaper import Reaper, ReaperThread
@@ -62,5 +63,5 @@ from turnout.core.redis_keys import (
 __all__ = [
     "INCARNATIONS", "JOIN_HEADER", "LEASES", "LEDGER", "OWNERS", "STATS", "UNACKED", "UNACKED_INDEX",
     "Call", "Reaper", "ReaperThread", "Scripts", "ack", "ack_joined_call", "append", "beat", "bell", "claim", "done",
-    "give_back", "held", "join_call", "join_key", "joined", "new_incarnation", "register", "restored", "retire", "stats",
+    "give_back", "held", "join_call", "join_key", "joined", "new_incarnation", "register", "restored", "retire", "start_call", "stats",
 ]

@@ -20,10 +20,13 @@ from turnout.core.redis_keys import (
     UNACKED,
     UNACKED_INDEX,
     bell,
+    deliveries,
+    done,
     held,
     joined,
     lane_keys,
     lane_turn,
+    result,
 )
 
 # The message header the router writes on a predict task that another task of
@@ -89,17 +92,29 @@ def claim(
 
 def join_call(
     scripts: Scripts, incarnation: str, leader: str, key: str, lanes: list[str],
-    room: int, most: int, depth: int,
+    room: int, depth: int,
 ) -> Call:
-    """The call that takes up to ``most`` queued messages whose join key is
-    ``key`` and whose rows fit in ``room``, from ``lanes`` (best first, oldest
-    first), owned by ``incarnation`` and marked joined to the delivery of task
+    """The call that takes queued messages whose join key is ``key``, as many
+    as fit in ``room`` rows, from ``lanes`` (best first, oldest first), owned by ``incarnation`` and marked joined to the delivery of task
     ``leader`` (which ``incarnation`` must hold); it answers their JSON. For
     ``Scripts.pipelined``, beside the leader's start."""
     return (scripts.join,
             [INCARNATIONS, UNACKED_INDEX, UNACKED, OWNERS, held(incarnation), LEASES,
              joined(incarnation), bell(lanes[0]), *lanes],
-            [incarnation, time.time(), leader, key, room, most, depth])
+            [incarnation, time.time(), leader, key, room, depth])
+
+
+def start_call(
+    scripts: Scripts, incarnation: str, task_id: str, started: bytes, ttl_s: int,
+    revoked_keys: list[str], deadlines: list[float | None],
+) -> Call:
+    """A task's start under its lease (``delivery_start.lua``): ``started``
+    (its STARTED document) stored, one more delivery counted, each request's
+    revocation key and deadline read, the deadlines on Redis's clock."""
+    return (scripts.start,
+            [LEASES, done(task_id), result(task_id), STATS, deliveries(task_id), *revoked_keys],
+            [incarnation, task_id, started, ttl_s,
+             *(repr(d) if d is not None else "0" for d in deadlines)])
 
 
 def ack(scripts: Scripts, incarnation: str, tag: str, client: Any = None) -> int:

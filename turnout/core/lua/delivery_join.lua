@@ -12,7 +12,7 @@
 -- KEYS: incarnations, unacked_index, unacked, owners, held, leases, joined,
 -- bell, then the lane lists to take from, best first
 -- ARGV: incarnation, now, the leader's task id, join key (model|version|pinned),
--- rows of room, most messages, how deep to look into each lane
+-- rows of room, how deep to look into each lane
 -- Returns the messages taken: none when the incarnation was reaped or no
 -- longer holds the leader.
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return {} end
@@ -21,11 +21,10 @@ if not lease or string.sub(lease, 1, #ARGV[1] + 1) ~= ARGV[1] .. '\t' then retur
 local leader = string.sub(lease, #ARGV[1] + 2)
 local needle = '"turnout_join":"' .. ARGV[4] .. '|'
 local room = tonumber(ARGV[5])
-local most = tonumber(ARGV[6])
-local depth = tonumber(ARGV[7])
+local depth = tonumber(ARGV[6])
 local out = {}
 for k = 9, #KEYS do
-  if room <= 0 or #out >= most then break end
+  if room <= 0 then break end
   local lane = KEYS[k]
   -- The oldest messages are at the right-hand end (LPUSH in, RPOP out).
   local tail = redis.call('LRANGE', lane, -depth, -1)
@@ -51,7 +50,7 @@ for k = 9, #KEYS do
         redis.call('RPOP', KEYS[8])
         room = room - rows
         out[#out + 1] = msg
-        if room <= 0 or #out >= most then break end
+        if room <= 0 then break end
       end
     end
   end
