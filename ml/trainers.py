@@ -50,12 +50,11 @@ def fit_sklearn(
     folder: Path, report: Report = quiet, cancelled: Callable[[], bool] = never,
 ) -> ModelMeta:
     """A scaled logistic regression."""
-    import joblib
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    x_train, x_test, y_train, y_test = split
+    x_train, _x_test, y_train, _y_test = split
     report("fitting", 20.0)
     model = make_pipeline(StandardScaler(), LogisticRegression(
         C=params["C"], max_iter=params["max_iter"], l1_ratio=params["l1_ratio"],
@@ -64,6 +63,16 @@ def fit_sklearn(
     if cancelled():
         raise Cancelled()
     report("evaluating", 80.0)
+    return save_sklearn(name, input_, model, split, folder)
+
+
+def save_sklearn(name: str, input_: dict[str, Any], model: Any, split: Split,
+                 folder: Path) -> ModelMeta:
+    """A fitted scikit-learn classifier, scored on the held-out rows and
+    written into ``folder``: its metadata."""
+    import joblib
+
+    _, x_test, _, y_test = split
     accuracy = float(model.score(x_test, y_test))
     path = folder / "model.joblib"
     joblib.dump(model, path)

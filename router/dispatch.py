@@ -23,18 +23,20 @@ from turnout.core.errors import (
     TaskFinished,
     TurnoutError,
     UnknownTask,
+    UnknownVersion,
     VersionNotLoaded,
 )
 from turnout.core.messages import RequestItem, ResultDoc
 from turnout.core.redis_keys import DEFAULT_LANE
-from turnout.core.routes import Route, RouteTable
+from turnout.core.routes import Flow, Route, RouteTable
 from turnout.core.serving import choose_version
 from turnout.core.settings import Settings
+from turnout.core.task_messages import TaskMessages, expires_backstop
 from turnout.router.batching import Batch, Batcher, Job
+from turnout.router.flows import first_messages, flow_rows, plan_for
 from turnout.router.idempotency import Claims, claim_key
 from turnout.router.live import LiveView
 from turnout.router.metrics import Metrics
-from turnout.router.publish import TaskMessages, expires_backstop
 from turnout.router.results import ResultWatcher
 from turnout.router.routing import choose_queue
 from turnout.router.schemas import VersionSchemas
@@ -100,6 +102,14 @@ class Dispatcher:
         key's name; an ``idempotency_key`` sent before by the same owner
         answers with the task it made then, never a second one. Returns the
         submission and the task view if finished."""
+        flow = self.table.flows.get(model)
+        if flow is not None:
+            if version is not None:
+                raise UnknownVersion(
+                    f"model {model!r} is a {flow.kind}: it has no versions of its own (each "
+                    "of its models runs the version it serves)")
+            return await self._predict_flow(flow, inputs, wait_s, route_key, owner,
+                                            idempotency_key, priority, timeout_s)
         route = self.table.require(model)
         pinned = version is not None
         if version is None:
@@ -120,16 +130,26 @@ class Dispatcher:
             claim = claim_key(owner, idempotency_key)
             earlier = await self.claims.claim(claim, job.id, redis_keys.task(""))
             if earlier is not None:
-                return await self._replay(earlier, route, wait_s)
+                return await self._replay(earlier, model, route.queue, wait_s)
         # Counted at once: requests routed while this one is being sent see it.
         self.live.note_sent(decision.queue, priority)
         submitted = Submitted(job.id, model, decision.queue, decision.fallback_used, version)
         batch = self.batcher.add(route, decision.queue, job, version, pinned, priority)
+        return await self._deliver(submitted, job.batch_id, job.index, batch.sent, claim, wait_s,
+                                   timeout_s)
+
+    async def _deliver(
+        self, submitted: Submitted, batch_id: str, index: int, sent: asyncio.Future[None],
+        claim: str | None, wait_s: float, timeout_s: float | None,
+    ) -> tuple[Submitted, dict[str, Any] | None]:
+        """Wait for ``sent`` (the task's queueing), then up to ``wait_s`` for
+        its result: the submission, and the task view if it finished."""
+        model, task_id = submitted.model, submitted.task_id
         # Watch before the batch is sent (add() only schedules the send), so a
         # result that comes back at once cannot be missed.
-        async with self.watcher.watch(job.batch_id) as future:
+        async with self.watcher.watch(batch_id) as future:
             try:
-                await asyncio.shield(batch.sent)
+                await asyncio.shield(sent)
             except TurnoutError:
                 if claim is not None:
                     await self.claims.release(claim)  # never queued: the next try may
@@ -139,27 +159,71 @@ class Dispatcher:
             # The caller hears of a deadline as it passes, not when a worker
             # later drops the request.
             bounded = timeout_s is not None and timeout_s < wait_s
-            meta = await self.watcher.wait(job.batch_id, future,
+            meta = await self.watcher.wait(batch_id, future,
                                            timeout_s if bounded and timeout_s else wait_s)
         if meta is None:
             if bounded:
-                now = await self.watcher.lookup(job.batch_id)
+                now = await self.watcher.lookup(batch_id)
                 running = now is not None and now.status == "STARTED"
                 raise DeadlineExceeded(
                     f"model {model!r}: the request did not finish within its timeout_s of "
                     f"{timeout_s:g} s; " + (
-                        f"it had started, and its result will be at /v1/tasks/{job.id}"
+                        f"it had started, and its result will be at /v1/tasks/{task_id}"
                         if running else "it had not started, and it will not run")
-                    + f" (task {job.id})")
+                    + f" (task {task_id})")
             return submitted, None
-        record = {"model": model, "queue": decision.queue, "batch": job.batch_id, "index": job.index}
-        view = self._view(job.id, record, meta, False)
+        record = {"model": model, "queue": submitted.queue, "batch": batch_id, "index": index}
+        view = self._view(task_id, record, meta, False)
         if str(view.get("error") or "").startswith("DeadlineExceeded"):
-            raise DeadlineExceeded(f"model {model!r}: {view['error']} (task {job.id})")
+            raise DeadlineExceeded(f"model {model!r}: {view['error']} (task {task_id})")
         return submitted, view
 
+    async def _predict_flow(
+        self, flow: Flow, inputs: Any, wait_s: float, route_key: str | None, owner: str | None,
+        idempotency_key: str | None, priority: str, timeout_s: float | None,
+    ) -> tuple[Submitted, dict[str, Any] | None]:
+        """A pipeline's or an ensemble's request: one task of its own (never
+        micro-batched with others), its plan fixed now."""
+        timeout_s = timeout_s or flow.queue_timeout_s
+        plan = plan_for(flow, self.table, self.live, timeout_s, priority, route_key)
+        rows = flow_rows(flow, self.table, self.schemas, plan, inputs)
+        request = RequestItem(str(uuid.uuid4()), rows, time.time(), self.live.deadline(timeout_s))
+        claim = None
+        if idempotency_key is not None:
+            claim = claim_key(owner, idempotency_key)
+            earlier = await self.claims.claim(claim, request.id, redis_keys.task(""))
+            if earlier is not None:
+                return await self._replay(earlier, flow.name, plan[0].queue, wait_s)
+        firsts = first_messages(self.messages, flow, plan, request, priority)
+        for queue, _ in firsts:
+            self.live.note_sent(queue, priority)
+        versions = "+".join(f"{s.name}@{s.version}" for s in plan if s.version)
+        submitted = Submitted(request.id, flow.name, plan[0].queue, False, versions)
+        record: dict[str, Any] = {"model": flow.name, "queue": plan[0].queue,
+                                  "submitted_at": request.submitted_at, "batch": request.id,
+                                  "index": 0, "size": 1, "flow": flow.kind}
+        if owner is not None:
+            record["owner"] = owner
+        if request.deadline is not None:
+            record["deadline"] = request.deadline
+
+        async def send() -> None:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.set(redis_keys.task(request.id), orjson.dumps(record),
+                     ex=self.settings.result_ttl_s)
+            for queue, message in firsts:
+                message.queue(pipe, queue, priority)
+            try:
+                await pipe.execute()
+            except (RedisError, OSError) as exc:
+                raise BrokerUnavailable(
+                    f"could not queue the job: the broker is unreachable ({exc})") from None
+
+        sent = asyncio.ensure_future(send())
+        return await self._deliver(submitted, request.id, 0, sent, claim, wait_s, timeout_s)
+
     async def _replay(
-        self, task_id: str, route: Route, wait_s: float
+        self, task_id: str, model: str, queue: str, wait_s: float
     ) -> tuple[Submitted, dict[str, Any] | None]:
         """The answer for a task an Idempotency-Key already made: its result
         if it has finished (or does within ``wait_s``), else 202 again."""
@@ -168,12 +232,12 @@ class Dispatcher:
             record, meta, revoked = await self._read(task_id)
         except UnknownTask:
             # Claimed a moment ago by a request still queueing it.
-            submitted = Submitted(task_id, route.name, route.queue, False, "")
+            submitted = Submitted(task_id, model, queue, False, "")
             return submitted, None
-        if record["model"] != route.name:
+        if record["model"] != model:
             raise IdempotencyMismatch(
                 f"Idempotency-Key was first used for a request to model {record['model']!r}, "
-                f"not {route.name!r}; use a new key for a new request"
+                f"not {model!r}; use a new key for a new request"
             )
         batch_id = record.get("batch", task_id)
         if (meta is None or not meta.ready) and not revoked and wait_s > 0:
@@ -184,7 +248,7 @@ class Dispatcher:
                         batch_id, future, max(0.0, deadline - time.monotonic())
                     )
         view = self._view(task_id, record, meta, revoked)
-        submitted = Submitted(task_id, route.name, record["queue"], False,
+        submitted = Submitted(task_id, model, record["queue"], False,
                               str(view.get("version") or ""))
         if view["status"] in ("PENDING", "STARTED"):
             return submitted, None
@@ -217,7 +281,7 @@ class Dispatcher:
             soft_time_limit=route.soft_time_limit_s,
             lane=batch.lane,
             joinable=(route.max_batch or 1) > 1,
-            expires=expires_backstop(route, [j.deadline for j in batch.jobs]),
+            expires=expires_backstop(route.time_limit_s, [j.deadline for j in batch.jobs]),
         )
         pipe = self.client.pipeline(transaction=True)
         for job in batch.jobs:
@@ -341,6 +405,8 @@ class Dispatcher:
                     view["batch_size"] = result.batch_size
                 if entry.oom_splits:
                     view["oom_splits"] = entry.oom_splits
+            if result.steps is not None:
+                view["steps"] = result.steps
         elif status == "FAILURE" and meta is not None:
             view["error"] = meta.error_text()
         if revoked:

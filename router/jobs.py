@@ -24,9 +24,9 @@ from turnout.core.errors import BrokerUnavailable, IdempotencyMismatch, UnknownB
 from turnout.core.messages import RequestItem, ResultDoc
 from turnout.core.routes import Route, RouteTable
 from turnout.core.settings import Settings
+from turnout.core.task_messages import TaskMessages, expires_backstop
 from turnout.router.idempotency import Claims, claim_key
 from turnout.router.live import LiveView
-from turnout.router.publish import TaskMessages, expires_backstop
 from turnout.router.routing import choose_queue
 from turnout.router.schemas import VersionSchemas
 from turnout.router.validation import validate_inputs
@@ -125,7 +125,7 @@ class BatchJobs:
                 group_index=index,
                 lane=priority,
                 joinable=(route.max_batch or 1) > 1,
-                expires=expires_backstop(route, [deadline]),
+                expires=expires_backstop(route.time_limit_s, [deadline]),
             )
             message.queue(pipe, queue, priority)
         record = {

@@ -21,13 +21,16 @@ from turnout.core.serving import parse_all
 from turnout.core.settings import Settings
 from turnout.ml.artifacts import verify
 from turnout.workers.board import Board
+from turnout.workers.flows import FlowSteps
 from turnout.workers.runtime import WorkerRuntime
 from turnout.workers.spec import WorkerSpec
 
 log = logging.getLogger(__name__)
 
-# The pool child's runtime; set by the worker_process_init hook after the fork.
+# The pool child's runtime, and its runner of pipeline steps; set by the
+# worker_process_init hook after the fork.
 _runtime: WorkerRuntime | None = None
+_flows: FlowSteps | None = None
 
 
 @dataclass
@@ -92,8 +95,12 @@ def build_worker_app(
     def predict(
         self: Any, model: str, requests: list[dict[str, Any]], spec: dict[str, Any] | None = None
     ) -> None:
-        if _runtime is None:
+        if _runtime is None or _flows is None:
             raise RuntimeError("the worker's models are not loaded")
+        if spec and spec.get("flow") is not None:
+            # A step of a pipeline or an ensemble: it hands itself on.
+            _flows.run(self, requests, spec["flow"])
+            return
         # The runtime has stored the result itself; returning it too would only
         # pickle it through the pool's pipe to the parent, which drops it.
         _runtime.run(self, model, requests, spec)
@@ -101,12 +108,13 @@ def build_worker_app(
     board = Board(spec.concurrency)
 
     def init_child(**_: Any) -> None:
-        global _runtime
+        global _runtime, _flows
         runtime = WorkerRuntime(
             spec, settings, table, routes, slot=board.claim(), incarnation=incarnation
         )
         runtime.load()
         _runtime = runtime
+        _flows = FlowSteps(runtime)
 
     signals.worker_process_init.connect(init_child, weak=False)
     return WorkerApp(app, [r.name for r in routes], spec.concurrency, board, incarnation)

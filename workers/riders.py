@@ -182,3 +182,17 @@ def start_call(
     return delivery.start_call(
         scripts, incarnation, task_id, ResultDoc.started(task_id, os.getpid(), hostname).encode(),
         ttl_s, [redis_keys.revoked(r.id) for r in requests], [r.deadline for r in requests])
+
+
+def read_start(
+    got: list[Any], task_id: str, incarnation: str, n: int,
+) -> tuple[int, list[int], list[int]] | None:
+    code, deliveries, *flags = got
+    if code == 0:
+        log.warning("task %s: not run: worker %s no longer owns it", task_id, incarnation)
+        return None
+    if code == -1:
+        log.warning("task %s: not run again: it already has its result", task_id)
+        return None
+    revoked, expired = flags[:n], flags[n:]
+    return int(deliveries), [int(r) for r in revoked], [int(e) for e in expired]

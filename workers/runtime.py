@@ -72,21 +72,7 @@ def start_under_lease(
     already has its result."""
     script, keys, args = riders_.start_call(scripts, incarnation, task_id, hostname, ttl_s,
                                             requests)
-    return read_start(script(keys=keys, args=args), task_id, incarnation, len(requests))
-
-
-def read_start(
-    got: list[Any], task_id: str, incarnation: str, n: int,
-) -> tuple[int, list[int], list[int]] | None:
-    code, deliveries, *flags = got
-    if code == 0:
-        log.warning("task %s: not run: worker %s no longer owns it", task_id, incarnation)
-        return None
-    if code == -1:
-        log.warning("task %s: not run again: it already has its result", task_id)
-        return None
-    revoked, expired = flags[:n], flags[n:]
-    return int(deliveries), [int(r) for r in revoked], [int(e) for e in expired]
+    return riders_.read_start(script(keys=keys, args=args), task_id, incarnation, len(requests))
 
 
 def _lane(task: Task) -> str:
@@ -415,7 +401,7 @@ class WorkerRuntime:
         if joining is not None:
             calls.append(riders_.join_call(self.scripts, self.incarnation, joining))
         got, *taken = self.scripts.pipelined(calls)
-        started = read_start(got, task_id, self.incarnation, len(requests))
+        started = riders_.read_start(got, task_id, self.incarnation, len(requests))
         return started, [m.decode() if isinstance(m, bytes) else m for m in (taken[0] if taken else [])]
 
     def _finish(self, task_id: str, body: TaskResult, drained: Drained | None = None,

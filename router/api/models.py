@@ -11,8 +11,10 @@ from starlette.types import Scope
 
 from turnout.core.errors import NoCapacity, QueueFull, TurnoutError
 from turnout.core.redis_keys import DEFAULT_LANE
+from turnout.core.routes import Flow, describe_steps, flow_input
 from turnout.router.access import capped_priority, owner_of
 from turnout.router.api.deps import Services, ServicesDep
+from turnout.router.flows import plan_for
 from turnout.router.routing import choose_queue
 from turnout.router.validation import parse_predict_body
 
@@ -59,7 +61,36 @@ async def list_models(services: ServicesDep) -> dict[str, Any]:
                 "unavailable_because": why,
             }
         )
+    for flow in services.table.flows.values():
+        models.append(_flow_entry(services, flow))
     return {"models": models}
+
+
+def _flow_entry(services: Services, flow: Flow) -> dict[str, Any]:
+    """A pipeline or ensemble as the catalogue lists it: available when each
+    of its steps could run now."""
+    table, state = services.table, services.live.state
+    why: str | None = None
+    try:
+        plan = plan_for(flow, table, services.live, None, DEFAULT_LANE)
+    except (NoCapacity, QueueFull) as exc:
+        plan, why = (), str(exc)
+    schema = flow_input(flow, table.routes)
+    first = plan[0].queue if plan else None
+    return {
+        "name": flow.name,
+        "framework": flow.kind,
+        "queue": first,
+        "version": "+".join(f"{s.name}@{s.version}" for s in plan if s.version) or None,
+        "input": schema.describe() if schema is not None else None,
+        "max_rows": flow.max_rows,
+        "available": bool(plan),
+        "serving_queue": first,
+        "serving_workers": sorted(w.name for w in state.servers(plan[0].queue, plan[0].name))
+        if plan and plan[0].kind == "model" else [],
+        "unavailable_because": why,
+        "steps": describe_steps(flow),
+    }
 
 
 _PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -119,7 +150,8 @@ async def predict_response(
 ) -> tuple[int, dict[str, Any], dict[str, str]]:
     """The predict endpoints, free of any framework: (status, body, headers).
     Turnout's errors propagate, to be answered by ``error_response``."""
-    label = name if name in services.table.routes else "(unknown)"
+    table = services.table
+    label = name if name in table.routes or name in table.flows else "(unknown)"
     metrics = services.metrics
     try:
         inputs, wait, asked = parse_predict_body(raw, services.settings.max_wait_s)

@@ -134,9 +134,12 @@ class TaskResult:
     version: str
     batch_size: int
     rows: int
+    # A pipeline's or ensemble's: where each step ran, and how long it took
+    # (turnout.core.flows.step_record).
+    steps: list[dict[str, Any]] | None = None
 
     def to_wire(self) -> dict[str, Any]:
-        return {
+        out = {
             "results": [o.to_wire() for o in self.outcomes],
             "worker": self.worker,
             "device": self.device,
@@ -144,6 +147,9 @@ class TaskResult:
             "rows": self.rows,
             "version": self.version,
         }
+        if self.steps is not None:
+            out["steps"] = self.steps
+        return out
 
     @classmethod
     def from_wire(cls, raw: Any) -> TaskResult:
@@ -156,6 +162,7 @@ class TaskResult:
             version=str(raw.get("version") or ""),
             batch_size=int(raw.get("batch_size") or 1),
             rows=int(raw.get("rows") or 0),
+            steps=list(raw["steps"]) if isinstance(raw.get("steps"), list) else None,
         )
 
     def outcome(self, index: int) -> Outcome:

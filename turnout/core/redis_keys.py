@@ -152,3 +152,24 @@ def training_cancel(job_id: str) -> str:
 def register_lock(model: str) -> str:
     """Held while a new version of ``model`` is given its number."""
     return f"{PREFIX}:register:{model}"
+
+
+# Pipelines and ensembles (turnout.core.flows, workers/flows.py).
+
+
+def flow_input(flow_id: str, at: int) -> str:
+    """The input of step ``at`` of flow ``flow_id`` (what the step before it
+    answered, for every request), written by the hop that queued the step:
+    large outputs go by reference, not through the message."""
+    return f"{PREFIX}:flow:{flow_id}:{at}"
+
+
+def flow_join(flow_id: str) -> str:
+    """An ensemble's branches' outputs: branch index -> its answer (a hash,
+    not a counter: a branch that runs twice writes the same field)."""
+    return f"{PREFIX}:flow:{flow_id}:join"
+
+
+def training_join(job_id: str) -> str:
+    """A training search's trials' results: trial index -> its result."""
+    return f"{PREFIX}:training-join:{job_id}"

@@ -158,6 +158,10 @@ class Settings(BaseSettings):
     # The execution ledger: every run and every result of every task, in Redis
     # (turnout:ledger). For `turnout chaos`; off in production.
     ledger: bool = False
+    # For the reliability suite only: where a pipeline step's fault points are
+    # armed (workers/faults.py), so that `turnout chaos` and the tests can kill
+    # a worker at that exact moment. Unset in production: no point is looked at.
+    fault_dir: Path | None = None
     # Model lifecycle: how often workers' children and the API look at which
     # versions should serve, and how long a version nothing wants any more
     # stays loaded (jobs already queued for it are served by it meanwhile).

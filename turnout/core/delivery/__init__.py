@@ -28,6 +28,9 @@ Nothing here connects at import time; callers pass their clients in.
 """
 
 from turnout.core.delivery.ownership import (
+    HOP_FINAL,
+    HOP_JOIN,
+    HOP_NEXT,
     JOIN_HEADER,
     ack,
     ack_joined_call,
@@ -35,6 +38,7 @@ from turnout.core.delivery.ownership import (
     beat,
     claim,
     give_back,
+    hop_call,
     join_call,
     join_key,
     new_incarnation,
@@ -61,7 +65,7 @@ from turnout.core.redis_keys import (
 )
 
 __all__ = [
-    "INCARNATIONS", "JOIN_HEADER", "LEASES", "LEDGER", "OWNERS", "STATS", "UNACKED", "UNACKED_INDEX",
+    "HOP_FINAL", "HOP_JOIN", "HOP_NEXT", "INCARNATIONS", "JOIN_HEADER", "LEASES", "LEDGER", "OWNERS", "STATS", "UNACKED", "UNACKED_INDEX",
     "Call", "Reaper", "ReaperThread", "Scripts", "ack", "ack_joined_call", "append", "beat", "bell", "claim", "done",
-    "give_back", "held", "join_call", "join_key", "joined", "new_incarnation", "register", "restored", "retire", "start_call", "stats",
+    "give_back", "held", "hop_call", "join_call", "join_key", "joined", "new_incarnation", "register", "restored", "retire", "start_call", "stats",
 ]

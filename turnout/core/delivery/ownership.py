@@ -13,8 +13,10 @@ import redis
 
 from turnout.core.delivery.scripts import Call, Scripts
 from turnout.core.redis_keys import (
+    DRAINED,
     INCARNATIONS,
     LEASES,
+    LEDGER,
     OWNERS,
     STATS,
     UNACKED,
@@ -106,15 +108,44 @@ def join_call(
 
 def start_call(
     scripts: Scripts, incarnation: str, task_id: str, started: bytes, ttl_s: int,
-    revoked_keys: list[str], deadlines: list[float | None],
+    revoked_keys: list[str], deadlines: list[float | None], result_of: str | None = None,
 ) -> Call:
     """A task's start under its lease (``delivery_start.lua``): ``started``
     (its STARTED document) stored, one more delivery counted, each request's
-    revocation key and deadline read, the deadlines on Redis's clock."""
+    revocation key and deadline read, the deadlines on Redis's clock.
+    ``result_of``: the task whose result key shows STARTED (a pipeline's
+    step shows it on its request's); the task's own by default."""
     return (scripts.start,
-            [LEASES, done(task_id), result(task_id), STATS, deliveries(task_id), *revoked_keys],
+            [LEASES, done(task_id), result(result_of or task_id), STATS, deliveries(task_id),
+             *revoked_keys],
             [incarnation, task_id, started, ttl_s,
              *(repr(d) if d is not None else "0" for d in deadlines)])
+
+
+# How a step hands on (flow_hop.lua): the next step's input and message, a
+# branch's answer into its ensemble's join, or the request's result.
+HOP_NEXT, HOP_JOIN, HOP_FINAL = "next", "join", "final"
+
+
+def hop_call(
+    scripts: Scripts, incarnation: str, task_id: str, mode: str, target: str, second: str,
+    bell_of: str, payload: bytes | str, ttl_s: int, message: str = "", field: str = "",
+    branches: int = 0, ledger_entry: str = "",
+    drained: tuple[str, int, float, str, str] | None = None,
+) -> Call:
+    """Step ``task_id`` finished: hand it on and ack its delivery in one
+    script, under its lease. ``target`` and ``second`` are, by ``mode``: the
+    next step's input key and lane list (HOP_NEXT), the join hash and the
+    combine step's lane list (HOP_JOIN), or the request's result key and done
+    key (HOP_FINAL); ``bell_of`` the queue whose bell rings for a message."""
+    keys = [LEASES, done(task_id), OWNERS, UNACKED_INDEX, UNACKED, held(incarnation), STATS,
+            LEDGER, target, second, bell(bell_of)]
+    args: list[Any] = [incarnation, task_id, mode, ttl_s, payload, message, field, branches,
+                       ledger_entry]
+    if drained is not None:
+        keys.append(DRAINED)
+        args += [drained[0], drained[1], repr(drained[2]), drained[3], drained[4]]
+    return scripts.hop, keys, args
 
 
 def ack(scripts: Scripts, incarnation: str, tag: str, client: Any = None) -> int:

@@ -28,6 +28,7 @@ class Scripts:
         self.beat = client.register_script(lua.source("delivery_beat"))
         self.start = client.register_script(lua.source("delivery_start"))
         self.store = client.register_script(lua.source("delivery_store"))
+        self.hop = client.register_script(lua.source("flow_hop"))
 
     def pipelined(self, calls: Sequence[Call]) -> list[Any]:
         """Several script calls in one round trip; their answers, in order.

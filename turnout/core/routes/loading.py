@@ -15,9 +15,11 @@ from pydantic import Field, ValidationError, field_validator
 
 from turnout.core.errors import ConfigError
 from turnout.core.inputs import KINDS
+from turnout.core.routes.flows import check_flow
 from turnout.core.routes.schema import (
     MODEL_NAME_RE,
     Defaults,
+    Flow,
     QueueConfig,
     Route,
     RouteTable,
@@ -62,12 +64,20 @@ def parse_routes(data: Any, source: str = "<memory>", text: str | None = None) -
     except ValidationError as exc:
         raise ConfigError(_describe(exc, source, text, prefix=())) from None
     routes: dict[str, Route] = {}
+    flows: dict[str, Flow] = {}
+    d = shape.defaults
     for name, raw in shape.models.items():
         if not isinstance(raw, Mapping):
             raise ConfigError(
                 f"{source}: models.{name}{_line(text, ('models', name))}: expected a mapping"
             )
-        d = shape.defaults
+        if "steps" in raw or "ensemble" in raw:
+            try:
+                flows[name] = Flow.model_validate(
+                    {"time_limit_s": d.time_limit_s, **raw, "name": name})
+            except ValidationError as exc:
+                raise ConfigError(_describe(exc, source, text, prefix=("models", name))) from None
+            continue
         fields = {
             "time_limit_s": d.time_limit_s,
             "max_rows": d.max_rows,
@@ -79,7 +89,13 @@ def parse_routes(data: Any, source: str = "<memory>", text: str | None = None) -
             routes[name] = Route.model_validate(fields)
         except ValidationError as exc:
             raise ConfigError(_describe(exc, source, text, prefix=("models", name))) from None
-    return RouteTable(routes=routes, queues=shape.queues, defaults=shape.defaults, source=source)
+    for name, flow in flows.items():
+        problems = check_flow(flow, routes, flows)
+        if problems:
+            where = f"models.{name}{_line(text, ('models', name))}"
+            raise ConfigError(f"{source}: {where}: " + "; ".join(problems))
+    return RouteTable(routes=routes, queues=shape.queues, defaults=shape.defaults, source=source,
+                      flows=flows)
 
 
 def load_routes(path: Path | str) -> RouteTable:

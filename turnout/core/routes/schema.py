@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -42,6 +42,24 @@ class Defaults(StrictModel):
     retries: RetryPolicy = RetryPolicy()
 
 
+class OutputSchema(StrictModel):
+    """What a model answers per row, so that a pipeline's steps can be checked
+    against each other at load: a class ``label``, a ``number``, a ``vector``
+    of ``width`` numbers (an embedding), or ``text``."""
+
+    kind: Literal["label", "number", "vector", "text"]
+    width: int | None = Field(default=None, ge=1, le=1_000_000)
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind}
+        if self.width is not None:
+            out["width"] = self.width
+        return out
+
+    def summary(self) -> str:
+        return f"vector[{self.width}]" if self.kind == "vector" and self.width else self.kind
+
+
 class Route(StrictModel):
     name: str
     framework: str
@@ -63,6 +81,9 @@ class Route(StrictModel):
     max_delay_ms: float | None = Field(default=None, ge=0, le=10_000)
     # Free-form settings handed to the framework adapter.
     options: dict[str, Any] = Field(default_factory=dict)
+    # What it answers per row (checked against a pipeline's next step); by
+    # default a label for a classifier's frameworks, unknown otherwise.
+    output: OutputSchema | None = None
 
     @field_validator("version", mode="before")
     @classmethod
@@ -144,11 +165,115 @@ class Route(StrictModel):
         return self.placement if self.fallback is None else (*self.placement, self.fallback)
 
 
+# The built-in ways an ensemble combines its members' answers; anything else
+# must be an importable ``module:function``.
+COMBINERS = ("vote", "mean", "concat")
+_CALLABLE_RE = re.compile(r"^[\w.]+:\w+$")
+
+
+class FlowStep(StrictModel):
+    """One step of a pipeline: a served model, or a transform (an operator's
+    ``module:function`` taking the rows and answering one row per row), run on
+    ``queue``."""
+
+    model: str | None = None
+    transform: str | None = None
+    queue: str | None = None
+    # A transform's output, when known (for the check against the next step).
+    output: OutputSchema | None = None
+
+    @field_validator("queue")
+    @classmethod
+    def _queue_name(cls, value: str | None) -> str | None:
+        return None if value is None else check_queue(value)
+
+    @field_validator("transform")
+    @classmethod
+    def _callable(cls, value: str | None) -> str | None:
+        if value is not None and not _CALLABLE_RE.match(value):
+            raise ValueError(f"expected 'module:function', got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> FlowStep:
+        if (self.model is None) == (self.transform is None):
+            raise ValueError("a step names either 'model' or 'transform' (module:function)")
+        if self.model is not None and (self.queue is not None or self.output is not None):
+            raise ValueError("a model step runs where its model's route says: "
+                             "'queue' and 'output' belong to transform steps")
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.model or self.transform or "?"
+
+
+class Flow(StrictModel):
+    """A model made of others: a pipeline (``steps``, each step's output the
+    next one's input) or an ensemble (``ensemble``: its members run on the same
+    input in parallel, on their own queues, and ``combine`` makes one answer)."""
+
+    name: str
+    steps: list[FlowStep] | None = None
+    ensemble: list[str] | None = None
+    combine: str | None = None
+    # Where an ensemble's combine step runs.
+    combine_queue: str = "cpu"
+    time_limit_s: float = Field(gt=0, le=24 * 3600)
+    queue_timeout_s: float | None = Field(default=None, gt=0, le=24 * 3600)
+    max_rows: int | None = Field(default=None, ge=1)
+
+    @field_validator("combine_queue")
+    @classmethod
+    def _queue_name(cls, value: str) -> str:
+        return check_queue(value)
+
+    @field_validator("combine")
+    @classmethod
+    def _combiner(cls, value: str | None) -> str | None:
+        if value is not None and value not in COMBINERS and not _CALLABLE_RE.match(value):
+            raise ValueError(f"expected one of {', '.join(COMBINERS)} or 'module:function', "
+                             f"got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> Flow:
+        if (self.steps is None) == (self.ensemble is None):
+            raise ValueError("a composed model has either 'steps' (a pipeline) or "
+                             "'ensemble' (models run side by side), not both")
+        if self.steps is not None:
+            if not self.steps:
+                raise ValueError("steps: a pipeline needs at least one step")
+            if self.combine is not None:
+                raise ValueError("'combine' belongs to an ensemble, not to a pipeline")
+        if self.ensemble is not None:
+            if len(self.ensemble) < 2:
+                raise ValueError("ensemble: name at least two models")
+            if len(set(self.ensemble)) != len(self.ensemble):
+                raise ValueError(f"ensemble: a model is listed twice in {self.ensemble}")
+            if self.combine is None:
+                self.combine = "vote"
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "pipeline" if self.steps is not None else "ensemble"
+
+    @property
+    def models(self) -> list[str]:
+        """The served models it runs, in order."""
+        if self.ensemble is not None:
+            return list(self.ensemble)
+        return [s.model for s in self.steps or () if s.model is not None]
+
+
 class RouteTable(StrictModel):
     routes: dict[str, Route]
     queues: dict[str, QueueConfig]
     defaults: Defaults
     source: str = "<memory>"
+    # Pipelines and ensembles, by name (never also a route's name).
+    flows: dict[str, Flow] = Field(default_factory=dict)
 
     def get(self, name: str) -> Route | None:
         return self.routes.get(name)
@@ -157,7 +282,7 @@ class RouteTable(StrictModel):
         """The route for model ``name``, or ``UnknownModel`` naming the known ones."""
         route = self.routes.get(name)
         if route is None:
-            known = ", ".join(sorted(self.routes)) or "none"
+            known = ", ".join(sorted([*self.routes, *self.flows])) or "none"
             raise UnknownModel(f"unknown model {name!r}; known models: {known}")
         return route
 

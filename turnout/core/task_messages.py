@@ -1,4 +1,6 @@
-"""Celery task messages, built here and pushed with redis.asyncio.
+"""Celery task messages, built here and pushed by the caller: the router in a
+redis.asyncio MULTI, a worker inside the Lua script that hands a pipeline's
+step on (``flow_hop.lua``).
 
 ``send_task`` is synchronous (kombu) and would cost a thread hop and a Redis
 round trip of its own per job. Instead the message is built with Celery's own
@@ -24,20 +26,21 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from celery import Celery
 from celery.events import Event
 from celery.utils.nodenames import anon_nodename
 from celery.utils.time import utcoffset
-from redis.asyncio.client import Pipeline
 
 from turnout.core import redis_keys
 from turnout.core.celery_app import TASK_PREDICT
 from turnout.core.delivery import JOIN_HEADER, join_key
 from turnout.core.redis_keys import DEFAULT_LANE, lane_key
-from turnout.core.routes import Route
+
+if TYPE_CHECKING:
+    from redis.asyncio.client import Pipeline
 
 _ORIGIN = f"{os.getpid()}@{socket.gethostname()}"
 # Celery's expiry is judged on the worker's clock, which Turnout never trusts
@@ -64,14 +67,13 @@ class QueuedMessage:
             pipe.publish(*self.event)
 
 
-def expires_backstop(route: Route, deadlines: list[float | None]) -> float | None:
+def expires_backstop(time_limit_s: float, deadlines: list[float | None]) -> float | None:
     """Celery's ``expires`` for a task whose requests have ``deadlines``: the
     latest of them plus a wide margin (the time limit, at least a minute);
     None when any request has no deadline."""
     if not deadlines or any(d is None for d in deadlines):
         return None
-    return max(d for d in deadlines if d is not None) + max(_EXPIRES_MARGIN_S,
-                                                           route.time_limit_s)
+    return max(d for d in deadlines if d is not None) + max(_EXPIRES_MARGIN_S, time_limit_s)
 
 
 def _envelope(body: bytes, headers: dict[str, Any], exchange: str, routing_key: str,
@@ -123,9 +125,36 @@ class TaskMessages:
         into its forward pass (the join header says which, and how many rows).
         ``expires`` (epoch s): Celery's own expiry, a backstop far behind the
         deadline that the worker checks on Redis's clock at start."""
+        return self.build(
+            TASK_PREDICT, task_id, queue, args, time_limit, soft_time_limit,
+            group_id=group_id, group_index=group_index, lane=lane, joinable=joinable,
+            expires=expires,
+            # The default repr of the arguments costs more than the rest of
+            # the message for a large batch; the rows are not worth logging.
+            # Flower shows it for each task: the model and the request count.
+            argsrepr=f"({args[0]!r}, {len(args[1])} request(s))",
+        )
+
+    def build(
+        self,
+        name: str,
+        task_id: str,
+        queue: str,
+        args: tuple[Any, ...],
+        time_limit: float | None = None,
+        soft_time_limit: float | None = None,
+        *,
+        group_id: str | None = None,
+        group_index: int | None = None,
+        lane: str = DEFAULT_LANE,
+        joinable: bool = False,
+        expires: float | None = None,
+        argsrepr: str | None = None,
+    ) -> QueuedMessage:
+        """Task ``name``'s message (``predict``'s, or any other task's)."""
         message = self._amqp.as_task_v2(
             task_id,
-            TASK_PREDICT,
+            name,
             args=args,
             kwargs={},
             time_limit=time_limit,
@@ -137,10 +166,7 @@ class TaskMessages:
             # The worker stores the result itself (workers/runtime.py); Celery
             # still stores failures (task_store_errors_even_if_ignored).
             ignore_result=True,
-            # The default repr of the arguments costs more than the rest of
-            # the message for a large batch; the rows are not worth logging.
-            # Flower shows it for each task: the model and the request count.
-            argsrepr=f"({args[0]!r}, {len(args[1])} request(s))",
+            argsrepr=argsrepr if argsrepr is not None else repr(args),
             kwargsrepr="{}",
             create_sent_event=self.monitoring(),
             expires=(datetime.fromtimestamp(expires, tz=UTC) if expires is not None else None),
