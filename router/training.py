@@ -1,27 +1,30 @@
-"""Training jobs from the API: validate, record, and queue the job's chord on
+"""Training jobs from the API: validate, record, and queue the job's trials on
 its training lane; read a job back; cancel it.
 
-The chord is built with Celery's canvas and sent through kombu (in a thread:
-it is synchronous), which is fine at the rate jobs are submitted; the
-transport rings the lane's bell with each message.
+A job is one task per trial, queued with the job's record in one MULTI. There
+is no Celery chord: a chord on Redis counts its parts in a counter that a
+part whose worker dies at the wrong moment never increments, and the job
+hangs (celery#2911). Each trial instead writes its result into the job's join
+hash, by field, in the same Lua script that acks it (``flow_hop.lua``), and
+the trial whose write completes the set queues the select step, once.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from celery import Celery, chord
+from celery import Celery
 
 from turnout.core import lua, redis_keys
 from turnout.core.errors import NoCapacity, TaskFinished, UnknownTraining
 from turnout.core.routes import RouteTable
 from turnout.core.settings import Settings
-from turnout.core.training import TASK_SELECT, TASK_TRIAL, job_view, parse_request
+from turnout.core.task_messages import TaskMessages
+from turnout.core.training import TASK_TRIAL, job_view, parse_request, trial_id
 from turnout.router.live import LiveView
 
 
@@ -35,6 +38,7 @@ class Training:
         self.client = client
         self.live = live
         self._cancel = client.register_script(lua.source("training_cancel"))
+        self.messages = TaskMessages(celery, settings.redis().db)
 
     @property
     def table(self) -> RouteTable:
@@ -57,19 +61,17 @@ class Training:
             "lane": request.lane, "created_at": time.time(),
             "trials": [{"params": p} for p in trials],
         }
-        await self.client.set(redis_keys.training(job_id), orjson.dumps(record),
-                              ex=self.settings.result_ttl_s)
         limit = self.settings.train_time_limit_s
-        header = [
-            self.celery.signature(
-                TASK_TRIAL, args=(job_id, model, i, request.trainer, params, request.seed,
-                                  request.dataset),
-                queue=request.lane, time_limit=limit + 30, soft_time_limit=limit,
-            )
-            for i, params in enumerate(trials)
-        ]
-        body_sig = self.celery.signature(TASK_SELECT, args=(job_id, model), queue=request.lane)
-        await asyncio.to_thread(chord(header, body_sig).apply_async)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.set(redis_keys.training(job_id), orjson.dumps(record), ex=self.settings.result_ttl_s)
+        for i, params in enumerate(trials):
+            message = self.messages.build(
+                TASK_TRIAL, trial_id(job_id, i), request.lane,
+                (job_id, model, i, request.trainer, params, request.seed, request.dataset,
+                 len(trials)),
+                time_limit=limit + 30, soft_time_limit=limit)
+            message.queue(pipe, request.lane)
+        await pipe.execute()
         url = f"/v1/training/{job_id}"
         return {"job_id": job_id, "model": model, "status": "PENDING", "trials": len(trials),
                 "lane": request.lane, "status_url": url}

@@ -8,10 +8,14 @@ goes back when it ends. Its deliveries are owned like any worker's
 whose worker dies runs again from the start, writing its progress only once
 it passes where the first run got.
 
-A job is a Celery chord: ``turnout.train_trial`` per trial, then
-``turnout.train_select``, which keeps the best trial and registers it as the
-model's next version. A trial that fails returns its error instead of
-raising, so the chord goes on to the best of the others.
+A job is ``turnout.train_trial`` per trial, then ``turnout.train_select``,
+which keeps the best trial and registers it as the model's next version. A
+trial that fails reports its error instead of raising, so the job goes on to
+the best of the others. Each trial's result goes into the job's join hash in
+the same Lua script that acks the trial (``flow_hop.lua``, as a pipeline's
+ensemble branches join), and the trial whose write completes the set queues
+the select task: a trial whose worker dies at any point runs again, and the
+select step is reached exactly once (a Celery chord's counter would miss it).
 """
 
 from __future__ import annotations
@@ -31,8 +35,10 @@ from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded
 from turnout.core import delivery, lua, redis_keys
 from turnout.core.routes import RouteTable
 from turnout.core.settings import Settings
-from turnout.core.training import TASK_SELECT, TASK_TRIAL
+from turnout.core.task_messages import TaskMessages
+from turnout.core.training import TASK_SELECT, TASK_TRIAL, select_id
 from turnout.ml.train import Cancelled, discard, register, train_trial, trial_folder
+from turnout.workers import faults
 from turnout.workers.app import WorkerApp, owned_app
 from turnout.workers.board import Board, Slot
 from turnout.workers.runtime import start_under_lease
@@ -51,6 +57,7 @@ class Trainer:
     incarnation: str
     slot: Slot
     client: redis.Redis = field(init=False)
+    _messages: TaskMessages | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.client = redis.Redis.from_url(self.settings.redis().url)
@@ -76,8 +83,43 @@ class Trainer:
         return bool(self.client.exists(redis_keys.training_cancel(job_id)))
 
     def trial(self, task: Task, job_id: str, model: str, index: int, trainer: str,
-              params: dict[str, Any], seed: int, dataset: str) -> dict[str, Any]:
+              params: dict[str, Any], seed: int, dataset: str, trials: int) -> None:
         self._start(task)
+        result = self._trial(task, job_id, model, index, trainer, params, seed, dataset)
+        faults.pause(self.settings, "hop", task.request.id, "trial")
+        self._join(task, job_id, model, index, trials, result)
+        faults.pause(self.settings, "handed", task.request.id, "trial")
+
+    def _join(self, task: Task, job_id: str, model: str, index: int, trials: int,
+              result: dict[str, Any]) -> None:
+        """The trial's result into the job's join, atomically with its ack;
+        the last trial's write queues the select task."""
+        if self._messages is None:
+            self._messages = TaskMessages(task.app, self.settings.redis().db)
+        lane = str((task.request.delivery_info or {}).get("routing_key") or "")
+        select = self._messages.build(TASK_SELECT, select_id(job_id), lane, (job_id, model))
+        entry = ""
+        if self.settings.ledger:
+            entry = orjson.dumps({"event": "hop", "task": task.request.id, "flow": job_id,
+                                  "step": index, "incarnation": self.incarnation,
+                                  "t": time.time()}).decode()
+        call = delivery.hop_call(
+            self.scripts, self.incarnation, task.request.id, delivery.HOP_JOIN,
+            redis_keys.training_join(job_id), lane, lane, orjson.dumps(result),
+            self.settings.result_ttl_s, message=select.message, field=str(index),
+            branches=trials, ledger_entry=entry)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.scripts.pipelined([call])
+                return
+            except redis.RedisError as exc:
+                if time.monotonic() > deadline:
+                    raise Reject(f"Redis unreachable for the join: {exc}", requeue=True) from exc
+                time.sleep(1.0)
+
+    def _trial(self, task: Task, job_id: str, model: str, index: int, trainer: str,
+               params: dict[str, Any], seed: int, dataset: str) -> dict[str, Any]:
         out: dict[str, Any] = {"index": index, "params": params}
         if self.cancelled(job_id):
             return {**out, "status": "cancelled"}
@@ -110,9 +152,11 @@ class Trainer:
             self.slot.post(current=None)
         return {**out, "status": "SUCCESS", "score": metrics["test_accuracy"], "metrics": metrics}
 
-    def select(self, task: Task, results: list[dict[str, Any]], job_id: str, model: str) -> dict[str, Any]:
+    def select(self, task: Task, job_id: str, model: str) -> dict[str, Any]:
         """Keep the best trial by held-out accuracy and register it, once."""
         self._start(task)
+        joined = self.client.hgetall(redis_keys.training_join(job_id))
+        results = [orjson.loads(v) for v in joined.values()]
         record_key = redis_keys.training(job_id)
         record = orjson.loads(self.client.get(record_key) or b"{}")
         results = sorted(results, key=lambda r: int(r["index"]))
@@ -163,17 +207,17 @@ def build_train_app(
     # A fresh child per job: whatever a job allocated goes back with it.
     app.conf.worker_max_tasks_per_child = 1
 
-    # A chord counts its parts through the result backend: these keep results.
-    @app.task(name=TASK_TRIAL, bind=True, ignore_result=False)
+    # A trial's result goes into its job's join, not the result backend.
+    @app.task(name=TASK_TRIAL, bind=True)
     def trial(self: Any, job_id: str, model: str, index: int, trainer: str,
-              params: dict[str, Any], seed: int, dataset: str) -> dict[str, Any]:
+              params: dict[str, Any], seed: int, dataset: str, trials: int) -> None:
         assert _trainer is not None
-        return _trainer.trial(self, job_id, model, index, trainer, params, seed, dataset)
+        _trainer.trial(self, job_id, model, index, trainer, params, seed, dataset, trials)
 
-    @app.task(name=TASK_SELECT, bind=True, ignore_result=False)
-    def select(self: Any, results: list[dict[str, Any]], job_id: str, model: str) -> dict[str, Any]:
+    @app.task(name=TASK_SELECT, bind=True)
+    def select(self: Any, job_id: str, model: str) -> dict[str, Any]:
         assert _trainer is not None
-        return _trainer.select(self, results, job_id, model)
+        return _trainer.select(self, job_id, model)
 
     board = Board(spec.concurrency)
 

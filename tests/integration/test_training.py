@@ -6,7 +6,9 @@ survives a poisoned trial, and inference answered while training runs."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +33,7 @@ class TrainStack:
     http: httpx.Client
     models: Path
     data: Path
+    faults: Path
 
     def train(self, model: str, **body: Any) -> str:
         r = self.http.post(f"/v1/models/{model}/train", json=body)
@@ -68,14 +71,18 @@ def trainer(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     data.mkdir()
     server = start_redis(tmp / "redis")
     assert server.settings is not None
-    cluster = Cluster(server.settings, models, ROUTES, tmp, extra_env={"TURNOUT_DATA_DIR": str(data)})
+    faults = tmp / "faults"
+    faults.mkdir()
+    cluster = Cluster(server.settings, models, ROUTES, tmp,
+                      extra_env={"TURNOUT_DATA_DIR": str(data), "TURNOUT_FAULT_DIR": str(faults),
+                                 "TURNOUT_LEDGER": "1"})
     try:
         cluster.worker("cpu", "cpu@test", "--concurrency", "1")
         cluster.worker("train", "train-cpu@test", "--device", "cpu")
         _, url = cluster.api()
         with httpx.Client(base_url=url, timeout=30) as http:
             wait_for(lambda: len(http.get("/v1/workers").json()["workers"]) == 2, 30, "workers")
-            yield TrainStack(cluster, http, models, data)
+            yield TrainStack(cluster, http, models, data, faults)
     finally:
         cluster.stop()
         server.stop()
@@ -212,3 +219,36 @@ def test_the_train_command_shows_progress_and_names_the_new_version(trainer: Tra
         [sys.executable, "-m", "turnout", "train", "iris", "--dataset", "nope"], env=env,
         cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
     assert bad.returncode == 1 and "no dataset 'nope'" in bad.stderr
+
+
+def test_a_trial_killed_between_its_result_and_the_join_still_registers_once(
+    trainer: TrainStack,
+) -> None:
+    """The chord hang (celery#2911) is gone: a trial whose worker dies after
+    the trial has its result and before it joins runs again, and the job
+    reaches its select step once, registering one version."""
+    before = {v["version"] for v in trainer.http.get("/v1/models/iris").json()["versions"]}
+    arm = trainer.faults / "arm-hop"
+    arm.write_text("trial")
+    try:
+        job = trainer.train("iris", dataset="iris", search={"C": [0.5, 2.0]})
+        flag = wait_for(lambda: sorted(trainer.faults.glob("hop-*")), 60, "a trial at its join")[0]
+    finally:
+        arm.unlink()
+    victim = next(p for p in trainer.cluster.procs if p.name == "train-cpu@test")
+    dead = trainer.cluster.heartbeat("train-cpu@test")
+    os.killpg(victim.proc.pid, signal.SIGKILL)
+    victim.proc.wait(10)
+    trainer.cluster.procs.remove(victim)
+    flag.unlink()
+    trainer.cluster.worker("train", "train-cpu@test", "--device", "cpu")
+    wait_for(lambda: (b := trainer.cluster.heartbeat("train-cpu@test")) is not None
+             and dead is not None and b.incarnation != dead.incarnation, 60, "a new training worker")
+    view, _ = trainer.wait(job, timeout=180)
+    assert view["status"] == "SUCCESS", view
+    after = {v["version"] for v in trainer.http.get("/v1/models/iris").json()["versions"]}
+    assert len(after - before) == 1 and view["version"] in after - before
+    ledger = [json.loads(e) for e in trainer.cluster.client.lrange("turnout:ledger", 0, -1)]
+    joins = [e["step"] for e in ledger if e.get("flow") == job and e["event"] == "hop"
+             and e["stored"] == 1]
+    assert sorted(joins) == [0, 1], ledger

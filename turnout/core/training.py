@@ -4,8 +4,10 @@ record and its trials' progress read as one view. Pure, apart from looking
 at the datasets folder: the router validates with it, the training worker
 runs what it validated.
 
-A job is a Celery chord: one task per trial (one trial without a search),
-then one task that keeps the best and registers it as a new version.
+A job is one task per trial (one trial without a search), then one task that
+keeps the best and registers it as a new version; the trials join by writing
+their results into the job's join hash (``turnout.core.redis_keys.training_join``),
+and the one that completes it queues the select task (workers/training.py).
 """
 
 from __future__ import annotations
@@ -34,6 +36,15 @@ BUNDLED = ("iris", "digits", "wine", "breast_cancer")
 DATASET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 DATASET_SUFFIXES = (".csv", ".parquet")
 MAX_TRIALS = 32
+
+def trial_id(job_id: str, index: int) -> str:
+    """The task id of trial ``index`` of job ``job_id``."""
+    return f"{job_id}.trial{index}"
+
+
+def select_id(job_id: str) -> str:
+    return f"{job_id}.select"
+
 
 # Terminal states of a job.
 FINISHED = ("SUCCESS", "FAILURE", "REVOKED")
