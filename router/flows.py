@@ -56,7 +56,7 @@ def plan_for(flow: Flow, table: RouteTable, live: LiveView, timeout_s: float | N
     else:
         steps += [model_step(m) for m in flow.ensemble or ()]
         _consumed(live, flow.combine_queue, f"the combine step of {flow.name!r}")
-        steps.append(PlanStep(COMBINE, str(flow.combine), flow.combine_queue, "", flow.time_limit_s))
+        steps.append(PlanStep(COMBINE, flow.combiner, flow.combine_queue, "", flow.time_limit_s))
     return tuple(steps)
 
 

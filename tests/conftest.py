@@ -17,7 +17,7 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from turnout.ml.build import build
 
     folder = tmp_path_factory.mktemp("models")
-    for name in ("iris", "iris-tree", "iris-knn", "digits-cnn", "minilm"):
+    for name in ("iris", "iris-tree", "iris-knn", "digits-cnn", "minilm", "ticket-head"):
         build(folder, name)
     return folder
 

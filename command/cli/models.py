@@ -26,7 +26,8 @@ def routes_check(ctx: Context, file: Path | None) -> int:
     settings = ctx.settings()
     path = file or settings.routes_file
     _, table = compose(path, settings.models_dir)
-    click.echo(f"{path}: {len(table.routes)} model(s), valid")
+    composed = f", {len(table.flows)} pipeline(s) or ensemble(s)" if table.flows else ""
+    click.echo(f"{path}: {len(table.routes)} model(s){composed}, valid")
     click.echo(f"{'model':<16} {'framework':<10} {'version':<8} {'queue':<8} {'fallback':<9} "
                f"{'input':<14} {'limit_s':>7} {'rows':>5} {'batch':>5}")
     for r in table.routes.values():
@@ -34,6 +35,12 @@ def routes_check(ctx: Context, file: Path | None) -> int:
         click.echo(f"{r.name:<16} {r.framework:<10} {r.version:<8} {r.queue:<8} "
                    f"{r.fallback or '-':<9} {shape:<14} {r.time_limit_s:>7g} {r.max_rows:>5} "
                    f"{r.max_batch or '-':>5}")
+    for flow in table.flows.values():
+        if flow.steps is not None:
+            shown = " -> ".join(s.model or f"{s.transform} ({s.queue or 'cpu'})" for s in flow.steps)
+        else:
+            shown = f"{' + '.join(flow.ensemble or ())}, {flow.combiner} ({flow.combine_queue})"
+        click.echo(f"{flow.name:<16} {flow.kind:<10} {shown}")
     queues = sorted({q for r in table.routes.values() for q in r.queues} | set(table.queues))
     click.echo("queues: " + ", ".join(
         f"{q} (max_depth {table.queue_config(q).max_depth})" for q in queues))

@@ -96,10 +96,10 @@ def check_flow(flow: Flow, routes: dict[str, Route], flows: dict[str, Flow]) -> 
         out = output_of(route)
         if out is None:
             continue
-        if flow.combine == "vote" and out.kind == "vector":
+        if flow.combiner == "vote" and out.kind == "vector":
             problems.append(f"combine: vote counts labels, and {name!r} answers vectors "
                             "(use mean or concat)")
-        if flow.combine == "mean" and out.kind in ("label", "text"):
+        if flow.combiner == "mean" and out.kind in ("label", "text"):
             problems.append(f"combine: mean averages numbers, and {name!r} answers a "
                             f"{out.kind} (use vote)")
     return problems
@@ -119,4 +119,4 @@ def describe_steps(flow: Flow) -> list[dict[str, Any]]:
         return [{"model": s.model} if s.model else {"transform": s.transform, "queue": s.queue or "cpu"}
                 for s in flow.steps]
     return [*({"model": m} for m in flow.ensemble or ()),
-            {"combine": flow.combine, "queue": flow.combine_queue}]
+            {"combine": flow.combiner, "queue": flow.combine_queue}]

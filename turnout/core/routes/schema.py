@@ -251,9 +251,12 @@ class Flow(StrictModel):
                 raise ValueError("ensemble: name at least two models")
             if len(set(self.ensemble)) != len(self.ensemble):
                 raise ValueError(f"ensemble: a model is listed twice in {self.ensemble}")
-            if self.combine is None:
-                self.combine = "vote"
         return self
+
+    @property
+    def combiner(self) -> str:
+        """How an ensemble combines (``vote`` unless it says)."""
+        return self.combine or "vote"
 
     @property
     def kind(self) -> str:
