@@ -201,6 +201,51 @@ async def closed_loop(
     return run
 
 
+async def closed_loop_chained(
+    url: str, first: str, body: Any, second: str, concurrency: int, duration_s: float,
+    progress: Progress | None = None,
+) -> Run:
+    """A client that calls two models one after the other itself: each of
+    ``concurrency`` callers posts ``body`` to ``first``, then the first
+    answer's predictions (as the rows) to ``second``; one latency per pair."""
+    host, port, raw = post(url, first, body)
+    run = Run()
+    conns = [Connection(host, port) for _ in range(concurrency)]
+    started = time.perf_counter()
+    deadline = started + duration_s
+    cpu0 = time.process_time()
+
+    async def caller(conn: Connection) -> None:
+        while time.perf_counter() < deadline:
+            t0 = time.perf_counter()
+            try:
+                status, reply = await conn.request(raw)
+                if status == 200:
+                    rows = json.loads(reply)["predictions"]
+                    _, _, raw2 = post(url, second, {"inputs": rows, "wait": 30})
+                    status, reply = await conn.request(raw2)
+            except (OSError, asyncio.IncompleteReadError, ValueError, KeyError):
+                run.errors += 1
+                conn.close()
+                continue
+            run.statuses[status] = run.statuses.get(status, 0) + 1
+            if status == 200:
+                run.latencies_ms.append((time.perf_counter() - t0) * 1000)
+            else:
+                run.errors += 1
+            if progress is not None:
+                progress.update(time.perf_counter() - started, f"{run.ok} ok")
+
+    await asyncio.gather(*(caller(c) for c in conns))
+    run.wall_s = time.perf_counter() - started
+    run.client_cpu_s = time.process_time() - cpu0
+    for conn in conns:
+        conn.close()
+    if progress is not None:
+        progress.close()
+    return run
+
+
 async def closed_loop_spread(
     urls: list[str], path: str, body: Any, concurrency: int, duration_s: float,
     progress: Progress | None = None,

@@ -102,6 +102,15 @@ def targets(sc: dict[str, Any]) -> list[dict[str, Any]]:
         None)
     r = _ratio(_find(h, "tabular check"), _find(h, "columns check"), "throughput_rps")
     add("columns row check time / tabular, per row", r, "(the cost of names)", None)
+    k = sc.get("k", [])
+    for c in (1, 16):
+        one, two = _find(k, "pipeline, one call", c), _find(k, "client calls both", c)
+        r = _ratio(one, two, "p50_ms")
+        add(f"ticket-topic c={c} p50, pipeline / the client calling both", r,
+            "(one call against two round trips)", None)
+        r = _ratio(one, two, "throughput_rps")
+        add(f"ticket-topic c={c} throughput, pipeline / the client calling both", r,
+            "(for comparison)", None)
     return out
 
 

@@ -164,6 +164,13 @@ def run(options: Options, url: str | None) -> dict[str, Any]:
             hand = stack.baselines(("handwritten",))["handwritten"]
             sc["j"].append(bench.measure("handwritten", hand, "iris", 8))
             stack.procs.stop()
+        if "k" in wanted:
+            from turnout.benchmarks.scenarios import pipeline_run
+
+            stack.procs.stop()
+            turnout_url, _ = stack.turnout(routes)
+            sc["k"] = pipeline_run(bench, turnout_url)
+            stack.procs.stop()
         if "h" in wanted:
             from importlib.util import find_spec
 

@@ -10,16 +10,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from turnout.benchmarks.client import Progress, Run, closed_loop, closed_loop_spread, open_loop
+from turnout.benchmarks.client import (
+    Progress,
+    Run,
+    closed_loop,
+    closed_loop_chained,
+    closed_loop_spread,
+    open_loop,
+)
 
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
 DIGITS_ROW = [0.0, 0.0, 5.0, 13.0, 9.0, 1.0, 0.0, 0.0] * 8
 SENTENCE = "Turnout sends each job down the right track."
-SCENARIOS = "abcdefghij"
+SCENARIOS = "abcdefghijk"
 BODIES: dict[str, dict[str, Any]] = {
     "iris": {"inputs": [IRIS_ROW], "wait": 30},
     "digits-cnn": {"inputs": [DIGITS_ROW], "wait": 30},
     "minilm": {"inputs": [SENTENCE], "wait": 30},
+    "ticket-topic": {"inputs": ["I was charged twice for my subscription"], "wait": 30},
 }
 
 
@@ -63,6 +71,28 @@ class Bench:
                 duration_s=duration_s or self.o.duration_s, progress=bar,
             )))
         return _median(runs) | {"system": label, "model": model, "concurrency": concurrency}
+
+
+def pipeline_run(bench: Bench, url: str) -> list[dict[str, Any]]:
+    """k. The ticket-topic pipeline (minilm on a GPU queue, then ticket-head on
+    the CPU queue) in one call, against the client calling the same two
+    models one after the other, at 1 and 16 clients."""
+    rows = []
+    body = BODIES["ticket-topic"]
+    for c in (1, 16):
+        rows.append(bench.measure("pipeline, one call", url, "ticket-topic", c))
+        runs = []
+        asyncio.run(closed_loop_chained(url, predict_path("minilm"), body,
+                                        predict_path("ticket-head"), c, bench.o.warmup_s))
+        for i in range(bench.o.repeats):
+            bar = Progress(f"two calls c={c} ({i + 1}/{bench.o.repeats})", bench.o.duration_s,
+                           bench.o.progress)
+            runs.append(asyncio.run(closed_loop_chained(
+                url, predict_path("minilm"), body, predict_path("ticket-head"), c,
+                bench.o.duration_s, bar)))
+        rows.append(_median(runs) | {"system": "client calls both", "model": "ticket-topic",
+                                     "concurrency": c})
+    return rows
 
 
 def _median(runs: list[Run]) -> dict[str, Any]:

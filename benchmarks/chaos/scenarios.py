@@ -484,6 +484,95 @@ def kill_holding_riders(stack: ChaosStack, o: Options) -> dict[str, Any]:
     return row
 
 
+def _kill_at_point(stack: ChaosStack, point: str, step: str) -> float | None:
+    """Arm ``point`` of ``step``; when a GPU worker's child stops there, SIGKILL
+    that whole worker, and wait for its next incarnation. The kill's time,
+    or None when no step reached the point in time."""
+    folder = stack.fault_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    arm = folder / f"arm-{point}"
+    arm.write_text(step)
+    deadline = time.monotonic() + 30
+    flag = None
+    try:
+        while flag is None and time.monotonic() < deadline:
+            flag = next(iter(sorted(folder.glob(f"{point}-*"))), None)
+            time.sleep(0.02)
+    finally:
+        arm.unlink()
+    if flag is None:
+        return None
+    victim = stack.worker_of(int(flag.name.rsplit("-", 1)[1]))
+    if victim is None:
+        flag.unlink()
+        return None
+    incarnation = stack.incarnation(victim)
+    at = stack.kill(victim)
+    flag.unlink()
+    until = time.monotonic() + 120
+    while stack.incarnation(victim) in (None, incarnation):
+        if time.monotonic() > until:
+            raise RuntimeError(f"{victim} did not come back")
+        time.sleep(0.1)
+    return at
+
+
+def pipelines_under_kills(stack: ChaosStack, o: Options) -> dict[str, Any]:
+    """14. A cpu -> gpu -> cpu pipeline and a three-branch ensemble (on two
+    queues) under load; a GPU worker SIGKILLed at each point of a step (mid-
+    step, after its model returned and before the hop, just after the hop),
+    for each: every request answered once, every step handed on once."""
+    drain(stack)
+    rate, duration = o.pick(6, 12), o.pick(50.0, 90.0)
+    load = Load()
+    kills: list[tuple[str, str, float | None]] = []
+    stop = asyncio.Event()
+
+    async def go() -> None:
+        async def faults() -> None:
+            await asyncio.sleep(2.0)
+            for step in ("digits-cnn", "iris-knn"):
+                for point in ("run", "hop", "handed"):
+                    at = await asyncio.to_thread(_kill_at_point, stack, point, step)
+                    kills.append((step, point, at))
+            stop.set()
+
+        await asyncio.gather(
+            submit(stack.url, "digits-pipeline", DIGITS, rate, duration, load, stop),
+            submit(stack.url, "iris-vote", IRIS, rate, duration, load, stop), faults())
+
+    asyncio.run(go())
+    times = [at for _, _, at in kills if at is not None]
+    row = tally(stack, "14 pipelines: gpu kills at run/hop/handed", load,
+                times[0] if times else None, timeout_s=180)
+    entries = [json.loads(e) for e in stack.client.lrange("turnout:ledger", 0, -1)]
+    hops: Counter[tuple[str, int]] = Counter()
+    starts: Counter[tuple[str, int]] = Counter()
+    for e in entries:
+        if e.get("flow") and e["event"] == "hop" and e.get("stored") == 1:
+            hops[(e["flow"], e["step"])] += 1
+        elif e.get("flow") and e["event"] == "start":
+            starts[(e["flow"], e["step"])] += 1
+    done = [s.task_id for s in load.accepted if s.task_id]
+    pipeline_ids = {s.task_id for s in load.accepted if s.model == "digits-pipeline"}
+    missing, twice = 0, sum(1 for n in hops.values() if n > 1)
+    for task_id in done:
+        steps = (0, 1) if task_id in pipeline_ids else (0, 1, 2)
+        missing += sum(1 for step in steps if hops[(task_id, step)] != 1)
+    row["kills"] = [f"{step}@{point}" + ("" if at else " (not reached)") for step, point, at in kills]
+    row["steps_handed_on_twice"] = twice
+    row["steps_not_handed_on_once"] = missing
+    row["step_runs_beyond_one"] = sum(n - 1 for n in starts.values() if n > 1)
+    time.sleep(stack.settings.dead_after_s + 2)
+    row["unacked_after"] = int(stack.client.hlen("unacked"))
+    check(row, all(at is not None for _, _, at in kills),
+          f"a kill point was never reached ({row['kills']})")
+    check(row, twice == 0, f"{twice} step(s) handed on twice")
+    check(row, missing == 0, f"{missing} step(s) of finished requests not handed on exactly once")
+    check(row, row["unacked_after"] == 0, f"{row['unacked_after']} deliveries left unacked")
+    return row
+
+
 SCENARIOS: dict[str, Callable[[ChaosStack, Options], dict[str, Any]]] = {
     "1": gpu_kill_during_batch,
     "2": cpu_kill_under_load,
@@ -498,4 +587,5 @@ SCENARIOS: dict[str, Callable[[ChaosStack, Options], dict[str, Any]]] = {
     "11": lanes_under_kills,
     "12": deadlines_under_overload,
     "13": kill_holding_riders,
+    "14": pipelines_under_kills,
 }

@@ -62,6 +62,8 @@ class ChaosStack:
             "TURNOUT_MODELS_DIR": str(self.settings.models_dir),
             "TURNOUT_ROUTES_FILE": str(ROUTES),
             "TURNOUT_LEDGER": "1",
+            # Where scenario 14 arms a pipeline step's fault points.
+            "TURNOUT_FAULT_DIR": str(folder / "faults"),
             "PYTHONUNBUFFERED": "1",
             **env,
         }
@@ -163,6 +165,17 @@ class ChaosStack:
                     if riding:
                         return name, incarnation, riding
             time.sleep(0.02)
+        return None
+
+    @property
+    def fault_dir(self) -> Path:
+        return Path(self.env["TURNOUT_FAULT_DIR"])
+
+    def worker_of(self, pid: int) -> str | None:
+        """The GPU worker whose pool child ``pid`` is."""
+        for name in GPU_WORKERS:
+            if self.parts[name].running() and pid in _children(self.pid(name)):
+                return name
         return None
 
     def kill_pool_child(self, name: str) -> float:

@@ -38,7 +38,11 @@ def test_every_scenario_runs_on_its_own_stack(models_dir: Path, tmp_path: Path) 
     )
     assert out.returncode == 0, out.stderr[-3000:]
     results = json.loads((tmp_path / "out" / "latest.json").read_text())
-    assert sorted(results["scenarios"]) == ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"]
+    assert sorted(results["scenarios"]) == ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k"]
+    # A pipeline in one call, beside the client calling its two models itself.
+    assert [(r["system"], r["concurrency"]) for r in results["scenarios"]["k"]] == [
+        ("pipeline, one call", 1), ("client calls both", 1), ("pipeline, one call", 16),
+        ("client calls both", 16)]
     # Several API processes, worker-side batching on and off, beside the
     # hand-written queue.
     j = results["scenarios"]["j"]
