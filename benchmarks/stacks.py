@@ -119,7 +119,8 @@ __all__ = ["Proc", "Procs", "free_port", "get_json", "python", "start_redis", "w
 def routes_variant(source: Path, target: Path, change: Callable[[dict[str, Any]], None]) -> Path:
     data = yaml.safe_load(source.read_text())
     for route in data["models"].values():
-        change(route)
+        if "steps" not in route and "ensemble" not in route:  # a pipeline has no queue of its own
+            change(route)
     target.write_text(yaml.safe_dump(data, sort_keys=False))
     return target
 

@@ -61,13 +61,13 @@ def plan_for(flow: Flow, table: RouteTable, live: LiveView, timeout_s: float | N
 
 
 def flow_rows(flow: Flow, table: RouteTable, schemas: VersionSchemas, plan: tuple[PlanStep, ...],
-              inputs: Any) -> list[Any]:
+              inputs: Any, max_rows: int | None = None) -> list[Any]:
     """The request's rows, checked against what its first model takes (at
     the version chosen for it); a pipeline that starts with a transform
     takes any rows, which its transform is to make sense of."""
     first = next((s for s in plan if s.kind == MODEL), None)
     route = table.routes[first.name] if first is not None else None
-    limit = flow.max_rows or (route.max_rows if route is not None else table.defaults.max_rows)
+    limit = max_rows or flow_max_rows(flow, table)
     if first is not None and route is not None and plan[0].kind == MODEL:
         return validate_inputs(route, inputs, limit, schemas.input(route, first.version))
     if not isinstance(inputs, list) or not inputs:
@@ -76,6 +76,16 @@ def flow_rows(flow: Flow, table: RouteTable, schemas: VersionSchemas, plan: tupl
         raise InvalidInput(f"inputs: {len(inputs)} rows, but model {flow.name!r} takes at most "
                            f"{limit} per request")
     return list(inputs)
+
+
+def flow_max_rows(flow: Flow, table: RouteTable) -> int:
+    """The most rows one request may carry: the flow's ``max_rows``, or its
+    first model's."""
+    if flow.max_rows:
+        return flow.max_rows
+    first = flow.models[0] if flow.models else None
+    route = table.routes.get(first) if first else None
+    return route.max_rows if route is not None else table.defaults.max_rows
 
 
 def first_messages(messages: TaskMessages, flow: Flow, plan: tuple[PlanStep, ...],

@@ -22,9 +22,10 @@ from redis.exceptions import RedisError
 from turnout.core import redis_keys
 from turnout.core.errors import BrokerUnavailable, IdempotencyMismatch, UnknownBatch
 from turnout.core.messages import RequestItem, ResultDoc
-from turnout.core.routes import Route, RouteTable
+from turnout.core.routes import Flow, Route, RouteTable
 from turnout.core.settings import Settings
 from turnout.core.task_messages import TaskMessages, expires_backstop
+from turnout.router.flows import first_messages, flow_max_rows, flow_rows, plan_for
 from turnout.router.idempotency import Claims, claim_key
 from turnout.router.live import LiveView
 from turnout.router.routing import choose_queue
@@ -63,6 +64,9 @@ class BatchJobs:
 
     def chunk_limit(self, model: str) -> int:
         route = self.table.get(model)
+        flow = self.table.flows.get(model)
+        if flow is not None:
+            return flow_max_rows(flow, self.table)
         return route.max_rows if route is not None else DEFAULT_CHUNK_ROWS
 
     def _chunk_size(self, route: Route) -> int:
@@ -89,6 +93,10 @@ class BatchJobs:
         """Queue a batch job, its chunks in the ``priority`` lane; an
         ``idempotency_key`` sent before by the same ``owner`` answers with the
         job it made then."""
+        flow = self.table.flows.get(model)
+        if flow is not None:
+            return await self._submit_flow(flow, inputs, chunk_rows, owner, idempotency_key,
+                                           priority, timeout_s)
         route = self.table.require(model)
         # A batch job runs on one version, the default when it is submitted.
         version = self.live.serving_for(model).default_for(route)
@@ -158,6 +166,52 @@ class BatchJobs:
             "chunks": len(chunks),
             "status_url": f"/v1/batches/{job_id}",
         }
+
+    async def _submit_flow(
+        self, flow: Flow, inputs: Any, chunk_rows: int | None, owner: str | None,
+        idempotency_key: str | None, priority: str, timeout_s: float | None,
+    ) -> dict[str, Any]:
+        """A batch job on a pipeline or ensemble: each chunk one request of it,
+        every chunk on the same plan (the versions chosen once, now)."""
+        timeout_s = timeout_s or flow.queue_timeout_s
+        plan = plan_for(flow, self.table, self.live, timeout_s, priority)
+        rows = flow_rows(flow, self.table, self.schemas, plan, inputs,
+                         max_rows=self.settings.max_batch_rows)
+        size = min(chunk_rows or flow_max_rows(flow, self.table), flow_max_rows(flow, self.table))
+        job_id = str(uuid.uuid4())
+        claim = None
+        if idempotency_key is not None:
+            claim = claim_key(owner, idempotency_key)
+            earlier = await self.claims.claim(claim, job_id, redis_keys.batch(""))
+            if earlier is not None:
+                return await self._submitted(earlier, flow.name)
+        submitted_at = time.time()
+        deadline = self.live.deadline(timeout_s)
+        chunks: list[list[Any]] = []
+        pipe = self.client.pipeline(transaction=True)
+        for start in range(0, len(rows), size):
+            part = rows[start : start + size]
+            task_id = str(uuid.uuid4())
+            request = RequestItem(task_id, part, submitted_at, deadline)
+            for queue, message in first_messages(self.messages, flow, plan, request, priority):
+                self.live.note_sent(queue, priority)
+                message.queue(pipe, queue, priority)
+            chunks.append([task_id, plan[0].queue, start, len(part)])
+        record: dict[str, Any] = {"model": flow.name, "rows": len(rows), "chunk_rows": size,
+                                  "chunks": chunks, "submitted_at": submitted_at,
+                                  "priority": priority}
+        if owner is not None:
+            record["owner"] = owner
+        pipe.set(redis_keys.batch(job_id), json.dumps(record), ex=self.settings.result_ttl_s)
+        try:
+            await pipe.execute()
+        except (RedisError, OSError) as exc:
+            if claim is not None:
+                await self.claims.release(claim)
+            raise BrokerUnavailable(
+                f"could not queue the batch: the broker is unreachable ({exc})") from None
+        return {"batch_id": job_id, "status": "PENDING", "model": flow.name, "rows": len(rows),
+                "chunks": len(chunks), "status_url": f"/v1/batches/{job_id}"}
 
     async def _submitted(self, job_id: str, model: str) -> dict[str, Any]:
         """The 202 body of a job an Idempotency-Key already made."""

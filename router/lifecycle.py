@@ -28,7 +28,7 @@ from redis.exceptions import WatchError
 from turnout.core import redis_keys
 from turnout.core.catalog import list_versions, require_version
 from turnout.core.errors import InvalidInput, LoadFailed
-from turnout.core.routes import Route, RouteTable
+from turnout.core.routes import Route, RouteTable, describe_steps
 from turnout.core.serving import FAILED, READY, Canary, Serving, rollout_state
 from turnout.core.settings import Settings
 from turnout.router.live import LiveView
@@ -73,6 +73,13 @@ class Lifecycle:
             return new
 
     async def describe(self, name: str) -> dict[str, Any]:
+        flow = self.table.flows.get(name)
+        if flow is not None:
+            # A pipeline or ensemble has no versions of its own: each of its
+            # models serves its own default (or canary's share).
+            return {"name": name, "kind": flow.kind, "steps": describe_steps(flow),
+                    "models": {m: self.live.serving_for(m).default_for(self.table.require(m))
+                               for m in flow.models}}
         route = self.table.require(name)
         serving = Serving.from_json(await self.client.hget(redis_keys.SERVING, name))
         workers = self.live.workers

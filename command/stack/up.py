@@ -89,7 +89,9 @@ class Stack:
         except redis.RedisError as exc:
             self.say(f"route table not reloaded: Redis is unreachable ({exc})")
         else:
-            self.say(f"route table reloaded (generation {generation}, {len(table.routes)} models)")
+            composed = f", {len(table.flows)} composed" if table.flows else ""
+            self.say(f"route table reloaded (generation {generation}, {len(table.routes)} "
+                     f"models{composed})")
         finally:
             client.close()
 

@@ -104,6 +104,8 @@ def test_a_pipeline_runs_cpu_then_gpu_then_cpu(flows: Flows) -> None:
     assert listed["digits-pipeline"]["framework"] == "pipeline"
     assert [s.get("model") or s.get("transform") for s in listed["digits-pipeline"]["steps"]][1] \
         == "digits-cnn"
+    described = flows.http.get("/v1/models/digits-pipeline").json()
+    assert described["kind"] == "pipeline" and described["models"] == {"digits-cnn": "1"}
 
 
 def test_an_ensemble_votes_across_queues(flows: Flows) -> None:
@@ -225,3 +227,21 @@ def test_an_ensemble_branch_killed_at_each_point_joins_once(flows: Flows, point:
     combines = [e for e in ledger if e["event"] == "start" and e["step"] == 3]
     assert len(combines) == 1, ledger
     _check_once(flows, task_id)
+
+
+def test_a_batch_job_runs_each_chunk_through_the_ensemble(flows: Flows) -> None:
+    rows = IRIS.data[::5].tolist()
+    r = flows.http.post("/v1/models/iris-vote/batch", json={"inputs": rows, "chunk_rows": 10})
+    assert r.status_code == 202, r.text
+    assert r.json()["chunks"] == 3
+    batch_id = r.json()["batch_id"]
+
+    def done() -> dict[str, Any] | None:
+        view = flows.http.get(f"/v1/batches/{batch_id}").json()
+        return view if view["status"] in ("SUCCESS", "FAILURE") else None
+
+    view = wait_for(done, 60, "the batch job")
+    assert view["status"] == "SUCCESS", view
+    members = [_direct(flows.http, m, rows) for m in ("iris", "iris-tree", "iris-knn")]
+    assert view["predictions"] == [Counter(a).most_common(1)[0][0]
+                                   for a in zip(*members, strict=True)]

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from tests.support.procs import REPO, alive, descendants
+from turnout.core.routes import load_routes
 from turnout.core.settings import RedisSettings
 from turnout.stack.redis_server import free_port
 
@@ -113,7 +114,9 @@ def test_up_serves_iris_and_ctrl_c_stops_everything(tmp_path: Path, models_dir: 
 
     # SIGHUP re-reads the route table and puts it in force.
     up.proc.send_signal(signal.SIGHUP)
-    assert "(generation 2, 3 models)" in up.wait_for_line("route table reloaded", timeout=30)
+    shipped = load_routes(REPO / "configs" / "routes.yaml")
+    assert f"(generation 2, {len(shipped.routes)} models, {len(shipped.flows)} composed)" \
+        in up.wait_for_line("route table reloaded", timeout=30)
 
     second = subprocess.run(
         [sys.executable, "-m", "turnout", "up", "--port", str(free_port())],
