@@ -26,10 +26,22 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from turnout.core.routes import Route
 from turnout.router.results import ResultWatcher
+
+
+class Batchable(Protocol):
+    """What a batch is for: a route, or a pipeline's batching settings."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def max_batch(self) -> int | None: ...
+    @property
+    def max_delay_ms(self) -> float | None: ...
+    @property
+    def time_limit_s(self) -> float: ...
 
 # A batch whose result never came (its worker and the message were lost) stops
 # counting as in flight after its time limit times this, plus a margin.
@@ -54,7 +66,7 @@ class Job:
 @dataclass
 class Batch:
     id: str
-    route: Route
+    route: Batchable
     queue: str
     # The model version the batch runs on; ``pinned``: that version or none.
     version: str = ""
@@ -95,7 +107,7 @@ class Batcher:
         self.sent_jobs: Counter[str] = Counter()
 
     def add(
-        self, route: Route, queue: str, job: Job, version: str = "", pinned: bool = False,
+        self, route: Batchable, queue: str, job: Job, version: str = "", pinned: bool = False,
         lane: str = "normal",
     ) -> Batch:
         """Put ``job`` in the open batch for its route, queue and version

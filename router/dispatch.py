@@ -26,6 +26,7 @@ from turnout.core.errors import (
     UnknownVersion,
     VersionNotLoaded,
 )
+from turnout.core.flows import PlanStep
 from turnout.core.messages import RequestItem, ResultDoc
 from turnout.core.redis_keys import DEFAULT_LANE
 from turnout.core.routes import Flow, Route, RouteTable
@@ -33,7 +34,7 @@ from turnout.core.serving import choose_version
 from turnout.core.settings import Settings
 from turnout.core.task_messages import TaskMessages, expires_backstop
 from turnout.router.batching import Batch, Batcher, Job
-from turnout.router.flows import first_messages, flow_rows, plan_for
+from turnout.router.flows import FlowBatching, first_messages, flow_rows, plan_for, plan_key
 from turnout.router.idempotency import Claims, claim_key
 from turnout.router.live import LiveView
 from turnout.router.metrics import Metrics
@@ -75,8 +76,18 @@ class Dispatcher:
                                      lambda: settings.events or live.monitoring)
         self.batcher = Batcher(self._publish, live.state_capacity, watcher,
                                gather=settings.router_batching)
+        # A composed model's requests batch on their plan; a batch goes at
+        # once while its first model has a free worker slot.
+        self.flow_batcher = Batcher(self._publish_flow, self._flow_capacity, watcher,
+                                    gather=settings.router_batching)
+        self._plans: dict[str, tuple[Flow, tuple[PlanStep, ...]]] = {}
         self._revoke = client.register_script(lua.source("task_revoke"))
         self.claims = Claims(client, settings.result_ttl_s)
+
+    def _flow_capacity(self, name: str, queue: str) -> int:
+        flow = self.table.flows.get(name)
+        first = flow.models[0] if flow is not None and flow.models else ""
+        return self.live.state_capacity(first, queue) if first else 1
 
     @property
     def table(self) -> RouteTable:
@@ -182,45 +193,58 @@ class Dispatcher:
         self, flow: Flow, inputs: Any, wait_s: float, route_key: str | None, owner: str | None,
         idempotency_key: str | None, priority: str, timeout_s: float | None,
     ) -> tuple[Submitted, dict[str, Any] | None]:
-        """A pipeline's or an ensemble's request: one task of its own (never
-        micro-batched with others), its plan fixed now."""
+        """A pipeline's or an ensemble's request: its plan fixed now, and
+        micro-batched with others on the same plan (one chain of tasks per
+        batch, as a route's requests share one task)."""
         timeout_s = timeout_s or flow.queue_timeout_s
         plan = plan_for(flow, self.table, self.live, timeout_s, priority, route_key)
         rows = flow_rows(flow, self.table, self.schemas, plan, inputs)
-        request = RequestItem(str(uuid.uuid4()), rows, time.time(), self.live.deadline(timeout_s))
+        job = Job(id=str(uuid.uuid4()), rows=rows, submitted_at=time.time(), owner=owner,
+                  deadline=self.live.deadline(timeout_s))
         claim = None
         if idempotency_key is not None:
             claim = claim_key(owner, idempotency_key)
-            earlier = await self.claims.claim(claim, request.id, redis_keys.task(""))
+            earlier = await self.claims.claim(claim, job.id, redis_keys.task(""))
             if earlier is not None:
                 return await self._replay(earlier, flow.name, plan[0].queue, wait_s)
-        firsts = first_messages(self.messages, flow, plan, request, priority)
-        for queue, _ in firsts:
-            self.live.note_sent(queue, priority)
+        starts = plan[:-1] if flow.ensemble is not None else plan[:1]
+        for step in starts:
+            self.live.note_sent(step.queue, priority)
+        # Kept for the batch's send (a plan per set of versions and queues:
+        # a handful, new ones only with rollouts and canaries).
+        key = plan_key(plan)
+        self._plans[key] = (flow, plan)
         versions = "+".join(f"{s.name}@{s.version}" for s in plan if s.version)
-        submitted = Submitted(request.id, flow.name, plan[0].queue, False, versions)
-        record: dict[str, Any] = {"model": flow.name, "queue": plan[0].queue,
-                                  "submitted_at": request.submitted_at, "batch": request.id,
-                                  "index": 0, "size": 1, "flow": flow.kind}
-        if owner is not None:
-            record["owner"] = owner
-        if request.deadline is not None:
-            record["deadline"] = request.deadline
+        submitted = Submitted(job.id, flow.name, plan[0].queue, False, versions)
+        batch = self.flow_batcher.add(FlowBatching.of(flow, self.table), plan[0].queue, job, key,
+                                      False, priority)
+        return await self._deliver(submitted, job.batch_id, job.index, batch.sent, claim, wait_s,
+                                   timeout_s)
 
-        async def send() -> None:
-            pipe = self.client.pipeline(transaction=True)
-            pipe.set(redis_keys.task(request.id), orjson.dumps(record),
-                     ex=self.settings.result_ttl_s)
-            for queue, message in firsts:
-                message.queue(pipe, queue, priority)
-            try:
-                await pipe.execute()
-            except (RedisError, OSError) as exc:
-                raise BrokerUnavailable(
-                    f"could not queue the job: the broker is unreachable ({exc})") from None
-
-        sent = asyncio.ensure_future(send())
-        return await self._deliver(submitted, request.id, 0, sent, claim, wait_s, timeout_s)
+    async def _publish_flow(self, batch: Batch) -> None:
+        """A composed model's batch: every request's record and its first
+        tasks, atomically, in one round trip."""
+        flow, plan = self._plans[batch.version]
+        requests = [RequestItem(j.id, j.rows, j.submitted_at, j.deadline) for j in batch.jobs]
+        pipe = self.client.pipeline(transaction=True)
+        for job in batch.jobs:
+            record: dict[str, Any] = {"model": flow.name, "queue": plan[0].queue,
+                                      "submitted_at": job.submitted_at, "batch": batch.id,
+                                      "index": job.index, "size": len(batch.jobs),
+                                      "flow": flow.kind}
+            if job.owner is not None:
+                record["owner"] = job.owner
+            if job.deadline is not None:
+                record["deadline"] = job.deadline
+            pipe.set(redis_keys.task(job.id), orjson.dumps(record), ex=self.settings.result_ttl_s)
+        for queue, message in first_messages(self.messages, flow, plan, batch.id, requests,
+                                             batch.lane):
+            message.queue(pipe, queue, batch.lane)
+        try:
+            await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise BrokerUnavailable(
+                f"could not queue the job: the broker is unreachable ({exc})") from None
 
     async def _replay(
         self, task_id: str, model: str, queue: str, wait_s: float
@@ -271,6 +295,7 @@ class Dispatcher:
         """Write every request's record and queue the batch's task, atomically,
         in one round trip."""
         route = batch.route
+        assert isinstance(route, Route)
         requests = [RequestItem(j.id, j.rows, j.submitted_at, j.deadline).to_wire()
                     for j in batch.jobs]
         message = self.messages.predict(
@@ -326,6 +351,7 @@ class Dispatcher:
 
     async def close(self) -> None:
         await self.batcher.close()
+        await self.flow_batcher.close()
 
     async def task(self, task_id: str, viewer: str | None = None) -> dict[str, Any]:
         """A task's view; ``viewer`` (a predict key's name) sees only its own."""

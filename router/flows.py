@@ -7,6 +7,7 @@ do with them is workers/flows.py's."""
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from typing import Any
 
 from turnout.core.celery_app import TASK_PREDICT
@@ -88,21 +89,52 @@ def flow_max_rows(flow: Flow, table: RouteTable) -> int:
     return route.max_rows if route is not None else table.defaults.max_rows
 
 
+@dataclass(frozen=True)
+class FlowBatching:
+    """How a composed model's requests gather into one task in the router
+    (``router/batching.py``): its own ``max_batch``/``max_delay_ms``, or its
+    first model's."""
+
+    name: str
+    max_batch: int | None
+    max_delay_ms: float | None
+    time_limit_s: float
+    # The first model, whose workers' free slots say when to send at once.
+    first: str
+
+    @classmethod
+    def of(cls, flow: Flow, table: RouteTable) -> FlowBatching:
+        first = flow.models[0] if flow.models else ""
+        route = table.routes.get(first)
+        return cls(flow.name,
+                   flow.max_batch if flow.max_batch is not None else (route.max_batch if route else None),
+                   flow.max_delay_ms if flow.max_delay_ms is not None else (
+                       route.max_delay_ms if route else None),
+                   flow.time_limit_s * max(1, len(flow.steps or flow.ensemble or ())), first)
+
+
+def plan_key(plan: tuple[PlanStep, ...]) -> str:
+    """One string per plan: requests batch together only on the same one."""
+    return "|".join(f"{s.kind}:{s.name}@{s.version}:{s.queue}" for s in plan)
+
+
 def first_messages(messages: TaskMessages, flow: Flow, plan: tuple[PlanStep, ...],
-                   request: RequestItem, lane: str = DEFAULT_LANE) -> list[tuple[str, QueuedMessage]]:
-    """(queue, message) of each first task: a pipeline's first step, or
-    every branch of an ensemble (each on its own model's queue)."""
+                   flow_id: str, requests: list[RequestItem],
+                   lane: str = DEFAULT_LANE) -> list[tuple[str, QueuedMessage]]:
+    """(queue, message) of each first task of request batch ``flow_id``: a
+    pipeline's first step, or every branch of an ensemble (each on its own
+    model's queue)."""
     kind = PIPELINE if flow.steps is not None else ENSEMBLE
-    spec = FlowSpec(request.id, flow.name, kind, plan, 0, lane)
     starts = range(len(plan) - 1) if kind == ENSEMBLE else range(1)
+    items = [r.to_wire() for r in requests]
     out = []
     for at in starts:
         step = plan[at]
-        this = FlowSpec(spec.id, spec.name, kind, plan, at, lane)
+        this = FlowSpec(flow_id, flow.name, kind, plan, at, lane)
         out.append((step.queue, messages.build(
             TASK_PREDICT, this.task_id(), step.queue,
-            (flow.name, [request.to_wire()], {"flow": this.to_wire()}),
+            (flow.name, items, {"flow": this.to_wire()}),
             step.time_limit_s, step.soft_time_limit_s, lane=lane,
-            expires=expires_backstop(step.time_limit_s, [request.deadline]),
-            argsrepr=f"({flow.name!r}, step {at}: {step.name})")))
+            expires=expires_backstop(step.time_limit_s, [r.deadline for r in requests]),
+            argsrepr=f"({flow.name!r}, {len(items)} request(s), step {at}: {step.name})")))
     return out

@@ -193,7 +193,8 @@ class BatchJobs:
             part = rows[start : start + size]
             task_id = str(uuid.uuid4())
             request = RequestItem(task_id, part, submitted_at, deadline)
-            for queue, message in first_messages(self.messages, flow, plan, request, priority):
+            for queue, message in first_messages(self.messages, flow, plan, task_id, [request],
+                                                 priority):
                 self.live.note_sent(queue, priority)
                 message.queue(pipe, queue, priority)
             chunks.append([task_id, plan[0].queue, start, len(part)])

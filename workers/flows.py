@@ -119,7 +119,8 @@ class FlowSteps:
             live = []
         if rt.settings.ledger and live:
             entry = orjson.dumps({"event": "start", "task": task_id, "flow": flow.id,
-                                  "step": flow.at, "incarnation": rt.incarnation,
+                                  "step": flow.at, "steps": len(flow.plan),
+                                  "incarnation": rt.incarnation,
                                   "requests": [f"{requests[i].id}.{flow.at}" for i in live],
                                   "t": started_at, "pid": os.getpid()})
             try:
@@ -324,7 +325,8 @@ class FlowSteps:
         if not self.rt.settings.ledger:
             return ""
         return orjson.dumps({"event": event, "task": task_id, "flow": flow.id, "step": flow.at,
-                             "incarnation": self.rt.incarnation, "t": time.time()}).decode()
+                             "steps": len(flow.plan), "incarnation": self.rt.incarnation,
+                             "t": time.time()}).decode()
 
     def _message(self, task: Task, following: FlowSpec, requests: list[RequestItem]) -> str:
         """The next step's task message; its requests without their rows (the

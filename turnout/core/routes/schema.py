@@ -222,6 +222,10 @@ class Flow(StrictModel):
     time_limit_s: float = Field(gt=0, le=24 * 3600)
     queue_timeout_s: float | None = Field(default=None, gt=0, le=24 * 3600)
     max_rows: int | None = Field(default=None, ge=1)
+    # Micro-batching of its requests in the router (as a route's): by default
+    # its first model's.
+    max_batch: int | None = Field(default=None, ge=1, le=65_536)
+    max_delay_ms: float | None = Field(default=None, ge=0, le=10_000)
 
     @field_validator("combine_queue")
     @classmethod
