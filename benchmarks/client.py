@@ -156,6 +156,18 @@ class Progress:
             sys.stderr.flush()
 
 
+def _finished(run: Run, conns: list[Connection], started: float, cpu0: float,
+              progress: Progress | None) -> Run:
+    """A closed loop's run, timed, its connections closed."""
+    run.wall_s = time.perf_counter() - started
+    run.client_cpu_s = time.process_time() - cpu0
+    for conn in conns:
+        conn.close()
+    if progress is not None:
+        progress.close()
+    return run
+
+
 async def closed_loop(
     url: str,
     path: str,
@@ -192,13 +204,7 @@ async def closed_loop(
                 progress.update(done, f"{run.ok} ok")
 
     await asyncio.gather(*(caller(c) for c in conns))
-    run.wall_s = time.perf_counter() - started
-    run.client_cpu_s = time.process_time() - cpu0
-    for conn in conns:
-        conn.close()
-    if progress is not None:
-        progress.close()
-    return run
+    return _finished(run, conns, started, cpu0, progress)
 
 
 async def closed_loop_chained(
@@ -237,13 +243,7 @@ async def closed_loop_chained(
                 progress.update(time.perf_counter() - started, f"{run.ok} ok")
 
     await asyncio.gather(*(caller(c) for c in conns))
-    run.wall_s = time.perf_counter() - started
-    run.client_cpu_s = time.process_time() - cpu0
-    for conn in conns:
-        conn.close()
-    if progress is not None:
-        progress.close()
-    return run
+    return _finished(run, conns, started, cpu0, progress)
 
 
 async def closed_loop_spread(

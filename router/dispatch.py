@@ -35,7 +35,7 @@ from turnout.core.settings import Settings
 from turnout.core.task_messages import TaskMessages, expires_backstop
 from turnout.router.batching import Batch, Batcher, Job
 from turnout.router.flows import FlowBatching, first_messages, flow_rows, plan_for, plan_key
-from turnout.router.idempotency import Claims, claim_key
+from turnout.router.idempotency import Claims
 from turnout.router.live import LiveView
 from turnout.router.metrics import Metrics
 from turnout.router.results import ResultWatcher
@@ -136,12 +136,10 @@ class Dispatcher:
                                 timeout_s, priority)
         job = Job(id=str(uuid.uuid4()), rows=rows, submitted_at=time.time(), owner=owner,
                   deadline=self.live.deadline(timeout_s))
-        claim = None
-        if idempotency_key is not None:
-            claim = claim_key(owner, idempotency_key)
-            earlier = await self.claims.claim(claim, job.id, redis_keys.task(""))
-            if earlier is not None:
-                return await self._replay(earlier, model, route.queue, wait_s)
+        claim, earlier = await self.claims.take(idempotency_key, owner, job.id,
+                                                      redis_keys.task(""))
+        if earlier is not None:
+            return await self._replay(earlier, model, route.queue, wait_s)
         # Counted at once: requests routed while this one is being sent see it.
         self.live.note_sent(decision.queue, priority)
         submitted = Submitted(job.id, model, decision.queue, decision.fallback_used, version)
@@ -201,12 +199,10 @@ class Dispatcher:
         rows = flow_rows(flow, self.table, self.schemas, plan, inputs)
         job = Job(id=str(uuid.uuid4()), rows=rows, submitted_at=time.time(), owner=owner,
                   deadline=self.live.deadline(timeout_s))
-        claim = None
-        if idempotency_key is not None:
-            claim = claim_key(owner, idempotency_key)
-            earlier = await self.claims.claim(claim, job.id, redis_keys.task(""))
-            if earlier is not None:
-                return await self._replay(earlier, flow.name, plan[0].queue, wait_s)
+        claim, earlier = await self.claims.take(idempotency_key, owner, job.id,
+                                                      redis_keys.task(""))
+        if earlier is not None:
+            return await self._replay(earlier, flow.name, plan[0].queue, wait_s)
         starts = plan[:-1] if flow.ensemble is not None else plan[:1]
         for step in starts:
             self.live.note_sent(step.queue, priority)

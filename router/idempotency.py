@@ -48,6 +48,15 @@ class Claims:
             return None
         return earlier.decode() if isinstance(earlier, bytes) else str(earlier)
 
+    async def take(self, idempotency_key: str | None, owner: str | None, new_id: str,
+                   record_prefix: str) -> tuple[str | None, str | None]:
+        """(the claim, the id an earlier use of ``idempotency_key`` made, if
+        any); (None, None) without a key."""
+        if idempotency_key is None:
+            return None, None
+        claim = claim_key(owner, idempotency_key)
+        return claim, await self.claim(claim, new_id, record_prefix)
+
     async def release(self, claim: str) -> None:
         with contextlib.suppress(RedisError, OSError):
             await self._client.delete(claim)

@@ -26,7 +26,7 @@ from turnout.core.routes import Flow, Route, RouteTable
 from turnout.core.settings import Settings
 from turnout.core.task_messages import TaskMessages, expires_backstop
 from turnout.router.flows import first_messages, flow_max_rows, flow_rows, plan_for
-from turnout.router.idempotency import Claims, claim_key
+from turnout.router.idempotency import Claims
 from turnout.router.live import LiveView
 from turnout.router.routing import choose_queue
 from turnout.router.schemas import VersionSchemas
@@ -104,12 +104,10 @@ class BatchJobs:
                                schema=self.schemas.input(route, version))
         size = chunk_rows or self._chunk_size(route)
         job_id = str(uuid.uuid4())
-        claim = None
-        if idempotency_key is not None:
-            claim = claim_key(owner, idempotency_key)
-            earlier = await self.claims.claim(claim, job_id, redis_keys.batch(""))
-            if earlier is not None:
-                return await self._submitted(earlier, route.name)
+        claim, earlier = await self.claims.take(idempotency_key, owner, job_id,
+                                                      redis_keys.batch(""))
+        if earlier is not None:
+            return await self._submitted(earlier, route.name)
         submitted_at = time.time()
         deadline = self.live.deadline(timeout_s or route.queue_timeout_s)
         chunks: list[list[Any]] = []
@@ -144,17 +142,7 @@ class BatchJobs:
             "submitted_at": submitted_at,
             "priority": priority,
         }
-        if owner is not None:
-            record["owner"] = owner
-        pipe.set(redis_keys.batch(job_id), json.dumps(record), ex=self.settings.result_ttl_s)
-        try:
-            await pipe.execute()
-        except (RedisError, OSError) as exc:
-            if claim is not None:
-                await self.claims.release(claim)
-            raise BrokerUnavailable(
-                f"could not queue the batch: the broker is unreachable ({exc})"
-            ) from None
+        await self._queue(pipe, job_id, record, owner, claim)
         if self.track is not None:
             for task_id, *_ in chunks:
                 self.track(task_id, route, version)
@@ -179,12 +167,10 @@ class BatchJobs:
                          max_rows=self.settings.max_batch_rows)
         size = min(chunk_rows or flow_max_rows(flow, self.table), flow_max_rows(flow, self.table))
         job_id = str(uuid.uuid4())
-        claim = None
-        if idempotency_key is not None:
-            claim = claim_key(owner, idempotency_key)
-            earlier = await self.claims.claim(claim, job_id, redis_keys.batch(""))
-            if earlier is not None:
-                return await self._submitted(earlier, flow.name)
+        claim, earlier = await self.claims.take(idempotency_key, owner, job_id,
+                                                      redis_keys.batch(""))
+        if earlier is not None:
+            return await self._submitted(earlier, flow.name)
         submitted_at = time.time()
         deadline = self.live.deadline(timeout_s)
         chunks: list[list[Any]] = []
@@ -201,6 +187,14 @@ class BatchJobs:
         record: dict[str, Any] = {"model": flow.name, "rows": len(rows), "chunk_rows": size,
                                   "chunks": chunks, "submitted_at": submitted_at,
                                   "priority": priority}
+        await self._queue(pipe, job_id, record, owner, claim)
+        return {"batch_id": job_id, "status": "PENDING", "model": flow.name, "rows": len(rows),
+                "chunks": len(chunks), "status_url": f"/v1/batches/{job_id}"}
+
+    async def _queue(self, pipe: Any, job_id: str, record: dict[str, Any], owner: str | None,
+                     claim: str | None) -> None:
+        """The job's record added to ``pipe`` (which holds its chunks'
+        messages), and all of it sent as one transaction."""
         if owner is not None:
             record["owner"] = owner
         pipe.set(redis_keys.batch(job_id), json.dumps(record), ex=self.settings.result_ttl_s)
@@ -211,8 +205,6 @@ class BatchJobs:
                 await self.claims.release(claim)
             raise BrokerUnavailable(
                 f"could not queue the batch: the broker is unreachable ({exc})") from None
-        return {"batch_id": job_id, "status": "PENDING", "model": flow.name, "rows": len(rows),
-                "chunks": len(chunks), "status_url": f"/v1/batches/{job_id}"}
 
     async def _submitted(self, job_id: str, model: str) -> dict[str, Any]:
         """The 202 body of a job an Idempotency-Key already made."""

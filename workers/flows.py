@@ -43,6 +43,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _STORE_PATIENCE_S = 60.0
+# Retries of a step whose model raised a transient error.
+_RETRIES = 2
+# Passes of fewer rows say nothing of a model's time per row (as runtime.py's).
+_ROWS_FOR_RATE = 16
 
 
 @dataclass
@@ -110,7 +114,9 @@ class FlowSteps:
             # Revoked through the API: the router has written REVOKED already.
             self._hand_on(task, flow, requests, carried, "", started_at, 0.0, hostname, 0, final=True)
             return
-        limit = rt.settings.max_deliveries + 2
+        # As a predict task's: the deliveries its worker may die in, plus the
+        # retries of a transient error (each one a delivery of the same id).
+        limit = rt.settings.max_deliveries + _RETRIES
         if deliveries > limit:
             for i in live:
                 carried.outcomes[i] = Outcome(
@@ -214,7 +220,7 @@ class FlowSteps:
                 got = {p: self._combine(step.name, carried.outcomes[i]) for p, i in enumerate(live)}
         except TransientError as exc:
             retries = task.request.retries
-            raise task.retry(exc=exc, countdown=2 ** retries, max_retries=2) from exc
+            raise task.retry(exc=exc, countdown=2 ** retries, max_retries=_RETRIES) from exc
         except SoftTimeLimitExceeded:
             got = {p: Outcome(error=f"TaskTimeout: step {flow.at} ({step.name}) of {flow.name!r} "
                                     f"ran past its time limit of {step.time_limit_s:g} s")
@@ -281,7 +287,9 @@ class FlowSteps:
         alive = any(o.error is None and not o.revoked for o in carried.outcomes)
         ttl = rt.settings.result_ttl_s
         queue = str((task.request.delivery_info or {}).get("routing_key") or flow.step.queue)
-        drained = (queue, rows, run_ms / 1000, flow.step.name, flow.lane) if rows else None
+        sized = rows >= _ROWS_FOR_RATE
+        drained = (queue, rows if sized else 0, run_ms / 1000 if sized else 0.0, flow.step.name,
+                   flow.lane)
         task_id = task.request.id
         if flow.is_branch and not final:
             following = flow.following()
