@@ -15,6 +15,7 @@ from celery import Celery
 from redis.exceptions import RedisError
 
 from turnout.core import lua, redis_keys
+from turnout.core.broker import why
 from turnout.core.catalog import require_version
 from turnout.core.errors import (
     BrokerUnavailable,
@@ -240,7 +241,7 @@ class Dispatcher:
             await pipe.execute()
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable(
-                f"could not queue the job: the broker is unreachable ({exc})") from None
+                f"could not queue the job: {why(exc)}") from None
 
     async def _replay(
         self, task_id: str, model: str, queue: str, wait_s: float
@@ -324,7 +325,7 @@ class Dispatcher:
             await pipe.execute()
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable(
-                f"could not queue the job: the broker is unreachable ({exc})"
+                f"could not queue the job: {why(exc)}"
             ) from None
         self.track(batch.id, route, batch.version)
 

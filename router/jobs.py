@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from turnout.core import redis_keys
+from turnout.core.broker import why
 from turnout.core.errors import BrokerUnavailable, IdempotencyMismatch, UnknownBatch
 from turnout.core.messages import RequestItem, ResultDoc
 from turnout.core.routes import Flow, Route, RouteTable
@@ -204,7 +205,7 @@ class BatchJobs:
             if claim is not None:
                 await self.claims.release(claim)
             raise BrokerUnavailable(
-                f"could not queue the batch: the broker is unreachable ({exc})") from None
+                f"could not queue the batch: {why(exc)}") from None
 
     async def _submitted(self, job_id: str, model: str) -> dict[str, Any]:
         """The 202 body of a job an Idempotency-Key already made."""

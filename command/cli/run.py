@@ -44,11 +44,15 @@ def api(ctx: Context, host: str | None, port: int | None, insecure_no_auth: bool
     """Run the HTTP API."""
     import uvicorn
 
+    from turnout.core import broker
     from turnout.core.access import check_bind_against
     from turnout.router.api.app import create_asgi
 
     settings = ctx.settings(api_host=host, api_port=port, insecure_no_auth=insecure_no_auth)
     ctx.logging()
+    # A broker that cannot be reached (a wrong CA, a wrong password) stops the
+    # command with the reason, before uvicorn's lifespan buries it in a trace.
+    broker.check(settings.redis())
     check_bind_against(settings)
     uvicorn.run(
         create_asgi(settings, ctx.table()),
@@ -83,9 +87,11 @@ def worker(ctx: Context, kind: str, device: str | None, concurrency: int | None,
     spec = worker_spec(kind, device=device, concurrency=concurrency, name=name, queues=queues,
                        memory_limit_mb=memory_limit_mb)
     # Imported after the spec: a GPU worker pins its device before torch loads.
+    from turnout.core import broker
     from turnout.workers.run import run_worker
 
     ctx.logging()
+    broker.check(ctx.settings().redis())
     return run_worker(spec, ctx.settings(), ctx.table())
 
 

@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
@@ -63,20 +64,37 @@ def _password(folder: Path) -> str:
 
 
 class EmbeddedRedis:
-    def __init__(self, folder: Path, port: int = 0, binary: str = "") -> None:
+    """``host``, ``tls`` (certificate, key and the CA that signed them: the
+    server then speaks TLS only) and ``launcher`` (a command prefix, such as
+    ``ip netns exec NS``) are for the cluster rehearsal; ``turnout up`` and the
+    tests take the defaults: plain text on loopback."""
+
+    def __init__(self, folder: Path, port: int = 0, binary: str = "", *,
+                 host: str = "127.0.0.1", tls: tuple[Path, Path, Path] | None = None,
+                 launcher: Sequence[str] = ()) -> None:
         self.folder = folder
         self.port = port
         self.binary = find_redis_server(binary)
+        self.host = host
+        self.tls = tls
+        self.launcher = list(launcher)
         self.proc: subprocess.Popen[bytes] | None = None
         self.settings: RedisSettings | None = None
+
+    def _listen(self, port: int) -> list[str]:
+        if self.tls is None:
+            return [f"port {port}"]
+        cert, key, ca = self.tls
+        return ["port 0", f"tls-port {port}", f"tls-cert-file {cert}", f"tls-key-file {key}",
+                f"tls-ca-cert-file {ca}", "tls-auth-clients no"]
 
     def config(self, port: int, password: str) -> str:
         # The password lives in this 0600 file rather than on the command line,
         # where `ps` would show it.
         return "\n".join(
             [
-                "bind 127.0.0.1",
-                f"port {port}",
+                f"bind {self.host}",
+                *self._listen(port),
                 "protected-mode yes",
                 f"requirepass {password}",
                 f"dir {self.folder}",
@@ -101,12 +119,14 @@ class EmbeddedRedis:
         with os.fdopen(fd, "w") as fh:
             fh.write(self.config(port, password))
         self.proc = subprocess.Popen(
-            [self.binary, str(conf)],
+            [*self.launcher, self.binary, str(conf)],
             stdout=log if log is not None else subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        self.settings = RedisSettings(host="127.0.0.1", port=port, password=password)
+        self.settings = RedisSettings(host=self.host, port=port, password=password,
+                                      tls=self.tls is not None,
+                                      ca_file=str(self.tls[2]) if self.tls else None)
         self.port = port
         self._wait_ready(timeout_s)
         return self.settings

@@ -13,6 +13,7 @@ from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 from starlette.types import Send
 
+from turnout.core.broker import why
 from turnout.core.errors import TooManyRequests, TurnoutError, Unauthorized
 
 # Names the error's class, so that clients (turnout.client) can raise the same
@@ -34,7 +35,7 @@ def error_response(exc: Exception) -> tuple[int, dict[str, Any], dict[str, str]]
             headers["WWW-Authenticate"] = 'Bearer realm="turnout"'
         return exc.status_code, {"detail": exc.message}, headers
     if isinstance(exc, RedisError | OperationalError):
-        return (503, {"detail": f"the broker is unreachable or failing: {exc}"},
+        return (503, {"detail": why(exc)},
                 {ERROR_HEADER: "BrokerUnavailable"})
     raise exc
 

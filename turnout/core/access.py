@@ -23,6 +23,7 @@ import orjson
 import redis
 
 from turnout.core import redis_keys
+from turnout.core.broker import why
 from turnout.core.errors import ConfigError, KeyExists
 from turnout.core.redis_keys import LANES
 from turnout.core.settings import Settings
@@ -183,7 +184,7 @@ def check_bind_against(settings: Settings) -> None:
         have = bool(client.hlen(redis_keys.API_KEYS))
     except redis.RedisError as exc:
         raise ConfigError(
-            f"cannot tell whether API keys exist: the broker is unreachable ({exc})"
+            f"cannot tell whether API keys exist: {why(exc)}"
         ) from None
     finally:
         client.close()

@@ -32,11 +32,11 @@ def visibility_timeout_s(settings: Settings, table: RouteTable) -> int:
 def celery_config(redis: RedisSettings, settings: Settings, table: RouteTable) -> dict[str, Any]:
     vt = visibility_timeout_s(settings, table)
     conf: dict[str, Any] = {
-        "broker_url": redis.url,
+        "broker_url": redis.bare_url,
         # kombu's Redis transport with owned deliveries, and Celery's Redis
         # backend with fenced results (turnout/delivery.py says why).
         "broker_transport": TRANSPORT,
-        "result_backend": f"{BACKEND}+{redis.url}",
+        "result_backend": f"{BACKEND}+{redis.bare_url}",
         # JSON only, both ways: a worker never unpickles what the broker hands it.
         "task_serializer": "json",
         "result_serializer": "json",
@@ -94,7 +94,8 @@ def celery_config(redis: RedisSettings, settings: Settings, table: RouteTable) -
         "timezone": "UTC",
     }
     if redis.tls:
-        tls = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+        # kombu and Celery's backend take the TLS options apart from the URL.
+        tls: dict[str, Any] = {**redis.tls_options(), "ssl_cert_reqs": ssl.CERT_REQUIRED}
         conf["broker_use_ssl"] = tls
         conf["redis_backend_use_ssl"] = tls
     return conf

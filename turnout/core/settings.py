@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -25,9 +25,20 @@ def _default_home() -> Path:
     return Path(state) / "turnout"
 
 
+# TLS options a rediss:// URL may carry in its query, as redis-py and Celery
+# read them: the CA that signs the server's certificate, and a client
+# certificate and key where the server asks for one.
+TLS_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+
+
 @dataclass(frozen=True)
 class RedisSettings:
-    """A Redis address parsed once from a URL (``redis://`` or ``rediss://``)."""
+    """A Redis address parsed once from a URL (``redis://`` or ``rediss://``).
+
+    A ``rediss://`` URL always verifies the server's certificate (against the
+    system's CAs, or ``?ssl_ca_certs=/path/ca.pem``) and never falls back to
+    plain text: a certificate that does not verify fails the connection.
+    """
 
     host: str
     port: int = 6379
@@ -35,6 +46,9 @@ class RedisSettings:
     username: str | None = None
     password: str | None = None
     tls: bool = False
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
 
     @classmethod
     def from_url(cls, url: str) -> RedisSettings:
@@ -52,6 +66,21 @@ class RedisSettings:
             port = parts.port or 6379
         except ValueError as exc:
             raise ConfigError(f"TURNOUT_BROKER_URL: {exc}") from None
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        unknown = sorted(set(query) - set(TLS_OPTIONS) - {"ssl_cert_reqs"})
+        if unknown:
+            raise ConfigError(f"TURNOUT_BROKER_URL: unknown option(s) {', '.join(unknown)}; "
+                              f"a rediss:// URL takes {', '.join(TLS_OPTIONS)}")
+        if query and parts.scheme != "rediss":
+            raise ConfigError("TURNOUT_BROKER_URL: TLS options need a rediss:// URL")
+        if query.get("ssl_cert_reqs", "required").lower() not in ("required", "cert_required"):
+            # An unverified TLS connection is as open to a man in the middle as
+            # plain text, while it looks safe: not offered.
+            raise ConfigError("TURNOUT_BROKER_URL: ssl_cert_reqs must be 'required' (Turnout "
+                              "always verifies the broker's certificate)")
+        for option in TLS_OPTIONS:
+            if option in query and not Path(query[option]).is_file():
+                raise ConfigError(f"TURNOUT_BROKER_URL: {option}: no such file {query[option]}")
         return cls(
             host=parts.hostname,
             port=port,
@@ -59,9 +88,12 @@ class RedisSettings:
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,
             tls=parts.scheme == "rediss",
+            ca_file=query.get("ssl_ca_certs"),
+            cert_file=query.get("ssl_certfile"),
+            key_file=query.get("ssl_keyfile"),
         )
 
-    def _url(self, password: str | None) -> str:
+    def _url(self, password: str | None, options: bool = True) -> str:
         """The URL with ``password`` as given: already quoted, or a mask."""
         scheme = "rediss" if self.tls else "redis"
         auth = ""
@@ -71,16 +103,34 @@ class RedisSettings:
                 auth += ":" + password
             auth += "@"
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{scheme}://{auth}{host}:{self.port}/{self.db}"
+        url = f"{scheme}://{auth}{host}:{self.port}/{self.db}"
+        tls = self.tls_options()
+        if options and tls:
+            url += "?" + urlencode(tls)
+        return url
+
+    def tls_options(self) -> dict[str, str]:
+        """The TLS options by redis-py's names (none for a redis:// URL)."""
+        if not self.tls:
+            return {}
+        given = zip(TLS_OPTIONS, (self.ca_file, self.cert_file, self.key_file), strict=True)
+        return {"ssl_cert_reqs": "required"} | {k: v for k, v in given if v}
 
     @property
     def url(self) -> str:
+        """The URL for redis-py, TLS options included in its query."""
         return self._url(quote(self.password, safe="") if self.password else None)
+
+    @property
+    def bare_url(self) -> str:
+        """The URL without its query, for kombu, which takes the TLS options
+        apart (``broker_use_ssl``)."""
+        return self._url(quote(self.password, safe="") if self.password else None, options=False)
 
     @property
     def redacted(self) -> str:
         """The URL with the password masked, for logs and messages."""
-        return self._url("***" if self.password else None)
+        return self._url("***" if self.password else None, options=False)
 
 
 class Settings(BaseSettings):

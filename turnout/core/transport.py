@@ -244,9 +244,12 @@ def _url(conn: Any) -> str:
     """The redis:// URL of a kombu connection (its ``as_uri`` names our
     transport's import path as the scheme)."""
     db = str(conn.virtual_host or "0").lstrip("/") or "0"
+    tls = conn.ssl if isinstance(conn.ssl, dict) else {}
     return RedisSettings(
         host=conn.hostname or "127.0.0.1", port=int(conn.port or 6379), db=int(db),
         username=conn.userid or None, password=conn.password or None, tls=bool(conn.ssl),
+        ca_file=tls.get("ssl_ca_certs"), cert_file=tls.get("ssl_certfile"),
+        key_file=tls.get("ssl_keyfile"),
     ).url
 
 

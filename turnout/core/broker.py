@@ -1,0 +1,58 @@
+"""What a failing broker is failing at, in words an operator can act on.
+
+redis-py reports a full broker, a broker that cannot write its disk, a
+certificate that does not verify and a closed port all as ``RedisError``
+subclasses whose text may run to a whole pipeline's commands. The API's 503s,
+the workers' and the commands' start-up checks say the cause instead, and
+never the URL's password (only ``RedisSettings.redacted`` is ever shown).
+"""
+
+from __future__ import annotations
+
+import ssl
+
+import redis
+
+from turnout.core.errors import BrokerUnavailable
+from turnout.core.settings import RedisSettings
+
+
+def why(exc: BaseException) -> str:
+    """The cause of a broker failure, short."""
+    text = str(exc)
+    if "OOM command not allowed" in text:
+        return ("the broker is out of memory (its maxmemory is reached and it refuses writes "
+                "until memory is freed or maxmemory raised)")
+    if "MISCONF" in text or "Errors writing to the AOF file" in text:
+        return ("the broker cannot write to its disk (its persistence is failing, e.g. the disk "
+                "is full) and refuses writes until it can")
+    if "READONLY" in text:
+        return "the broker is a read-only replica (a failover in progress, or the wrong address)"
+    if isinstance(exc, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in text:
+        return ("TLS: the broker's certificate does not verify against the trusted CA "
+                "(the URL's ssl_ca_certs, or the system's CAs without it); refusing to connect")
+    if "WRONG_VERSION_NUMBER" in text or "record layer failure" in text:
+        return "TLS: the broker does not speak TLS on this port (use redis:// for a plain port)"
+    if isinstance(exc, redis.AuthenticationError) or "WRONGPASS" in text or "NOAUTH" in text:
+        return "the broker refused the credentials in TURNOUT_BROKER_URL"
+    if "Connection reset by peer" in text:
+        return ("the broker closed the connection at once (does it speak TLS on this port? "
+                "then the URL must be rediss://)")
+    if isinstance(exc, redis.TimeoutError):
+        return "the broker did not answer in time"
+    if isinstance(exc, redis.ConnectionError | OSError):
+        # redis-py's text names the address and the socket's error, no secret.
+        return f"the broker is unreachable ({text[:200]})"
+    return f"the broker failed: {text[:200]}"
+
+
+def check(settings: RedisSettings, timeout_s: float = 5.0) -> None:
+    """Ping the broker once; a ``BrokerUnavailable`` that says why if it cannot."""
+    client = redis.Redis.from_url(settings.url, socket_timeout=timeout_s,
+                                  socket_connect_timeout=timeout_s)
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as exc:
+        raise BrokerUnavailable(f"broker {settings.redacted}: {why(exc)}") from None
+    finally:
+        client.close()
