@@ -3,12 +3,16 @@ after a lost answer) gets the task the first one made, never a second.
 
 A key is claimed for the new task's id in one Lua call. A claim names its
 task until the task's record exists, and then for as long as the record; a
-claim whose task never got queued (the broker failed mid-request) lapses
-after a few seconds, so the retry makes the task instead.
+claim whose task never got queued (the broker failed mid-request, or the API
+process that took it died) lapses after a few seconds, so the retry makes the
+task instead. A retry that finds a claim whose task is not queued yet waits
+for one or the other: the record (the first request was still queueing it)
+or the lapse; it never answers with a task that may never exist.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import time
@@ -34,19 +38,26 @@ def claim_key(owner: str | None, idempotency_key: str) -> str:
 
 
 class Claims:
-    def __init__(self, client: aioredis.Redis, ttl_s: int) -> None:
+    def __init__(self, client: aioredis.Redis, ttl_s: int, lapse_s: float = LAPSE_S) -> None:
         self._client = client
         self._ttl_s = ttl_s
+        self._lapse_s = lapse_s
         self._script = client.register_script(lua.source("idempotency_claim"))
 
     async def claim(self, claim: str, new_id: str, record_prefix: str) -> str | None:
-        """None when ``claim`` is now ``new_id``'s; else the id it names."""
-        earlier = await self._script(
-            keys=[claim], args=[new_id, self._ttl_s, time.time(), record_prefix, LAPSE_S]
-        )
-        if earlier is None:
-            return None
-        return earlier.decode() if isinstance(earlier, bytes) else str(earlier)
+        """None when ``claim`` is now ``new_id``'s; else the id it names,
+        once that id's record exists (or ``claim`` lapsed and is ours)."""
+        deadline = time.monotonic() + self._lapse_s + 1
+        while True:
+            earlier = await self._script(
+                keys=[claim], args=[new_id, self._ttl_s, time.time(), record_prefix, self._lapse_s]
+            )
+            if earlier is None:
+                return None
+            earlier = earlier.decode() if isinstance(earlier, bytes) else str(earlier)
+            if await self._client.exists(record_prefix + earlier) or time.monotonic() > deadline:
+                return earlier
+            await asyncio.sleep(0.05)
 
     async def take(self, idempotency_key: str | None, owner: str | None, new_id: str,
                    record_prefix: str) -> tuple[str | None, str | None]:

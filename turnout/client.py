@@ -30,7 +30,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -148,6 +148,7 @@ class Backoff:
     cap_s: float = 5.0
     attempt: int = 0
     waits: list[float] = field(default_factory=list)
+    hops: int = 0  # moves to another API process
 
     def next(self, error: ApiError) -> float | None:
         """Seconds to wait before the next try, or None: give up."""
@@ -181,15 +182,37 @@ def _url_from_env() -> str:
     return f"http://{host}:{os.environ.get('TURNOUT_API_PORT') or 8000}"
 
 
+# Answers after which the next API process is tried at once, when there are
+# several: this one is going away or cannot reach its broker.
+_FAIL_OVER_STATUS = frozenset({502, 503})
+
+
+def _urls(url: str | Sequence[str] | None) -> list[str]:
+    """Several API processes, as a list or comma-separated (TURNOUT_URL too)."""
+    given = url or _url_from_env()
+    parts = given.split(",") if isinstance(given, str) else list(given)
+    urls = [u.strip().rstrip("/") for u in parts if u.strip()]
+    if not urls:
+        raise ValueError("no API URL given")
+    return urls
+
+
 class _Base:
+    """``url`` may name several API processes (a list, or comma-separated):
+    a call that cannot reach one, or that one answers 502 or 503, goes to the
+    next at once, and backs off only once it has tried them all. A predict
+    carries an Idempotency-Key, so that a retry through another process gets
+    the task the first one made, never a second."""
+
     def __init__(
-        self, url: str | None = None, api_key: str | None = None, timeout: float = 30.0,
-        retry_for_s: float = 30.0, retry_refused: bool = True, unreachable_hint: str = "",
+        self, url: str | Sequence[str] | None = None, api_key: str | None = None,
+        timeout: float = 30.0, retry_for_s: float = 30.0, retry_refused: bool = True,
+        unreachable_hint: str = "",
     ) -> None:
-        url = url or _url_from_env()
         if api_key is None:
             api_key = os.environ.get("TURNOUT_API_KEY") or None
-        self.url = url.rstrip("/")
+        self.urls = _urls(url)
+        self._at = 0
         self.timeout = timeout
         self.retry_for_s = retry_for_s
         # A refused connection is retried (an API restarting) unless told not
@@ -200,8 +223,26 @@ class _Base:
         # Backoff waits of the last call (the tests read them).
         self.last_waits: list[float] = []
 
+    @property
+    def url(self) -> str:
+        """The API process calls go to now."""
+        return self.urls[self._at]
+
     def _backoff(self) -> Backoff:
         return Backoff(time.monotonic() + self.retry_for_s)
+
+    def _next_try(self, error: ApiError, call: Call, backoff: Backoff) -> float | None:
+        """Seconds before the next try (0: another API process, at once), or
+        None: give up with ``error``."""
+        if not self._retryable(error, call):
+            return None
+        if len(self.urls) > 1 and (isinstance(error, Unreachable)
+                                   or error.status in _FAIL_OVER_STATUS):
+            self._at = (self._at + 1) % len(self.urls)
+            backoff.hops += 1
+            if backoff.hops % len(self.urls):
+                return 0.0
+        return backoff.next(error)
 
     def _answer(self, response: httpx.Response) -> dict[str, Any]:
         if response.status_code >= 400:
@@ -323,12 +364,12 @@ class Task:
 class Client(_Base):
     """The synchronous client."""
 
-    def __init__(self, url: str | None = None, api_key: str | None = None, timeout: float = 30.0,
+    def __init__(self, url: str | Sequence[str] | None = None, api_key: str | None = None,
+                 timeout: float = 30.0,
                  retry_for_s: float = 30.0, transport: httpx.BaseTransport | None = None,
                  retry_refused: bool = True, unreachable_hint: str = "") -> None:
         super().__init__(url, api_key, timeout, retry_for_s, retry_refused, unreachable_hint)
-        self._http = httpx.Client(base_url=self.url, timeout=timeout, headers=self._headers,
-                                  transport=transport)
+        self._http = httpx.Client(timeout=timeout, headers=self._headers, transport=transport)
 
     def __enter__(self) -> Self:
         return self
@@ -347,14 +388,14 @@ class Client(_Base):
         while True:
             try:
                 response = self._http.request(
-                    call.method, call.path, json=call.json, headers=call.headers,
+                    call.method, self.url + call.path, json=call.json, headers=call.headers,
                     timeout=call.timeout or self.timeout)
                 return self._answer(response)
             except httpx.TransportError as exc:
                 error: ApiError = self._unreachable(exc)
             except ApiError as exc:
                 error = exc
-            delay = backoff.next(error) if self._retryable(error, call) else None
+            delay = self._next_try(error, call, backoff)
             if delay is None:
                 raise error
             time.sleep(delay)
@@ -468,12 +509,12 @@ class AsyncTask:
 class AsyncClient(_Base):
     """The asyncio client: the same calls, awaited."""
 
-    def __init__(self, url: str | None = None, api_key: str | None = None, timeout: float = 30.0,
-                 retry_for_s: float = 30.0,
+    def __init__(self, url: str | Sequence[str] | None = None, api_key: str | None = None,
+                 timeout: float = 30.0, retry_for_s: float = 30.0,
                  transport: httpx.AsyncBaseTransport | None = None,
                  retry_refused: bool = True, unreachable_hint: str = "") -> None:
         super().__init__(url, api_key, timeout, retry_for_s, retry_refused, unreachable_hint)
-        self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout, headers=self._headers,
+        self._http = httpx.AsyncClient(timeout=timeout, headers=self._headers,
                                        transport=transport)
 
     async def __aenter__(self) -> Self:
@@ -492,14 +533,14 @@ class AsyncClient(_Base):
         while True:
             try:
                 response = await self._http.request(
-                    call.method, call.path, json=call.json, headers=call.headers,
+                    call.method, self.url + call.path, json=call.json, headers=call.headers,
                     timeout=call.timeout or self.timeout)
                 return self._answer(response)
             except httpx.TransportError as exc:
                 error: ApiError = self._unreachable(exc)
             except ApiError as exc:
                 error = exc
-            delay = backoff.next(error) if self._retryable(error, call) else None
+            delay = self._next_try(error, call, backoff)
             if delay is None:
                 raise error
             await asyncio.sleep(delay)

@@ -61,3 +61,48 @@ def test_unavailable_until_the_deadline() -> None:
             pytest.raises(Unavailable):
         client.workers()
     assert 2 <= len(seen) < 100
+
+
+def test_several_api_processes_a_dead_one_is_passed_over_at_once() -> None:
+    seen: list[httpx.Request] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.host == "a":
+            # Killed mid-request: the connection dropped with no answer.
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+        return httpx.Response(200, json=DONE)
+
+    with Client("http://a:8000, http://b:8000/", api_key="", transport=httpx.MockTransport(handle)) \
+            as client:
+        assert client.predict("iris", [[1, 2, 3, 4]])["predictions"] == [1]
+        # No backoff before the second process; the client stays with it.
+        assert client.last_waits == [] and client.url == "http://b:8000"
+        client.task("t")
+    assert [r.url.host for r in seen] == ["a", "b", "b"]
+    # The retry is the same request: the same Idempotency-Key.
+    assert seen[0].headers["Idempotency-Key"] == seen[1].headers["Idempotency-Key"]
+
+
+def test_a_call_that_may_not_be_repeated_is_not_sent_to_another_process() -> None:
+    seen: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.host)
+        raise httpx.ReadTimeout("timed out")
+
+    with Client(["http://a", "http://b"], api_key="", transport=httpx.MockTransport(handle)) \
+            as client, pytest.raises(Exception, match="no answer from the API at http://a"):
+        client.train("iris", "iris.csv")  # a POST with no Idempotency-Key: it may have run
+    assert seen == ["a"]
+
+
+def test_every_process_down_backs_off_between_rounds() -> None:
+    def handle(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(503, json={"detail": "broker down"})
+
+    with Client(["http://a", "http://b"], api_key="", transport=httpx.MockTransport(handle),
+                retry_for_s=0.6) as client, pytest.raises(Unavailable):
+        client.models()
+    # Each round tries both, then waits once.
+    assert client.last_waits
