@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 
-from turnout.core import delivery, heartbeats
+from turnout.core import broker, delivery, heartbeats
 from turnout.core.messages import (
     FAILED,
     LOADING,
@@ -123,7 +123,12 @@ class HeartbeatThread:
                 log.warning("heartbeat not sent: %s", exc)
                 reaper.forget()  # it could not watch the others either
                 silent = time.monotonic() - last_beat
-                if not fenced and silent >= self.settings.fence_after_s:
+                # A broker that answers but writes nothing (full, or its disk)
+                # lets no one declare this worker dead meanwhile, and its jobs'
+                # results wait for it (fenced by their leases regardless): the
+                # jobs in hand go on.
+                if (not fenced and silent >= self.settings.fence_after_s
+                        and not broker.refuses_writes(exc)):
                     fenced = True
                     self._kill_running(f"no heartbeat for {silent:.1f} s")
             self._stop.wait(interval if announced else min(interval, 0.05))

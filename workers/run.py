@@ -7,12 +7,13 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from typing import Any
 
 import redis
 from celery import signals
 
-from turnout.core import delivery
+from turnout.core import broker, delivery
 from turnout.core.routes import RouteTable
 from turnout.core.settings import Settings
 from turnout.workers.app import build_worker_app
@@ -27,6 +28,24 @@ def _stuck(name: str, grace_s: float) -> None:
     log.error("worker %s still not stopped %.0f s after its shutdown began; exiting", name,
               grace_s)
     os._exit(1)
+
+
+def _register(client: redis.Redis, incarnation: str) -> None:
+    """Register the incarnation, waiting while the broker refuses writes (full,
+    or its disk): a supervisor restarting the worker would only load its
+    models again and again until the broker recovers."""
+    said = False
+    while True:
+        try:
+            delivery.register(client, incarnation)
+            return
+        except redis.ResponseError as exc:
+            if not broker.refuses_writes(exc):
+                raise
+            if not said:
+                log.warning("waiting to start: %s", broker.why(exc))
+                said = True
+            time.sleep(1.0)
 
 
 def run_worker(spec: WorkerSpec, settings: Settings, table: RouteTable) -> int:
@@ -45,7 +64,7 @@ def run_worker(spec: WorkerSpec, settings: Settings, table: RouteTable) -> int:
     # Registered before the consumer starts, so that its first message has an
     # owner; beating from then on, before the children have loaded.
     client = redis.Redis.from_url(settings.redis().url, socket_timeout=5)
-    delivery.register(client, incarnation)
+    _register(client, incarnation)
     client.close()
     heartbeat.start()
     grace_s = table.max_time_limit_s + 30

@@ -20,6 +20,10 @@ from turnout.stack.redis_server import free_port
         (redis.ResponseError("Command # 2 (SET turnout:task:x {\"rows\": 1}) of pipeline caused "
                              "error: OOM command not allowed when used memory > 'maxmemory'."),
          "out of memory"),
+        # redis-py drops the OOM prefix when it picks its own class for it.
+        (redis.exceptions.OutOfMemoryError(
+            "Command # 1 (SET turnout:task:c35 {\"rows\": 1}...) of pipeline caused error: "
+            "command not allowed when used memory > 'maxmemory'."), "out of memory"),
         (redis.ResponseError("MISCONF Errors writing to the AOF file: No space left on device"),
          "cannot write to its disk"),
         (redis.ResponseError("READONLY You can't write against a read only replica."),
@@ -37,6 +41,12 @@ def test_a_broker_failure_says_its_cause(exc: Exception, says: str) -> None:
     assert says in why(exc)
     # A pipeline's failed command is not echoed back (it may carry a request's data).
     assert "turnout:task" not in why(exc)
+
+
+def test_a_failure_the_broker_owns_no_one_can_fix_is_not_echoed() -> None:
+    said = why(redis.ResponseError("Command # 3 (EVALSHA abc 1 turnout:task:x) of pipeline "
+                                   "caused error: ERR something new"))
+    assert said == "the broker failed: ERR something new"
 
 
 def test_check_names_the_broker_without_its_password() -> None:

@@ -211,6 +211,31 @@ def test_a_reaper_that_lost_redis_starts_its_observations_over(redis_client: red
     assert reaped_at == {"w#1": 6}  # 5 s after it could look again
 
 
+def test_a_reaper_whose_give_back_the_broker_refused_starts_over(redis_client: redis.Redis) -> None:
+    """A broker that refuses writes stops every beat: once it writes again,
+    that silence is not counted against the workers."""
+    clock = _Clock()
+    reaper = delivery.Reaper(redis_client, dead_after_s=5, clock=clock)
+    delivery.register(redis_client, "w#1")
+    for _ in range(5):
+        reaper.tick()
+        clock.now += 1
+    # Redis's own refusal of every write (as when its disk is full).
+    redis_client.config_set("min-replicas-to-write", 1)
+    try:
+        with pytest.raises(redis.ResponseError, match="NOREPLICAS"):
+            reaper.tick()  # 5 s of silence: the give-back is refused
+    finally:
+        redis_client.config_set("min-replicas-to-write", 0)
+    reaped_at = {}
+    for step in range(1, 8):
+        clock.now += 1
+        for name, _ in reaper.tick():
+            reaped_at[name] = step
+    assert reaped_at == {"w#1": 6}  # a whole new watch
+    assert delivery.beat(delivery.Scripts(redis_client), "w#1") < 0
+
+
 def test_claim_pops_and_owns_in_one_step(redis_client: redis.Redis) -> None:
     scripts = delivery.Scripts(redis_client)
     delivery.register(redis_client, "a#1")

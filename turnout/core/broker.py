@@ -9,6 +9,7 @@ never the URL's password (only ``RedisSettings.redacted`` is ever shown).
 
 from __future__ import annotations
 
+import re
 import ssl
 
 import redis
@@ -16,16 +17,34 @@ import redis
 from turnout.core.errors import BrokerUnavailable
 from turnout.core.settings import RedisSettings
 
+# redis-py names a pipeline's failed command, with its arguments, before
+# Redis's own words; the arguments may be a request's data.
+_PIPELINE = re.compile(r"Command # \d+ \(.*?\) of pipeline caused error: ", re.DOTALL)
+
+
+def refuses_writes(exc: BaseException) -> bool:
+    """The broker answers but refuses writes for now (out of memory, a disk
+    it cannot write, a replica): nothing to do but wait, and nothing to kill."""
+    text = str(exc)
+    return isinstance(exc, redis.ResponseError) and (
+        isinstance(exc, redis.exceptions.OutOfMemoryError) or "maxmemory" in text
+        or "MISCONF" in text or "READONLY" in text or "Errors writing to the AOF" in text
+        or "NOREPLICAS" in text)
+
 
 def why(exc: BaseException) -> str:
     """The cause of a broker failure, short."""
-    text = str(exc)
-    if "OOM command not allowed" in text:
+    text = _PIPELINE.sub("", str(exc))
+    if isinstance(exc, redis.exceptions.OutOfMemoryError) or "OOM command not allowed" in text \
+            or "used memory > 'maxmemory'" in text:
         return ("the broker is out of memory (its maxmemory is reached and it refuses writes "
                 "until memory is freed or maxmemory raised)")
     if "MISCONF" in text or "Errors writing to the AOF file" in text:
         return ("the broker cannot write to its disk (its persistence is failing, e.g. the disk "
                 "is full) and refuses writes until it can")
+    if "NOREPLICAS" in text:
+        return ("the broker has too few replicas in sync to accept writes "
+                "(its min-replicas-to-write)")
     if "READONLY" in text:
         return "the broker is a read-only replica (a failover in progress, or the wrong address)"
     if isinstance(exc, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in text:

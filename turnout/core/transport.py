@@ -33,14 +33,14 @@ import logging
 import os
 import signal
 from queue import Empty
-from time import monotonic, time
-from typing import Any
+from time import monotonic, sleep, time
+from typing import Any, NoReturn
 
 import redis
 from kombu.transport import redis as kombu_redis
 from kombu.utils.json import dumps, loads
 
-from turnout.core import delivery
+from turnout.core import broker, delivery
 from turnout.core.redis_keys import lane_key, lane_named, queue_of
 from turnout.core.settings import RedisSettings
 
@@ -234,6 +234,12 @@ class OwningQoS(kombu_redis.QoS):
                         super().restore_by_tag(tag, client)
             except kombu_redis.MutexHeld:
                 pass
+            except redis.ResponseError as exc:
+                if not broker.refuses_writes(exc):
+                    raise
+                # The broker answers but refuses writes (full, or its disk):
+                # the sweep waits for the next round rather than end the worker.
+                log.warning("visibility sweep skipped: %s", broker.why(exc))
 
 
 def _text(value: bytes | str) -> str:
@@ -280,6 +286,7 @@ class Channel(kombu_redis.Channel):
         self.claimed: set[str] = set()  # tags taken by claim, awaiting append
         self._bells: list[str] = []
         self._claim_scripts: delivery.Scripts | None = None
+        self._refused_logged = 0.0
 
     def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
         """A message sent through kombu (a retry, a chord's callback, a
@@ -321,6 +328,8 @@ class Channel(kombu_redis.Channel):
             except self.connection_errors:
                 self.client.connection.disconnect()
                 raise
+            except redis.ResponseError as exc:
+                self._refused(exc)  # BRPOP pops the bell: a write
         finally:
             self._in_poll = None  # type: ignore[assignment]
             self._flush_brpop_reauth()
@@ -338,8 +347,14 @@ class Channel(kombu_redis.Channel):
             raise Empty()
         if self._claim_scripts is None:
             self._claim_scripts = delivery.Scripts(self.client)
-        got = delivery.claim(self._claim_scripts, self.incarnation, queues, first,
-                             self.lane_share)
+        try:
+            got = delivery.claim(self._claim_scripts, self.incarnation, queues, first,
+                                 self.lane_share)
+        except redis.ResponseError as exc:
+            # Refused before it wrote anything (Redis checks a script's first
+            # write): the message is still in its queue, and the next poll's
+            # claim looks there whether or not a bell rings.
+            self._refused(exc)
         if got == -1:
             log.error("worker %s was declared dead; stopping it", self.incarnation)
             os.kill(os.getpid(), signal.SIGTERM)
@@ -353,6 +368,21 @@ class Channel(kombu_redis.Channel):
         self._queue_cycle.rotate(queue)
         self.connection._deliver(message, queue)
         return True
+
+
+    def _refused(self, exc: redis.ResponseError) -> NoReturn:
+        """A claim the broker refused: a worker whose broker is full or cannot
+        write its disk waits it out, where Celery would end it (a
+        ResponseError is no connection error to kombu)."""
+        if not broker.refuses_writes(exc):
+            raise exc
+        now = monotonic()
+        if now - self._refused_logged > 5:
+            log.warning("not taking jobs: %s", broker.why(exc))
+            self._refused_logged = now
+        # The hub would call again at once: a short pause instead of a spin.
+        sleep(0.2)
+        raise Empty()
 
 
 class Transport(kombu_redis.Transport):

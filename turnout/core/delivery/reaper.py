@@ -74,7 +74,14 @@ class Reaper:
                 continue
             if now - seen[1] < self.dead_after_s:
                 continue
-            moved = give_back(self.client, incarnation, why="reaped")
+            try:
+                moved = give_back(self.client, incarnation, why="reaped")
+            except redis.RedisError:
+                # A broker that refuses writes (full, or its disk) stops
+                # every beat too: that silence is the broker's, not the
+                # workers'. The watch starts over once it writes again.
+                self.forget()
+                raise
             del self._seen[incarnation]
             reaped.append((incarnation, moved))
             log.warning(

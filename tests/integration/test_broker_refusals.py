@@ -1,0 +1,48 @@
+"""A broker that answers but refuses every write for longer than a worker's
+death sentence (Redis's own refusal: ``min-replicas-to-write`` with no
+replica, as it refuses when its disk is full): submits hear a 503 that says
+why, no worker is declared dead or stops, and what was queued before runs
+once the broker writes again. (The cluster rehearsal does the same with a
+full disk and a full memory: ``turnout chaos --cluster``, scenarios E, F.)"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.integration.conftest import Stack
+from tests.support.procs import poll_task, wait_for
+
+pytestmark = pytest.mark.integration
+
+ROW = [5.1, 3.5, 1.4, 0.2]
+WORKERS = ("cpu@test", "gpu-cpu@test")
+
+
+def test_a_broker_that_refuses_writes_is_waited_out(stack: Stack) -> None:
+    redis_client = stack.cluster.client
+    before = {}
+    for name in WORKERS:
+        beat = stack.cluster.heartbeat(name)
+        assert beat is not None
+        before[name] = beat.incarnation
+    redis_client.config_set("min-replicas-to-write", 1)
+    try:
+        refused = stack.http.post("/v1/models/iris/predict", json={"inputs": [ROW]})
+        assert refused.status_code == 503, refused.text
+        assert "too few replicas in sync" in refused.json()["detail"]
+        assert "turnout:task" not in refused.json()["detail"]
+        # Longer than TURNOUT_DEAD_AFTER_S (5 s): every beat is refused meanwhile.
+        time.sleep(6.5)
+    finally:
+        redis_client.config_set("min-replicas-to-write", 0)
+    done = stack.http.post("/v1/models/iris/predict", json={"inputs": [ROW], "wait": 30})
+    assert done.status_code == 200, done.text
+    queued = stack.http.post("/v1/models/digits-cnn/predict", json={"inputs": [[0.0] * 64]})
+    assert queued.status_code == 202
+    poll_task(stack.http, queued.json()["task_id"], {"SUCCESS"}, timeout=30)
+    # The same incarnations, beating again: none was declared dead, none stopped.
+    for name in WORKERS:
+        beat = wait_for(lambda n=name: stack.cluster.heartbeat(n), 15, f"{name}'s heartbeat")
+        assert beat.incarnation == before[name], name
