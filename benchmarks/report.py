@@ -132,6 +132,8 @@ def table(results: dict[str, Any]) -> str:
     names = {"a": "a c=1", "b": "b", "c": "c floor", "d": "d batch", "e": "e isol.",
              "f": "f train", "h": "h own", "i": "i lanes"}
     for key, rows in results["scenarios"].items():
+        if key == "l":
+            continue  # a table of its own, below
         for row in rows:
             c = row.get("concurrency", f"{row.get('rate_rps', 0):g}/s")
             lines.append(
@@ -139,6 +141,7 @@ def table(results: dict[str, Any]) -> str:
                 f"{row['throughput_rps']:>9.1f} {row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f} "
                 f"{row['errors']:>6} {row['client_cpu_per_request_us']:>13.1f}"
             )
+    lines += broker_table(results["scenarios"].get("l", []))
     if results.get("targets"):
         lines += ["", f"{'target':<50} {'measured':>9}  {'goal':<16} met"]
         for t in results["targets"]:
@@ -146,6 +149,23 @@ def table(results: dict[str, Any]) -> str:
             met = {True: "yes", False: "NO", None: "-"}[t["met"]]
             lines.append(f"{t['target']:<50} {value:>9}  {t['goal']:<16} {met}")
     return "\n".join(lines)
+
+
+def broker_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Scenario l: the broker's cost per request, per row, per idle second."""
+    if not rows:
+        return []
+    lines = ["", f"{'l broker cost':<40} {'commands':>9} {'redis µs':>9} {'per core/s':>11}"]
+    for row in rows:
+        if row["unit"] == "second":
+            lines.append(f"{'idle stack (' + str(row['workers']) + ' workers, 1 API), per s':<40} "
+                         f"{row['commands_per_s']:>9.1f} {1e3 * row['redis_cpu_ms_per_s']:>9.0f} "
+                         f"{'-':>11}")
+        else:
+            lines.append(f"{row['system'] + ', per ' + row['unit']:<40} "
+                         f"{row['commands_per_unit']:>9.2f} {row['redis_cpu_us_per_unit']:>9.1f} "
+                         f"{row['units_per_redis_core_s']:>11}")
+    return lines
 
 
 def charts(results: dict[str, Any], out: Path) -> list[Path]:

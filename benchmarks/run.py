@@ -20,6 +20,11 @@ baselines of ``turnout.benchmarks.baselines``), or measures a running one with
      (one FIFO queue, as before lanes)
   h  your own models: an ONNX graph added with `turnout models add`, over HTTP
      against onnxruntime in process; `columns` row checks against `tabular`
+  j  worker-side batching across four API processes, on and off
+  k  a pipeline in one call against the client calling both of its models
+  l  the broker's cost: Redis commands and Redis CPU per request (iris at 1
+     and 32 clients), per batch-job row, and per second of the idle stack,
+     from INFO commandstats; the requests a second one Redis core carries
 
 Every figure is the median of ``--repeats`` runs; ratios compare runs made
 side by side in the same invocation, on the same machine.
@@ -171,6 +176,13 @@ def run(options: Options, url: str | None) -> dict[str, Any]:
             turnout_url, _ = stack.turnout(routes)
             sc["k"] = pipeline_run(bench, turnout_url)
             stack.procs.stop()
+        if "l" in wanted:
+            from turnout.benchmarks.broker_cost import broker_cost
+
+            stack.procs.stop()
+            turnout_url, _ = stack.turnout(routes)
+            sc["l"] = broker_cost(bench, turnout_url, stack.broker.url)
+            stack.procs.stop()
         if "h" in wanted:
             from importlib.util import find_spec
 
@@ -205,7 +217,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None,
                    help="where the JSON and charts go (default $TURNOUT_HOME/bench; the "
                    "committed figures are refreshed with --out benchmarks/results)")
-    p.add_argument("--scenarios", default=SCENARIOS, help="which of a,b,c,d,e,f,g,h,i,j (default all)")
+    p.add_argument("--scenarios", default=SCENARIOS, help="which of a-l (default all)")
     p.add_argument("--repeats", type=int, default=3, help="runs per figure; medians are kept")
     p.add_argument("--duration", type=float, default=2.0, help="seconds per run")
     p.add_argument("--quick", action="store_true", help="one short run per figure (a smoke test)")

@@ -22,7 +22,7 @@ from turnout.benchmarks.client import (
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
 DIGITS_ROW = [0.0, 0.0, 5.0, 13.0, 9.0, 1.0, 0.0, 0.0] * 8
 SENTENCE = "Turnout sends each job down the right track."
-SCENARIOS = "abcdefghijk"
+SCENARIOS = "abcdefghijkl"
 BODIES: dict[str, dict[str, Any]] = {
     "iris": {"inputs": [IRIS_ROW], "wait": 30},
     "digits-cnn": {"inputs": [DIGITS_ROW], "wait": 30},

@@ -10,6 +10,7 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,17 @@ def chart(rows: list[dict[str, Any]], faults: dict[str, list[float]], out: Path)
     return path
 
 
+def run_one(scenario: Callable[[Any, Options], dict[str, Any]], key: str, stack: Any,
+            options: Options) -> dict[str, Any]:
+    """One scenario's row; a scenario that breaks is a failed row that says why."""
+    try:
+        return scenario(stack, options)
+    except Exception as exc:  # noqa: BLE001 - reported in the row, not raised
+        return {"scenario": key, "submitted": 0, "accepted": 0, "completed": 0, "lost": 0,
+                "unexpected": 1, "results_beyond_one": 0,
+                "error": f"{type(exc).__name__}: {exc}", "timeline": {"results_t": []}}
+
+
 def out_folder(given: str | None) -> Path:
     """``--out``, else ``$TURNOUT_HOME/chaos`` (as ``turnout bench`` does)."""
     return Path(given) if given else load_settings().home / "chaos"
@@ -144,12 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"chaos: scenario {key}: {(SCENARIOS[key].__doc__ or '').splitlines()[0]}",
                   file=sys.stderr, flush=True)
             t0 = time.time()
-            try:
-                row = SCENARIOS[key](stack, options)
-            except Exception as exc:  # noqa: BLE001 - a scenario that breaks is a failed row
-                row = {"scenario": key, "submitted": 0, "accepted": 0, "completed": 0,
-                       "lost": 0, "unexpected": 1, "results_beyond_one": 0,
-                       "error": f"{type(exc).__name__}: {exc}", "timeline": {"results_t": []}}
+            row = run_one(SCENARIOS[key], key, stack, options)
             faults[row["scenario"]] = [t for t, _ in stack.faults if t >= t0]
             rows.append(row)
             print(table([row]).splitlines()[-1], file=sys.stderr, flush=True)

@@ -55,18 +55,7 @@ class ChaosStack:
         self.broker: RedisSettings = self.redis.start(log=self.redis_log)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {
-            **os.environ,
-            "TURNOUT_BROKER_URL": self.broker.url,
-            "TURNOUT_HOME": str(folder / "home"),
-            "TURNOUT_MODELS_DIR": str(self.settings.models_dir),
-            "TURNOUT_ROUTES_FILE": str(ROUTES),
-            "TURNOUT_LEDGER": "1",
-            # Where scenario 14 arms a pipeline step's fault points.
-            "TURNOUT_FAULT_DIR": str(folder / "faults"),
-            "PYTHONUNBUFFERED": "1",
-            **env,
-        }
+        self.env = self.parts_env(env)
         me = [sys.executable, "-m", "turnout"]
         self.parts: dict[str, Part] = {}
         self.parts[CPU_WORKER] = self._part(CPU_WORKER, me + ["worker", "cpu", "--name", CPU_WORKER,
@@ -81,6 +70,22 @@ class ChaosStack:
         self.redis_down = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._supervise, daemon=True)
+
+    def parts_env(self, env: dict[str, str]) -> dict[str, str]:
+        """What every part runs with: the broker, the chaos route table, the
+        ledger on, ``env`` over it."""
+        return {
+            **os.environ,
+            "TURNOUT_BROKER_URL": self.broker.url,
+            "TURNOUT_HOME": str(self.folder / "home"),
+            "TURNOUT_MODELS_DIR": str(self.settings.models_dir),
+            "TURNOUT_ROUTES_FILE": str(ROUTES),
+            "TURNOUT_LEDGER": "1",
+            # Where scenario 14 arms a pipeline step's fault points.
+            "TURNOUT_FAULT_DIR": str(self.folder / "faults"),
+            "PYTHONUNBUFFERED": "1",
+            **env,
+        }
 
     def _part(self, name: str, argv: list[str]) -> Part:
         return Part(name, argv, self.folder / f"{name.replace('@', '_')}.log", self.env)

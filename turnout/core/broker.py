@@ -72,6 +72,10 @@ def check(settings: RedisSettings, timeout_s: float = 5.0) -> None:
     try:
         client.ping()
     except (redis.RedisError, OSError) as exc:
+        if refuses_writes(exc):
+            # Reachable, and refusing even PING while it cannot write its
+            # disk: what starts now waits for it (see workers.run).
+            return
         raise BrokerUnavailable(f"broker {settings.redacted}: {why(exc)}") from None
     finally:
         client.close()

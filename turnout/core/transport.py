@@ -370,6 +370,16 @@ class Channel(kombu_redis.Channel):
         return True
 
 
+    def _receive_one(self, c: Any) -> Any:
+        """kombu's fanout receive (the control channel), with the pubsub
+        connection's health-check PING refused by a broker that cannot write
+        its disk (Redis refuses PING then) taken as a quiet round, not as
+        the end of the worker."""
+        try:
+            return super()._receive_one(c)
+        except redis.ResponseError as exc:
+            self._refused(exc)
+
     def _refused(self, exc: redis.ResponseError) -> NoReturn:
         """A claim the broker refused: a worker whose broker is full or cannot
         write its disk waits it out, where Celery would end it (a

