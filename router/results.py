@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from turnout.core import redis_keys
+from turnout.core.broker import connect_async
 from turnout.core.messages import ResultDoc
 from turnout.core.settings import RedisSettings
 
@@ -104,7 +105,7 @@ class ResultWatcher:
     async def _run(self) -> None:
         delay = 0.1
         while True:
-            conn = aioredis.Redis.from_url(self._redis.url, socket_connect_timeout=5)
+            conn = connect_async(self._redis, socket_connect_timeout=5)
             pubsub = conn.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.psubscribe(redis_keys.CELERY_RESULT_PREFIX + "*")

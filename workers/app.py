@@ -12,7 +12,7 @@ from typing import Any
 import redis
 from celery import Celery, signals
 
-from turnout.core import redis_keys
+from turnout.core import broker, redis_keys
 from turnout.core.catalog import at_version
 from turnout.core.celery_app import TASK_PREDICT, make_celery
 from turnout.core.errors import ArtifactError, ConfigError
@@ -75,7 +75,7 @@ def build_worker_app(
     # message instead of a child that dies and is restarted forever.
     problems = []
     try:
-        client = redis.Redis.from_url(settings.redis().url, socket_timeout=5)
+        client = broker.connect(settings.redis(), socket_timeout=5)
         serving = parse_all(client.hgetall(redis_keys.SERVING))
         client.close()
     except redis.RedisError:

@@ -88,7 +88,7 @@ class HeartbeatThread:
         self._client: redis.Redis | None = None
 
     def start(self) -> None:
-        self._client = redis.Redis.from_url(self.settings.redis().url, socket_timeout=5)
+        self._client = broker.connect(self.settings.redis(), socket_timeout=5)
         self._thread = threading.Thread(target=self._loop, name="turnout-heartbeat", daemon=True)
         self._thread.start()
 

@@ -63,7 +63,7 @@ def run_worker(spec: WorkerSpec, settings: Settings, table: RouteTable) -> int:
     # on shutdown, so the router never routes to a worker that is going away.
     # Registered before the consumer starts, so that its first message has an
     # owner; beating from then on, before the children have loaded.
-    client = redis.Redis.from_url(settings.redis().url, socket_timeout=5)
+    client = broker.connect(settings.redis(), socket_timeout=5)
     _register(client, incarnation)
     client.close()
     heartbeat.start()

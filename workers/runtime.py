@@ -18,7 +18,7 @@ import redis
 from celery import Task
 from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded
 
-from turnout.core import delivery, redis_keys
+from turnout.core import broker, delivery, redis_keys
 from turnout.core.errors import ConfigError
 from turnout.core.messages import Outcome, RequestItem, ResultDoc, TaskResult
 from turnout.core.redis_keys import lane_named
@@ -136,7 +136,7 @@ class WorkerRuntime:
             torch.set_num_threads(self.spec.torch_threads)
         self.memory = DeviceMemory(self.spec.device, self.spec.memory_limit_mb)
         self.memory.start()
-        self.client = redis.Redis.from_url(self.settings.redis().url)
+        self.client = broker.connect(self.settings.redis())
         self.scripts = delivery.Scripts(self.client)
         self.shelf = Shelf(self.spec, self.settings, self.memory, self._post_shelf)
         try:

@@ -32,7 +32,7 @@ import redis
 from celery import Task, signals
 from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded
 
-from turnout.core import delivery, lua, redis_keys
+from turnout.core import broker, delivery, lua, redis_keys
 from turnout.core.routes import RouteTable
 from turnout.core.settings import Settings
 from turnout.core.task_messages import TaskMessages
@@ -60,7 +60,7 @@ class Trainer:
     _messages: TaskMessages | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
-        self.client = redis.Redis.from_url(self.settings.redis().url)
+        self.client = broker.connect(self.settings.redis())
         self.scripts = delivery.Scripts(self.client)
         self._progress = self.client.register_script(lua.source("training_progress"))
         self._mark = self.client.register_script(lua.source("training_mark"))

@@ -9,15 +9,15 @@ from typing import TYPE_CHECKING
 import click
 
 from turnout.cli.context import Context, pass_context
+from turnout.core import broker
 
 if TYPE_CHECKING:
     import redis
 
 
 def _client(ctx: Context) -> redis.Redis:
-    import redis
 
-    return redis.Redis.from_url(ctx.settings().redis().url, socket_timeout=5)
+    return broker.connect(ctx.settings().redis(), socket_timeout=5)
 
 
 @click.group()

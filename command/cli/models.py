@@ -9,6 +9,7 @@ import click
 
 from turnout.cli.context import Context, pass_context
 from turnout.cli.own_models import add_command
+from turnout.core import broker
 from turnout.core.errors import ConfigError
 from turnout.core.routes import compose
 
@@ -61,7 +62,7 @@ def reload(ctx: Context) -> int:
     from turnout.core.routes import shared
 
     settings = ctx.settings()
-    client = redis.Redis.from_url(settings.redis().url, socket_timeout=5)
+    client = broker.connect(settings.redis(), socket_timeout=5)
     try:
         generation, table = shared.publish(client, settings.routes_file, settings.models_dir)
     except ConfigError as exc:

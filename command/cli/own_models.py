@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from turnout.cli.context import Context, pass_context
+from turnout.core import broker
 from turnout.core.errors import ModelNotAdded, TurnoutError
 
 
@@ -215,7 +216,7 @@ def _serving(ctx: Context) -> dict[str, Any]:
     from turnout.core.serving import parse_all
 
     try:
-        client = redis.Redis.from_url(ctx.settings().redis().url, socket_timeout=2,
+        client = broker.connect(ctx.settings().redis(), socket_timeout=2,
                                       socket_connect_timeout=2)
         try:
             return parse_all(client.hgetall(redis_keys.SERVING))
@@ -233,13 +234,12 @@ def _publish(ctx: Context, name: str) -> int:
 
     settings = ctx.settings()
     try:
-        url = settings.redis().url
+        where = settings.redis()
     except TurnoutError:
         click.echo(f"turnout: no stack is running; {name} serves when one starts")
         return 0
     try:
-        client = redis.Redis.from_url(url, socket_timeout=5,
-                                      socket_connect_timeout=2)
+        client = broker.connect(where, socket_timeout=5, socket_connect_timeout=2)
         try:
             generation, _ = shared.publish(client, settings.routes_file, settings.models_dir)
         finally:

@@ -65,19 +65,24 @@ def _password(folder: Path) -> str:
 
 class EmbeddedRedis:
     """``host``, ``tls`` (certificate, key and the CA that signed them: the
-    server then speaks TLS only) and ``launcher`` (a command prefix, such as
-    ``ip netns exec NS``) are for the cluster rehearsal; ``turnout up`` and the
-    tests take the defaults: plain text on loopback."""
+    server then speaks TLS only), ``launcher`` (a command prefix, such as
+    ``ip netns exec NS``), ``password`` (one shared by a primary and its
+    replicas) and ``extra`` configuration lines (``replicaof …``) are for the
+    cluster rehearsal and the Sentinel tests; ``turnout up`` and the other
+    tests take the defaults: plain text on loopback, a generated password."""
 
     def __init__(self, folder: Path, port: int = 0, binary: str = "", *,
                  host: str = "127.0.0.1", tls: tuple[Path, Path, Path] | None = None,
-                 launcher: Sequence[str] = ()) -> None:
+                 launcher: Sequence[str] = (), password: str | None = None,
+                 extra: Sequence[str] = ()) -> None:
         self.folder = folder
         self.port = port
         self.binary = find_redis_server(binary)
         self.host = host
         self.tls = tls
         self.launcher = list(launcher)
+        self.password = password
+        self.extra = list(extra)
         self.proc: subprocess.Popen[bytes] | None = None
         self.settings: RedisSettings | None = None
 
@@ -106,13 +111,14 @@ class EmbeddedRedis:
                 'save ""',
                 "daemonize no",
                 'logfile ""',
+                *self.extra,
                 "",
             ]
         )
 
     def start(self, log: IO[bytes] | int | None = None, timeout_s: float = 20) -> RedisSettings:
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        password = _password(self.folder)
+        password = self.password or _password(self.folder)
         port = self.port or free_port()
         conf = self.folder / "redis.conf"
         fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -21,7 +21,9 @@ from typing import IO, Any
 
 import redis
 
+from turnout.core import broker
 from turnout.core.access import check_bind_against
+from turnout.core.broker import connect as connect_broker
 from turnout.core.delivery import ReaperThread
 from turnout.core.errors import ConfigError
 from turnout.core.routes import shared
@@ -80,7 +82,7 @@ class Stack:
         """SIGHUP: re-read the route table and put it in force everywhere; a
         bad file is refused and the last good table stays."""
         self._reload_asked = False
-        client = redis.Redis.from_url(self.settings.redis().url, socket_timeout=5)
+        client = broker.connect(self.settings.redis(), socket_timeout=5)
         try:
             generation, table = shared.publish(client, self.settings.routes_file,
                                               self.settings.models_dir)
@@ -104,12 +106,12 @@ class Stack:
         broker = self._start_redis()
         # One more reaper beside the API's and the workers': a dead worker's
         # jobs come back even while the API is down.
-        self.reaper = ReaperThread(broker.url, self.settings.dead_after_s,
+        self.reaper = ReaperThread(broker, self.settings.dead_after_s,
                                    self.settings.reap_interval_s, "up")
         self.reaper.start()
         # The file is the table in force from now on, even where Redis kept
         # one published by an earlier `turnout reload`.
-        client = redis.Redis.from_url(broker.url, socket_timeout=5)
+        client = connect_broker(broker, socket_timeout=5)
         try:
             shared.publish(client, settings.routes_file, settings.models_dir)
         finally:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import redis.asyncio as aioredis
 from fastapi import FastAPI
 from fastapi.responses import ORJSONResponse
 from fastapi_offline import FastAPIOffline
 
+from turnout.core.broker import connect_async
 from turnout.core.celery_app import make_celery
 from turnout.core.delivery import ReaperThread
 from turnout.core.routes import RouteTable
@@ -50,16 +50,15 @@ def create_app(settings: Settings, table: RouteTable) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = settings.redis()
-        client = aioredis.Redis.from_url(
-            redis.url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30
-        )
+        client = connect_async(redis, socket_timeout=10, socket_connect_timeout=5,
+                               health_check_interval=30)
         celery = make_celery(settings, table, redis)
         watcher = ResultWatcher(redis, client)
         live = LiveView(client, table)
         await watcher.start()
         # Every API process also gives a dead worker's jobs back (any number of
         # reapers may run at once; each give-back is one transaction).
-        reaper = ReaperThread(redis.url, settings.dead_after_s, settings.reap_interval_s, "api")
+        reaper = ReaperThread(redis, settings.dead_after_s, settings.reap_interval_s, "api")
         reaper.start()
         metrics = Metrics()
         dispatcher = Dispatcher(settings, celery, client, watcher, live, metrics)

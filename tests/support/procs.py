@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import redis
 
-from turnout.core import redis_keys
+from turnout.core import broker, redis_keys
 from turnout.core.messages import Heartbeat
 from turnout.core.settings import RedisSettings
 from turnout.stack.redis_server import free_port
@@ -110,7 +109,7 @@ class Cluster:
             "PYTHONUNBUFFERED": "1",
             **(extra_env or {}),
         }
-        self.client = redis.Redis.from_url(redis_settings.url)
+        self.client = broker.connect(redis_settings)
 
     def spawn(self, name: str, *args: str, env: dict[str, str] | None = None) -> Proc:
         log = self.tmp / f"{name.replace('@', '_')}.log"

@@ -51,3 +51,15 @@ def test_building_the_app_connects_to_nothing() -> None:
     # Port 1 has no Redis: building must not try to reach it.
     app = make_celery(Settings(), TABLE, RedisSettings("127.0.0.1", 1))
     assert app.conf.broker_url == "redis://127.0.0.1:1/0"
+
+
+def test_a_sentinel_broker_gets_the_sentinel_transport_and_backend() -> None:
+    where = RedisSettings.from_url("sentinel://:pw@10.0.0.2:26379;sentinel://10.0.0.3:26379/0"
+                                   "?master_name=turnout")
+    conf = celery_config(where, Settings(), TABLE)
+    assert conf["broker_transport"].endswith(":SentinelTransport")
+    assert conf["broker_url"] == "sentinel://:pw@10.0.0.2:26379/0"  # one: no kombu failover
+    assert conf["result_backend"].startswith("turnout.core.backend:FencedSentinelBackend+sentinel://")
+    assert conf["broker_transport_options"]["master_name"] == "turnout"
+    assert conf["result_backend_transport_options"]["master_name"] == "turnout"
+    assert RedisSettings.from_url(conf["broker_transport_options"]["turnout_broker"]) == where

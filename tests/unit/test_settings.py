@@ -85,3 +85,30 @@ def test_tls_options_that_would_not_verify_are_refused(query: str, scheme: str, 
     with pytest.raises(ConfigError) as err:
         RedisSettings.from_url(f"{scheme}://cache:6380/0?{query}")
     assert message in str(err.value)
+
+
+def test_a_sentinel_url_names_every_sentinel_and_the_primary() -> None:
+    url = "sentinel://:p%40w@10.0.0.2:26379;sentinel://10.0.0.3:26380;sentinel://10.0.0.4/2?master_name=turnout"
+    parsed = RedisSettings.from_url(url)
+    assert parsed.sentinels == (("10.0.0.2", 26379), ("10.0.0.3", 26380), ("10.0.0.4", 26379))
+    assert (parsed.master_name, parsed.db, parsed.password) == ("turnout", 2, "p@w")
+    assert RedisSettings.from_url(parsed.url) == parsed
+    assert "p@w" not in parsed.redacted and "p%40w" not in parsed.redacted
+    # kombu's transport gets one Sentinel (it would take the rest for failover
+    # URLs); Celery's result backend all of them, each with the password.
+    assert parsed.kombu_url(alternates=False) == "sentinel://:p%40w@10.0.0.2:26379/2"
+    assert parsed.kombu_url().count("sentinel://:p%40w@") == 3
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("sentinel://10.0.0.2:26379", "needs ?master_name="),
+        ("sentinel://10.0.0.2:26379;redis://10.0.0.3?master_name=x", "expected sentinel://host:port"),
+        ("sentinel://10.0.0.2:26379?master_name=x&ssl_ca_certs=/a", "unknown option(s) ssl_ca_certs"),
+    ],
+)
+def test_bad_sentinel_urls_are_refused(url: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        RedisSettings.from_url(url)
+    assert message in str(err.value)

@@ -23,7 +23,7 @@ import orjson
 import redis
 
 from turnout.core import redis_keys
-from turnout.core.broker import why
+from turnout.core.broker import connect, why
 from turnout.core.errors import ConfigError, KeyExists
 from turnout.core.redis_keys import LANES
 from turnout.core.settings import Settings
@@ -179,7 +179,7 @@ def check_bind_against(settings: Settings) -> None:
     that start an API)."""
     if settings.insecure_no_auth or is_loopback(settings.api_host):
         return
-    client = redis.Redis.from_url(settings.redis().url, socket_timeout=5)
+    client = connect(settings.redis(), socket_timeout=5)
     try:
         have = bool(client.hlen(redis_keys.API_KEYS))
     except redis.RedisError as exc:

@@ -16,12 +16,14 @@ import time
 from typing import Any
 
 from celery import states
-from celery.backends.redis import RedisBackend
+from celery.backends.redis import RedisBackend, SentinelBackend
 
 from turnout.core import delivery, redis_keys
 
 
 class FencedRedisBackend(RedisBackend):
+    """Celery's Redis backend; a final state stored under the task's lease."""
+
     def _set_with_state(self, key: Any, value: Any, state: str) -> Any:
         if state not in states.READY_STATES:
             return super()._set_with_state(key, value, state)
@@ -43,3 +45,8 @@ class FencedRedisBackend(RedisBackend):
             keys=[delivery.LEASES, delivery.done(task_id), key, delivery.STATS, delivery.LEDGER],
             args=[incarnation, task_id, value, int(ttl or 86400), entry],
         ))
+
+
+class FencedSentinelBackend(FencedRedisBackend, SentinelBackend):
+    """The same, on the primary that Redis Sentinel names (``sentinel://``):
+    Celery's SentinelBackend finds it, and finds the new one after a failover."""

@@ -1,4 +1,10 @@
-"""What a failing broker is failing at, in words an operator can act on.
+"""Connecting to the broker, and what a failing broker is failing at, in
+words an operator can act on.
+
+``connect`` and ``connect_async`` are the one way a process of Turnout's
+opens a client on the broker: a plain or TLS Redis from its URL, or, for a
+``sentinel://`` URL, the primary the Sentinels name (asked again after a
+failover: redis-py's Sentinel pools reconnect to the new primary).
 
 redis-py reports a full broker, a broker that cannot write its disk, a
 certificate that does not verify and a closed port all as ``RedisError``
@@ -11,8 +17,12 @@ from __future__ import annotations
 
 import re
 import ssl
+from typing import Any
 
 import redis
+import redis.asyncio as aioredis
+from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+from redis.sentinel import MasterNotFoundError, Sentinel
 
 from turnout.core.errors import BrokerUnavailable
 from turnout.core.settings import RedisSettings
@@ -57,6 +67,9 @@ def why(exc: BaseException) -> str:
     if "Connection reset by peer" in text:
         return ("the broker closed the connection at once (does it speak TLS on this port? "
                 "then the URL must be rediss://)")
+    if "No master found" in text or isinstance(exc, MasterNotFoundError):
+        return ("no Sentinel names a primary for the URL's master_name (the Sentinels are "
+                "unreachable, or a failover is in progress)")
     if isinstance(exc, redis.TimeoutError):
         return "the broker did not answer in time"
     if isinstance(exc, redis.ConnectionError | OSError):
@@ -65,10 +78,36 @@ def why(exc: BaseException) -> str:
     return f"the broker failed: {text[:200]}"
 
 
+def connect(settings: RedisSettings, **options: Any) -> redis.Redis:
+    """A client on the broker (``options``: redis-py's, e.g. socket_timeout)."""
+    if settings.sentinels:
+        sentinel = Sentinel(list(settings.sentinels), **_sentinel_options(options))
+        return sentinel.master_for(settings.master_name or "", db=settings.db,
+                                   username=settings.username, password=settings.password,
+                                   **options)
+    return redis.Redis.from_url(settings.url, **options)
+
+
+def connect_async(settings: RedisSettings, **options: Any) -> aioredis.Redis:
+    """``connect`` for asyncio."""
+    if settings.sentinels:
+        sentinel = AsyncSentinel(list(settings.sentinels), **_sentinel_options(options))
+        return sentinel.master_for(settings.master_name or "", db=settings.db,
+                                   username=settings.username, password=settings.password,
+                                   **options)
+    return aioredis.Redis.from_url(settings.url, **options)
+
+
+def _sentinel_options(options: dict[str, Any]) -> dict[str, Any]:
+    """How the Sentinels themselves are asked: with the same time limits."""
+    limits: dict[str, Any] = {k: options[k] for k in ("socket_timeout", "socket_connect_timeout")
+                              if k in options}
+    return {"sentinel_kwargs": limits, **limits}
+
+
 def check(settings: RedisSettings, timeout_s: float = 5.0) -> None:
     """Ping the broker once; a ``BrokerUnavailable`` that says why if it cannot."""
-    client = redis.Redis.from_url(settings.url, socket_timeout=timeout_s,
-                                  socket_connect_timeout=timeout_s)
+    client = connect(settings, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
     try:
         client.ping()
     except (redis.RedisError, OSError) as exc:

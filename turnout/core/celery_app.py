@@ -17,6 +17,8 @@ from turnout.core.settings import RedisSettings, Settings
 TASK_PREDICT = "turnout.predict"
 TRANSPORT = "turnout.core.transport:Transport"
 BACKEND = "turnout.core.backend:FencedRedisBackend"
+SENTINEL_TRANSPORT = "turnout.core.transport:SentinelTransport"
+SENTINEL_BACKEND = "turnout.core.backend:FencedSentinelBackend"
 
 
 def visibility_timeout_s(settings: Settings, table: RouteTable) -> int:
@@ -32,11 +34,12 @@ def visibility_timeout_s(settings: Settings, table: RouteTable) -> int:
 def celery_config(redis: RedisSettings, settings: Settings, table: RouteTable) -> dict[str, Any]:
     vt = visibility_timeout_s(settings, table)
     conf: dict[str, Any] = {
-        "broker_url": redis.bare_url,
+        "broker_url": redis.kombu_url(alternates=False),
         # kombu's Redis transport with owned deliveries, and Celery's Redis
         # backend with fenced results (turnout/delivery.py says why).
-        "broker_transport": TRANSPORT,
-        "result_backend": f"{BACKEND}+{redis.bare_url}",
+        "broker_transport": SENTINEL_TRANSPORT if redis.sentinels else TRANSPORT,
+        "result_backend": f"{SENTINEL_BACKEND if redis.sentinels else BACKEND}+"
+                          f"{redis.kombu_url()}",
         # JSON only, both ways: a worker never unpickles what the broker hands it.
         "task_serializer": "json",
         "result_serializer": "json",
@@ -93,6 +96,14 @@ def celery_config(redis: RedisSettings, settings: Settings, table: RouteTable) -
         "enable_utc": True,
         "timezone": "UTC",
     }
+    # Where the owning QoS opens its own client (turnout.core.transport): the
+    # whole URL, Sentinels and TLS options included.
+    conf["broker_transport_options"]["turnout_broker"] = redis.url
+    if redis.sentinels:
+        # kombu's Sentinel transport and Celery's Sentinel backend read the
+        # primary's name from their transport options.
+        for options in ("broker_transport_options", "result_backend_transport_options"):
+            conf[options]["master_name"] = redis.master_name
     if redis.tls:
         # kombu and Celery's backend take the TLS options apart from the URL.
         tls: dict[str, Any] = {**redis.tls_options(), "ssl_cert_reqs": ssl.CERT_REQUIRED}

@@ -24,7 +24,8 @@ from typing import Any
 import redis
 
 from turnout.core import redis_keys
-from turnout.core.settings import Settings
+from turnout.core.broker import connect
+from turnout.core.settings import RedisSettings, Settings
 
 FLOWER_USER = "turnout"
 BEACON_S = 5.0
@@ -64,8 +65,8 @@ class Beacon:
     """Keeps ``turnout:monitoring`` set while Flower runs (it lapses on its
     own a few seconds after, however Flower ended)."""
 
-    def __init__(self, url: str) -> None:
-        self._client = redis.Redis.from_url(url, socket_timeout=5)
+    def __init__(self, where: RedisSettings) -> None:
+        self._client = connect(where, socket_timeout=5)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="turnout-monitoring",
                                         daemon=True)
@@ -94,7 +95,7 @@ class Beacon:
 def run_flower(settings: Settings, address: str) -> int:
     """Run Flower in the foreground until it exits or this process is told to stop."""
     argv, env = flower_command(settings, address)
-    beacon = Beacon(settings.redis().url)
+    beacon = Beacon(settings.redis())
     proc = subprocess.Popen(argv, env=env)
 
     def forward(signum: int, _frame: Any) -> None:

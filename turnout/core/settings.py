@@ -33,11 +33,19 @@ TLS_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
 
 @dataclass(frozen=True)
 class RedisSettings:
-    """A Redis address parsed once from a URL (``redis://`` or ``rediss://``).
+    """A Redis address parsed once from a URL (``redis://`` or ``rediss://``),
+    or the Sentinels that know it (``sentinel://``).
 
     A ``rediss://`` URL always verifies the server's certificate (against the
     system's CAs, or ``?ssl_ca_certs=/path/ca.pem``) and never falls back to
     plain text: a certificate that does not verify fails the connection.
+
+    A Sentinel URL is kombu's: one ``sentinel://host:port`` per Sentinel,
+    joined by ``;``, the password (the Redis primary's) and the database on
+    any of them, and the primary's name as ``?master_name=``:
+    ``sentinel://:pw@10.0.0.2:26379;sentinel://10.0.0.3:26379/0?master_name=turnout``.
+    ``host`` and ``port`` are then the first Sentinel's; every connection asks
+    the Sentinels where the primary is, and asks again after a failover.
     """
 
     host: str
@@ -49,9 +57,13 @@ class RedisSettings:
     ca_file: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
+    sentinels: tuple[tuple[str, int], ...] = ()
+    master_name: str | None = None
 
     @classmethod
     def from_url(cls, url: str) -> RedisSettings:
+        if url.startswith("sentinel://"):
+            return cls._from_sentinels(url)
         parts = urlsplit(url)
         if parts.scheme not in ("redis", "rediss"):
             raise ConfigError(
@@ -93,8 +105,53 @@ class RedisSettings:
             key_file=query.get("ssl_keyfile"),
         )
 
+    @classmethod
+    def _from_sentinels(cls, url: str) -> RedisSettings:
+        sentinels: list[tuple[str, int]] = []
+        password = username = None
+        db = 0
+        master = None
+        for piece in url.split(";"):
+            parts = urlsplit(piece.strip())
+            if parts.scheme != "sentinel" or not parts.hostname:
+                raise ConfigError(f"TURNOUT_BROKER_URL: expected sentinel://host:port for each "
+                                  f"Sentinel, joined by ';', got {parts.scheme or '(none)'}://"
+                                  f"{parts.hostname or ''}")
+            try:
+                sentinels.append((parts.hostname, parts.port or 26379))
+                if parts.path.strip("/"):
+                    db = int(parts.path.strip("/"))
+            except ValueError as exc:
+                raise ConfigError(f"TURNOUT_BROKER_URL: {exc}") from None
+            if parts.password:
+                password = unquote(parts.password)
+                username = unquote(parts.username) if parts.username else None
+            query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+            unknown = sorted(set(query) - {"master_name"})
+            if unknown:
+                raise ConfigError(f"TURNOUT_BROKER_URL: unknown option(s) {', '.join(unknown)}; "
+                                  "a sentinel:// URL takes master_name")
+            master = query.get("master_name", master)
+        if not master:
+            raise ConfigError("TURNOUT_BROKER_URL: a sentinel:// URL needs ?master_name= (the "
+                              "name the Sentinels monitor the primary by)")
+        host, port = sentinels[0]
+        return cls(host=host, port=port, db=db, username=username, password=password,
+                   sentinels=tuple(sentinels), master_name=master)
+
+    def _sentinel_url(self, password: str | None, options: bool) -> str:
+        auth = ""
+        if self.username or password:
+            auth = quote(self.username or "", safe="") + (":" + password if password else "") + "@"
+        hosts = [f"sentinel://{auth if i == 0 else ''}{h}:{p}"
+                 for i, (h, p) in enumerate(self.sentinels)]
+        url = ";".join(hosts) + f"/{self.db}"
+        return url + (f"?master_name={quote(self.master_name or '', safe='')}" if options else "")
+
     def _url(self, password: str | None, options: bool = True) -> str:
         """The URL with ``password`` as given: already quoted, or a mask."""
+        if self.sentinels:
+            return self._sentinel_url(password, options)
         scheme = "rediss" if self.tls else "redis"
         auth = ""
         if self.username or password:
@@ -130,7 +187,22 @@ class RedisSettings:
     @property
     def redacted(self) -> str:
         """The URL with the password masked, for logs and messages."""
-        return self._url("***" if self.password else None, options=False)
+        return self._url("***" if self.password else None, options=bool(self.sentinels))
+
+    def kombu_url(self, alternates: bool = True) -> str:
+        """The URL kombu and Celery's result backend take: without the query
+        (TLS options and the primary's name go to them apart), and for
+        Sentinels with the password on each, as they read it; without
+        ``alternates``, the first Sentinel alone (for kombu's transport,
+        which would treat the others as failover URLs: turnout.core.transport)."""
+        if not self.sentinels:
+            return self.bare_url
+        password = quote(self.password, safe="") if self.password else None
+        auth = ""
+        if self.username or password:
+            auth = quote(self.username or "", safe="") + (":" + password if password else "") + "@"
+        hosts = self.sentinels if alternates else self.sentinels[:1]
+        return ";".join(f"sentinel://{auth}{h}:{p}/{self.db}" for h, p in hosts)
 
 
 class Settings(BaseSettings):

@@ -37,6 +37,7 @@ from time import monotonic, sleep, time
 from typing import Any, NoReturn
 
 import redis
+import redis.sentinel
 from kombu.transport import redis as kombu_redis
 from kombu.utils.json import dumps, loads
 
@@ -56,7 +57,7 @@ class OwningQoS(kombu_redis.QoS):
         # connection's URL while it is alive: after a lost connection kombu
         # closes this channel, yet the pool still finishes (and acks) the jobs
         # it delivered, and those acks must reach Redis.
-        self._uri = _url(self.channel.connection.client)
+        self._uri = options.get("turnout_broker") or _url(self.channel.connection.client)
         self._redis: redis.Redis | None = None
         self._scripts: delivery.Scripts | None = None
         # tag -> "ack" | "requeue": what could not reach Redis yet.
@@ -67,8 +68,8 @@ class OwningQoS(kombu_redis.QoS):
 
     def _client(self) -> redis.Redis:
         if self._redis is None:
-            self._redis = redis.Redis.from_url(self._uri, socket_timeout=10,
-                                               socket_connect_timeout=5)
+            self._redis = broker.connect(RedisSettings.from_url(self._uri), socket_timeout=10,
+                                         socket_connect_timeout=5)
         return self._redis
 
     def scripts(self, client: Any) -> delivery.Scripts:
@@ -397,3 +398,38 @@ class Channel(kombu_redis.Channel):
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
+
+
+class SentinelChannel(Channel, kombu_redis.SentinelChannel):
+    """The owning channel on the primary that Redis Sentinel names: kombu's
+    Sentinel pool under Turnout's claim, bells and lanes.
+
+    kombu takes the Sentinels from the broker URL's ``;``-separated
+    alternates, but it also treats them as failover URLs: after a
+    connection error it switches to the next one, *parsed afresh, with the
+    stock Sentinel transport*, which pops messages with no owner and no
+    lease (every start then fenced, every job acked unrun). So kombu is given
+    one URL, and the Sentinels come from the whole broker URL here."""
+
+    def _sentinel_managed_pool(self, asynchronous: bool = False) -> Any:
+        where = RedisSettings.from_url(self.connection.client.transport_options["turnout_broker"])
+        params = self._connparams(asynchronous)
+        params.pop("host", None)
+        params.pop("port", None)
+        manager = redis.sentinel.Sentinel(
+            list(where.sentinels), min_other_sentinels=getattr(self, "min_other_sentinels", 0),
+            sentinel_kwargs=getattr(self, "sentinel_kwargs", None), **params)
+        # kept, as kombu keeps it, so that its connections are closed with the pools
+        if asynchronous:
+            self._async_sentinel_manager = manager
+        else:
+            self._sentinel_manager = manager
+        auth = {k: params[k] for k in ("username", "password") if k in params}
+        return manager.master_for(where.master_name, redis.Redis, **auth).connection_pool
+
+
+class SentinelTransport(Transport):
+    """``sentinel://`` brokers (kombu's Sentinel transport, with owned deliveries)."""
+
+    Channel = SentinelChannel
+    default_port = 26379  # type: ignore[assignment]  # kombu says None

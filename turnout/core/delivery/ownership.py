@@ -216,6 +216,11 @@ def give_back(
                 payloads = pipe.hmget(UNACKED, wanted) if wanted else []
                 owners = pipe.hmget(OWNERS, wanted) if wanted else []
                 pipe.multi()
+                # First and always: HINCRBY is one of the commands Redis refuses
+                # when it is out of memory, and then it refuses the whole
+                # transaction. A worker's beat (HINCRBY too) is refused then:
+                # no one may declare it dead for a silence that is the broker's.
+                pipe.hincrby(STATS, f"given_back_{why}", 0)
                 moved = 0
                 for tag, payload, owner in zip(wanted, payloads, owners, strict=True):
                     owner_text = owner.decode() if isinstance(owner, bytes) else owner

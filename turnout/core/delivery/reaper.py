@@ -11,8 +11,10 @@ from typing import Any
 
 import redis
 
+from turnout.core.broker import connect
 from turnout.core.delivery.ownership import give_back
 from turnout.core.redis_keys import INCARNATIONS
+from turnout.core.settings import RedisSettings
 
 log = logging.getLogger("turnout.core.delivery")
 
@@ -95,8 +97,9 @@ class ReaperThread:
     """A ``Reaper`` looking every ``interval_s`` on a thread of its own, so a
     busy event loop or a long forward pass never delays it."""
 
-    def __init__(self, url: str, dead_after_s: float, interval_s: float, name: str) -> None:
-        self.url = url
+    def __init__(self, where: RedisSettings, dead_after_s: float, interval_s: float,
+                 name: str) -> None:
+        self.where = where
         self.dead_after_s = dead_after_s
         self.interval_s = interval_s
         self.name = name
@@ -108,7 +111,7 @@ class ReaperThread:
         self._thread.start()
 
     def _loop(self) -> None:
-        client = redis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=5)
+        client = connect(self.where, socket_timeout=5, socket_connect_timeout=5)
         reaper = Reaper(client, self.dead_after_s, name=self.name)
         failing = False
         try:
