@@ -32,7 +32,7 @@ COLUMNS = (
 def failures(row: dict[str, Any]) -> list[str]:
     """What a scenario failed, each in words with its figure; none when it passed."""
     out = []
-    if row["lost"]:
+    if row["lost"] and not row.get("loss_is_the_measure"):
         out.append(f"{row['lost']} job(s) lost")
     if row["results_beyond_one"]:
         out.append(f"{row['results_beyond_one']} job(s) with a result beyond one")

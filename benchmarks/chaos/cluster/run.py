@@ -9,18 +9,50 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from turnout.benchmarks.chaos.cluster.netns import Network, NoNamespaces
-from turnout.benchmarks.chaos.cluster.scenarios import SCENARIOS
+from turnout.benchmarks.chaos.cluster.scenarios import ON_SENTINELS, SCENARIOS
 from turnout.benchmarks.chaos.cluster.stack import HOSTS, ClusterStack, missing
 from turnout.benchmarks.chaos.tally import Options
 
 
+def _run_on(make: Callable[[], ClusterStack], keys: list[str],
+            options: Options) -> list[dict[str, Any]]:
+    from turnout.benchmarks.chaos.run import run_one, table
+
+    rows: list[dict[str, Any]] = []
+    stack = None
+    try:
+        stack = make()
+        stack.start()
+        for key in keys:
+            print(f"chaos --cluster: scenario {key}: "
+                  f"{(SCENARIOS[key].__doc__ or '').splitlines()[0]}", file=sys.stderr, flush=True)
+            row = run_one(SCENARIOS[key], key, stack, options)
+            rows.append(row)
+            print(table([row]).splitlines()[-1], file=sys.stderr, flush=True)
+    except Exception as exc:  # noqa: BLE001 - a stack that cannot start fails its scenarios
+        done = {r["scenario"][0] for r in rows}
+        rows += [run_one(_broken(exc), key, None, options) for key in keys if key not in done]
+    finally:
+        if stack is not None:
+            stack.close()
+    return rows
+
+
+def _broken(exc: Exception) -> Callable[[Any, Options], dict[str, Any]]:
+    def scenario(_stack: Any, _options: Options) -> dict[str, Any]:
+        raise RuntimeError(f"the cluster did not start: {type(exc).__name__}: {exc}")
+
+    return scenario
+
+
 def main(wanted: list[str], quick: bool, out: Path) -> int:
     # Imported here: run.py imports this module for --cluster only.
-    from turnout.benchmarks.chaos.run import passed, run_one, table
+    from turnout.benchmarks.chaos.run import passed, table
 
     unknown = [s for s in wanted if s not in SCENARIOS]
     if unknown:
@@ -45,21 +77,16 @@ def main(wanted: list[str], quick: bool, out: Path) -> int:
           file=sys.stderr, flush=True)
     rows: list[dict[str, Any]] = []
     started = time.monotonic()
-    stack = None
+    options = Options(quick=quick)
     try:
-        # Heartbeats and death at their defaults, as in the single-host suite.
-        stack = ClusterStack(folder, {"TURNOUT_VISIBILITY_TIMEOUT_S": "2"}, net)
-        stack.start()
-        options = Options(quick=quick)
-        for key in wanted:
-            print(f"chaos --cluster: scenario {key}: "
-                  f"{(SCENARIOS[key].__doc__ or '').splitlines()[0]}", file=sys.stderr, flush=True)
-            row = run_one(SCENARIOS[key], key, stack, options)
-            rows.append(row)
-            print(table([row]).splitlines()[-1], file=sys.stderr, flush=True)
+        # One stack per kind of broker: TLS Redis, then Sentinels.
+        for sentinel in (False, True):
+            keys = [k for k in wanted if (k in ON_SENTINELS) == sentinel]
+            if keys:
+                where = folder / ("sentinel" if sentinel else "tls")
+                rows += _run_on(lambda w=where, s=sentinel: ClusterStack(  # type: ignore[misc]
+                    w, {"TURNOUT_VISIBILITY_TIMEOUT_S": "2"}, net, sentinel=s), keys, options)
     finally:
-        if stack is not None:
-            stack.close()
         net.destroy()
     out.mkdir(parents=True, exist_ok=True)
     result = {

@@ -16,6 +16,7 @@ same looks at Redis, so the single-host scenarios' helpers work unchanged.
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 import sys
 import threading
@@ -23,17 +24,20 @@ import time
 from pathlib import Path
 from typing import IO
 
-import redis
-
 from turnout.benchmarks.chaos.cluster.netns import Network
+from turnout.benchmarks.chaos.cluster.sentinel import Node, SentinelGroup
 from turnout.benchmarks.chaos.cluster.tls import server_certificates
 from turnout.benchmarks.chaos.stack import CPU_WORKER, GPU_WORKERS, ChaosStack
-from turnout.core.settings import RedisSettings, load_settings
+from turnout.core import broker
+from turnout.core.settings import load_settings
 from turnout.stack.redis_server import EmbeddedRedis
 from turnout.stack.supervisor import Part
 
-HOSTS = {"redis": 2, "api1": 11, "api2": 12, "cpu": 21, "gpu1": 22, "gpu2": 23, "train": 31,
-         "client": 41}
+HOSTS = {"redis": 2, "redis2": 3, "redis3": 4, "api1": 11, "api2": 12, "cpu": 21, "gpu1": 22,
+         "gpu2": 23, "train": 31, "client": 41}
+# With Sentinel: a primary and two replicas, a Sentinel beside each.
+REDIS_HOSTS = ("redis", "redis2", "redis3")
+SENTINEL_PORT = 26379
 API_PORT = 8000
 REDIS_PORT = 6380
 # Room for a full run's append-only file and its rewrites; scenario F fills
@@ -54,25 +58,22 @@ def missing() -> str | None:
 
 
 class ClusterStack(ChaosStack):
-    def __init__(self, folder: Path, env: dict[str, str], network: Network) -> None:
+    """``sentinel``: the broker is a primary, two replicas and three
+    Sentinels (plain text, a password), which every part finds through
+    ``sentinel://``; otherwise one Redis on TLS."""
+
+    def __init__(self, folder: Path, env: dict[str, str], network: Network,
+                 sentinel: bool = False) -> None:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.net = network
         self.settings = load_settings()
-        certs = server_certificates(folder / "certs", network.address("redis"))
-        self.certs = certs
-        # The broker's data on a small filesystem of its own, so that a
-        # scenario can fill its disk without filling the machine's.
-        self.redis_dir = folder / "redis"
-        self.redis_dir.mkdir(mode=0o700)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={REDIS_DISK_MB}m,mode=0700",
-                        "tmpfs", str(self.redis_dir)], check=True, capture_output=True)
-        self.redis = EmbeddedRedis(self.redis_dir, REDIS_PORT, DEBIAN_REDIS,
-                                   host=network.address("redis"),
-                                   tls=(certs.cert, certs.key, certs.ca),
-                                   launcher=network.exec_prefix("redis"))
+        self.group: SentinelGroup | None = None
         self.redis_log: IO[bytes] = (folder / "redis.log").open("ab")
-        self.broker: RedisSettings = self.redis.start(log=self.redis_log)
+        if sentinel:
+            self._start_sentinels()
+        else:
+            self._start_tls_redis()
         self.urls = [f"http://{network.address(h)}:{API_PORT}" for h in ("api1", "api2")]
         self.url = self.urls[0]
         self.port = API_PORT
@@ -93,13 +94,37 @@ class ClusterStack(ChaosStack):
                                                "--name", TRAIN_WORKER])
         for host in ("api1", "api2"):
             self._add(host, host, me + ["api", "--port", str(API_PORT)])
-        self.client = redis.Redis.from_url(self.broker.url, socket_timeout=5)
+        # Through the Sentinels too: after a failover it finds the new primary.
+        self.client = broker.connect(self.broker, socket_timeout=5)
         self.restarts: list[tuple[float, str]] = []
         self.faults: list[tuple[float, str]] = []
         self.held: set[str] = set()
-        self.redis_down = False
+        self.redis_down = self.group is not None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._supervise, daemon=True)
+
+    def _start_tls_redis(self) -> None:
+        certs = server_certificates(self.folder / "certs", self.net.address("redis"))
+        self.certs = certs
+        # The broker's data on a small filesystem of its own, so that a
+        # scenario can fill its disk without filling the machine's.
+        self.redis_dir = self.folder / "redis"
+        self.redis_dir.mkdir(mode=0o700)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={REDIS_DISK_MB}m,mode=0700",
+                        "tmpfs", str(self.redis_dir)], check=True, capture_output=True)
+        self.redis = EmbeddedRedis(self.redis_dir, REDIS_PORT, DEBIAN_REDIS,
+                                   host=self.net.address("redis"),
+                                   tls=(certs.cert, certs.key, certs.ca),
+                                   launcher=self.net.exec_prefix("redis"))
+        self.broker = self.redis.start(log=self.redis_log)
+
+    def _start_sentinels(self) -> None:
+        nodes = [Node(self.net.address(h), 6379, SENTINEL_PORT, self.net.exec_prefix(h))
+                 for h in REDIS_HOSTS]
+        (self.folder / "sentinel").mkdir()
+        self.group = SentinelGroup(self.folder / "sentinel", nodes, secrets.token_urlsafe(24))
+        self.broker = self.group.start(DEBIAN_REDIS)
+        self.redis = self.group.servers[0]
 
     def _add(self, name: str, host: str, argv: list[str]) -> None:
         self.host_of[name] = host
@@ -129,7 +154,11 @@ class ClusterStack(ChaosStack):
         try:
             super().close()
         finally:
-            subprocess.run(["umount", "-l", str(self.redis_dir)], check=False, capture_output=True)
+            if self.group is not None:
+                self.group.stop()
+            else:
+                subprocess.run(["umount", "-l", str(self.redis_dir)], check=False,
+                               capture_output=True)
 
     # -- faults ---------------------------------------------------------------------
 
