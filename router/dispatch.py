@@ -21,6 +21,7 @@ from turnout.core.errors import (
     BrokerUnavailable,
     DeadlineExceeded,
     IdempotencyMismatch,
+    NotReplicated,
     TaskFinished,
     TurnoutError,
     UnknownTask,
@@ -39,6 +40,7 @@ from turnout.router.flows import FlowBatching, first_messages, flow_rows, plan_f
 from turnout.router.idempotency import Claims
 from turnout.router.live import LiveView
 from turnout.router.metrics import Metrics
+from turnout.router.publishing import Publisher
 from turnout.router.results import ResultWatcher
 from turnout.router.routing import choose_queue
 from turnout.router.schemas import VersionSchemas
@@ -84,6 +86,7 @@ class Dispatcher:
         self._plans: dict[str, tuple[Flow, tuple[PlanStep, ...]]] = {}
         self._revoke = client.register_script(lua.source("task_revoke"))
         self.claims = Claims(client, settings.result_ttl_s)
+        self.publisher = Publisher(client, settings)
 
     def _flow_capacity(self, name: str, queue: str) -> int:
         flow = self.table.flows.get(name)
@@ -160,6 +163,8 @@ class Dispatcher:
         async with self.watcher.watch(batch_id) as future:
             try:
                 await asyncio.shield(sent)
+            except NotReplicated:
+                raise  # queued: the claim stays, so that a retry gets this task
             except TurnoutError:
                 if claim is not None:
                     await self.claims.release(claim)  # never queued: the next try may
@@ -223,7 +228,7 @@ class Dispatcher:
         tasks, atomically, in one round trip."""
         flow, plan = self._plans[batch.version]
         requests = [RequestItem(j.id, j.rows, j.submitted_at, j.deadline) for j in batch.jobs]
-        pipe = self.client.pipeline(transaction=True)
+        pipe = self.publisher.transaction()
         for job in batch.jobs:
             record: dict[str, Any] = {"model": flow.name, "queue": plan[0].queue,
                                       "submitted_at": job.submitted_at, "batch": batch.id,
@@ -238,7 +243,7 @@ class Dispatcher:
                                              batch.lane):
             message.queue(pipe, queue, batch.lane)
         try:
-            await pipe.execute()
+            await self.publisher.commit(pipe)
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable(
                 f"could not queue the job: {why(exc)}") from None
@@ -305,7 +310,7 @@ class Dispatcher:
             joinable=(route.max_batch or 1) > 1,
             expires=expires_backstop(route.time_limit_s, [j.deadline for j in batch.jobs]),
         )
-        pipe = self.client.pipeline(transaction=True)
+        pipe = self.publisher.transaction()
         for job in batch.jobs:
             record = {
                 "model": route.name,
@@ -322,7 +327,7 @@ class Dispatcher:
             pipe.set(redis_keys.task(job.id), orjson.dumps(record), ex=self.settings.result_ttl_s)
         message.queue(pipe, batch.queue, batch.lane)
         try:
-            await pipe.execute()
+            await self.publisher.commit(pipe)
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable(
                 f"could not queue the job: {why(exc)}"

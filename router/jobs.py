@@ -29,6 +29,7 @@ from turnout.core.task_messages import TaskMessages, expires_backstop
 from turnout.router.flows import first_messages, flow_max_rows, flow_rows, plan_for
 from turnout.router.idempotency import Claims
 from turnout.router.live import LiveView
+from turnout.router.publishing import Publisher
 from turnout.router.routing import choose_queue
 from turnout.router.schemas import VersionSchemas
 from turnout.router.validation import validate_inputs
@@ -52,6 +53,7 @@ class BatchJobs:
         # The dispatcher's: one cache of the versions' schemas per process.
         self.schemas = schemas or VersionSchemas(settings.models_dir)
         self.client = client
+        self.publisher = Publisher(client, settings)
         self.live = live
         self.messages = messages
         self.claims = claims
@@ -112,7 +114,7 @@ class BatchJobs:
         submitted_at = time.time()
         deadline = self.live.deadline(timeout_s or route.queue_timeout_s)
         chunks: list[list[Any]] = []
-        pipe = self.client.pipeline(transaction=True)
+        pipe = self.publisher.transaction()
         for index, start in enumerate(range(0, len(rows), size)):
             part = rows[start : start + size]
             # Chosen per chunk, and counted as it goes: chunks spread over
@@ -175,7 +177,7 @@ class BatchJobs:
         submitted_at = time.time()
         deadline = self.live.deadline(timeout_s)
         chunks: list[list[Any]] = []
-        pipe = self.client.pipeline(transaction=True)
+        pipe = self.publisher.transaction()
         for start in range(0, len(rows), size):
             part = rows[start : start + size]
             task_id = str(uuid.uuid4())
@@ -200,7 +202,7 @@ class BatchJobs:
             record["owner"] = owner
         pipe.set(redis_keys.batch(job_id), json.dumps(record), ex=self.settings.result_ttl_s)
         try:
-            await pipe.execute()
+            await self.publisher.commit(pipe)
         except (RedisError, OSError) as exc:
             if claim is not None:
                 await self.claims.release(claim)

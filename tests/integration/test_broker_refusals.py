@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+import httpx
 import pytest
 
 from tests.integration.conftest import Stack
@@ -46,3 +47,27 @@ def test_a_broker_that_refuses_writes_is_waited_out(stack: Stack) -> None:
     for name in WORKERS:
         beat = wait_for(lambda n=name: stack.cluster.heartbeat(n), 15, f"{name}'s heartbeat")
         assert beat.incarnation == before[name], name
+
+
+def test_accepted_can_mean_on_a_replica(stack: Stack) -> None:
+    """TURNOUT_BROKER_REPLICAS=1 against a Redis with no replica: the job is
+    queued but not confirmed, so 503 NotReplicated; the retry with the same
+    Idempotency-Key gets that very task, done, and no second one."""
+    proc, url = stack.cluster.api(env={"TURNOUT_BROKER_REPLICAS": "1",
+                                       "TURNOUT_BROKER_REPLICA_TIMEOUT_MS": "100"})
+    try:
+        headers = {"Idempotency-Key": "replica-test-1"}
+        first = httpx.post(f"{url}/v1/models/iris/predict", json={"inputs": [ROW]},
+                           headers=headers, timeout=30)
+        assert first.status_code == 503, first.text
+        assert first.headers["X-Turnout-Error"] == "NotReplicated"
+        assert "0 of the 1 replica(s)" in first.json()["detail"]
+        again = httpx.post(f"{url}/v1/models/iris/predict", json={"inputs": [ROW], "wait": 20},
+                           headers=headers, timeout=30)
+        assert again.status_code == 200, again.text
+        assert again.json()["predictions"] == ["setosa"]
+        third = httpx.post(f"{url}/v1/models/iris/predict", json={"inputs": [ROW]},
+                           headers=headers, timeout=30)
+        assert third.json()["task_id"] == again.json()["task_id"]
+    finally:
+        proc.stop()

@@ -45,7 +45,9 @@ def group(tmp_path: Path) -> Iterator[SentinelGroup]:
 def test_every_process_follows_a_failover(group: SentinelGroup, models_dir: Path,
                                           tmp_path: Path) -> None:
     settings = group.start(DEBIAN_REDIS)
-    cluster = Cluster(settings, models_dir, REPO / "tests" / "support" / "routes.yaml", tmp_path)
+    # Accepted means on a replica (TURNOUT_BROKER_REPLICAS): no failover loses it.
+    cluster = Cluster(settings, models_dir, REPO / "tests" / "support" / "routes.yaml", tmp_path,
+                      extra_env={"TURNOUT_BROKER_REPLICAS": "1"})
     try:
         worker = cluster.worker("cpu", "cpu-sentinel@test", "--concurrency", "1")
         _, url = cluster.api()
@@ -54,7 +56,6 @@ def test_every_process_follows_a_failover(group: SentinelGroup, models_dir: Path
         assert first.status_code == 200, first.text
         queued = [httpx.post(f"{url}/v1/models/iris/predict", json={"inputs": [ROW]},
                              timeout=10).json()["task_id"] for _ in range(20)]
-        time.sleep(0.5)  # replicated by then (asynchronous replication, on loopback)
         old = group.primary()
         group.server_at(old).proc.kill()
         t0 = time.monotonic()
@@ -70,7 +71,7 @@ def test_every_process_follows_a_failover(group: SentinelGroup, models_dir: Path
         with Client(url, api_key="", retry_for_s=60) as client:
             after = client.predict("iris", [ROW], wait=30)
         assert after["predictions"] == ["setosa"]
-        # Accepted (and replicated) before the kill: each ends with its result.
+        # Accepted, so on a replica, before the kill: each ends with its result.
         with httpx.Client(base_url=url, timeout=10) as http:
             for task_id in queued:
                 view = poll_task(http, task_id, {"SUCCESS", "FAILURE", "REVOKED"}, timeout=60)

@@ -136,9 +136,9 @@ class Cluster:
         wait_for(lambda: self.heartbeat(name), timeout, f"worker {name}", p.proc, p.log)
         return p
 
-    def api(self, timeout: float = 60) -> tuple[Proc, str]:
+    def api(self, timeout: float = 60, env: dict[str, str] | None = None) -> tuple[Proc, str]:
         port = free_port()
-        p = self.spawn(f"api-{port}", "api", "--host", "127.0.0.1", "--port", str(port))
+        p = self.spawn(f"api-{port}", "api", "--host", "127.0.0.1", "--port", str(port), env=env)
         url = f"http://127.0.0.1:{port}"
         wait_for(lambda: httpx.get(url + "/readyz", timeout=1).status_code == 200, timeout, "the API", p.proc, p.log)
         return p, url

@@ -8,7 +8,7 @@ import ssl
 import pytest
 import redis
 
-from turnout.core.broker import check, why
+from turnout.core.broker import check, connect, why
 from turnout.core.errors import BrokerUnavailable
 from turnout.core.settings import RedisSettings
 from turnout.stack.redis_server import free_port
@@ -55,3 +55,19 @@ def test_check_names_the_broker_without_its_password() -> None:
         check(closed, timeout_s=1)
     assert "unreachable" in str(err.value) and "127.0.0.1" in str(err.value)
     assert "s3cret" not in str(err.value)
+
+
+def test_every_new_connection_finds_the_scripts_loaded(redis_server: RedisSettings) -> None:
+    """A promoted replica or a restarted Redis has no script cache: a fresh
+    connection loads them all before its first command, so a pipeline of
+    EVALSHAs never half-runs on NOSCRIPT."""
+    from turnout.core import lua
+
+    client = connect(redis_server, socket_timeout=5)
+    try:
+        client.script_flush()
+        client.connection_pool.disconnect()  # the next command connects again
+        shas = [client.register_script(lua.source(name)).sha for name in lua.names()]
+        assert all(client.script_exists(*shas))
+    finally:
+        client.close()

@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.sentinel import MasterNotFoundError, Sentinel
 
+from turnout.core import lua
 from turnout.core.errors import BrokerUnavailable
 from turnout.core.settings import RedisSettings
 
@@ -78,8 +79,28 @@ def why(exc: BaseException) -> str:
     return f"the broker failed: {text[:200]}"
 
 
+def _load_scripts(connection: Any) -> None:
+    """On every new connection, before anything else is sent on it: Redis's
+    own handshake, then every Turnout script loaded (idempotent, one round
+    trip). A server that lost its script cache (a restart, or a replica
+    promoted by a failover: scripts are not replicated) would otherwise
+    answer NOSCRIPT to some calls of a pipeline and run the others, and a
+    rider's ack that ran where its store did not would fence that store."""
+    connection.on_connect()
+    sources = [lua.source(name) for name in lua.names()]
+    connection.send_packed_command(connection.pack_commands(
+        [("SCRIPT", "LOAD", text) for text in sources]))
+    for _ in sources:  # every reply read, so that none is left for the next command
+        try:
+            connection.read_response()
+        except redis.ResponseError:
+            pass  # that one loads on first use instead (redis-py's Script)
+
+
 def connect(settings: RedisSettings, **options: Any) -> redis.Redis:
-    """A client on the broker (``options``: redis-py's, e.g. socket_timeout)."""
+    """A client on the broker (``options``: redis-py's, e.g. socket_timeout);
+    each of its connections loads Turnout's scripts first."""
+    options.setdefault("redis_connect_func", _load_scripts)
     if settings.sentinels:
         sentinel = Sentinel(list(settings.sentinels), **_sentinel_options(options))
         return sentinel.master_for(settings.master_name or "", db=settings.db,

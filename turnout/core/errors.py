@@ -139,6 +139,11 @@ class BrokerUnavailable(TurnoutError):
     status_code = 503
 
 
+class NotReplicated(BrokerUnavailable):
+    """Queued on the primary, but not confirmed by the replicas that
+    TURNOUT_BROKER_REPLICAS asks for: the task exists (its claim is kept)."""
+
+
 class ArtifactError(TurnoutError):
     """A model artifact is missing, outside the models folder, or fails its checksum."""
 

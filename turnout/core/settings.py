@@ -220,6 +220,11 @@ class Settings(BaseSettings):
     # waiting lane first, so that batch jobs (low) finish under steady
     # interactive load (normal); 0 turns the share off (strict priority).
     lane_share: int = Field(default=10, ge=0)
+    # What "accepted" means: with n > 0, a job is answered 202 only once n
+    # replicas have it (Redis WAIT after its transaction), so that a failover
+    # cannot lose it (router/publishing.py); 0: once the primary has it.
+    broker_replicas: int = Field(default=0, ge=0)
+    broker_replica_timeout_ms: int = Field(default=1000, ge=1)
     # A batch job's chunks are sized to run for about this long (from the
     # time per row the workers report), never more than the route's batch.
     chunk_target_s: float = Field(default=0.2, gt=0)

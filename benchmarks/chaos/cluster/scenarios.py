@@ -23,7 +23,8 @@ from turnout.benchmarks.chaos.load import Ledger, Load, submit
 from turnout.benchmarks.chaos.scenarios import _batch_job
 from turnout.benchmarks.chaos.stack import CPU_WORKER, GPU_WORKERS
 from turnout.benchmarks.chaos.tally import Options, check, drain, post, tally
-from turnout.benchmarks.scenarios import DIGITS_ROW, IRIS_ROW
+from turnout.benchmarks.client import closed_loop_spread
+from turnout.benchmarks.scenarios import BODIES, DIGITS_ROW, IRIS_ROW, predict_path
 from turnout.client import ApiError, AsyncClient
 from turnout.core.settings import RedisSettings
 
@@ -382,6 +383,60 @@ def sentinel_failover(stack: ClusterStack, o: Options) -> dict[str, Any]:
     return row
 
 
+def _closed(url: str, clients: int, seconds: float) -> dict[str, Any]:
+    run = asyncio.run(closed_loop_spread([url], predict_path("iris"), BODIES["iris"], clients,
+                                         duration_s=seconds))
+    summary = run.summary()
+    return {k: summary[k] for k in ("throughput_rps", "p50_ms", "p99_ms", "errors")}
+
+
+def sentinel_failover_replicated(stack: ClusterStack, o: Options) -> dict[str, Any]:
+    """H. Accepted means on a replica (TURNOUT_BROKER_REPLICAS=1 on api1):
+    its cost at 1 and 32 clients against api2 without it, side by side; then
+    the primary SIGKILLed under 300 req/s through api1: no accepted job lost."""
+    assert stack.group is not None
+    stack.group.restore()  # three servers again, the one G killed now a replica
+    stack.parts["api1"].env = {**stack.env, "TURNOUT_BROKER_REPLICAS": "1"}
+    old = stack.kill("api1", signal.SIGTERM, group=False)
+    deadline = time.monotonic() + 60
+    while not any(t > old and name == "api1" for t, name in stack.restarts):
+        if time.monotonic() > deadline:
+            raise RuntimeError("api1 was not started again with the replica option")
+        time.sleep(0.1)
+    drain(stack)
+    seconds = o.pick(2.0, 4.0)
+    cost: dict[str, Any] = {}
+    for clients in (1, 32):
+        _closed(stack.urls[0], clients, 1.0)  # warm-up
+        for label, url in (("replicated", stack.urls[0]), ("primary only", stack.urls[1])):
+            cost[f"{label} c={clients}"] = _closed(url, clients, seconds)
+    drain(stack)
+    rate, duration = 300, o.pick(15.0, 30.0)
+    load = Load()
+    fault: list[tuple[float, float]] = []
+
+    async def go() -> None:
+        async def kill_later() -> None:
+            await asyncio.sleep(duration / 3)
+            fault.append(await asyncio.to_thread(_promote, stack))
+
+        await asyncio.gather(submit(stack.urls[0], "iris", IRIS, rate, duration, load),
+                             kill_later())
+
+    asyncio.run(go())
+    at, promoted = fault[0]
+    row = tally(stack, "H the same, accepted = on a replica", load, at, timeout_s=90)
+    refused = sorted(s.t for s in load.sent if s.status != 202 and s.t >= at - 1)
+    row.update(promoted_after_s=promoted,
+               submits_refused_for_s=round(refused[-1] - refused[0], 2) if refused else 0.0,
+               cost=cost)
+    for c in (1, 32):
+        on, off = cost[f"replicated c={c}"], cost[f"primary only c={c}"]
+        row[f"throughput_ratio_c{c}"] = round(on["throughput_rps"] / max(1e-9, off["throughput_rps"]), 3)
+        row[f"p50_ratio_c{c}"] = round(on["p50_ms"] / max(1e-9, off["p50_ms"]), 3)
+    return row
+
+
 SCENARIOS: dict[str, Callable[[ClusterStack, Options], dict[str, Any]]] = {
     "A": link_cut,
     "B": api_killed,
@@ -390,6 +445,7 @@ SCENARIOS: dict[str, Callable[[ClusterStack, Options], dict[str, Any]]] = {
     "E": out_of_memory,
     "F": disk_full,
     "G": sentinel_failover,
+    "H": sentinel_failover_replicated,
 }
 # The scenarios that run on the Sentinel cluster (a stack of their own).
-ON_SENTINELS = {"G"}
+ON_SENTINELS = {"G", "H"}

@@ -122,6 +122,32 @@ class SentinelGroup:
                 client.close()
         raise RuntimeError("no Sentinel answered")
 
+    def restore(self, timeout_s: float = 60) -> None:
+        """Start again every server that is down (the Sentinels make it a
+        replica of the primary now), and wait until every replica is in sync."""
+        for i, server in enumerate(self.servers):
+            if server.proc is None or server.proc.poll() is not None:
+                server.start(log=(self.folder / f"redis-{i}.log").open("ab"))
+        primary = self.primary()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            links = []
+            for node in self.nodes:
+                if (node.host, node.redis_port) == primary:
+                    continue
+                client = redis.Redis(host=node.host, port=node.redis_port,
+                                     password=self.password, socket_timeout=1)
+                try:
+                    links.append(client.info("replication").get("master_link_status"))
+                except redis.RedisError:
+                    links.append(None)
+                finally:
+                    client.close()
+            if links and all(link == "up" for link in links):
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"the replicas were not in sync within {timeout_s:.0f} s")
+
     def server_at(self, address: tuple[str, int]) -> EmbeddedRedis:
         for server, node in zip(self.servers, self.nodes, strict=True):
             if (node.host, node.redis_port) == address:
