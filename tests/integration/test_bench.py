@@ -38,7 +38,16 @@ def test_every_scenario_runs_on_its_own_stack(models_dir: Path, tmp_path: Path) 
     )
     assert out.returncode == 0, out.stderr[-3000:]
     results = json.loads((tmp_path / "out" / "latest.json").read_text())
-    assert sorted(results["scenarios"]) == ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k"]
+    assert sorted(results["scenarios"]) == ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k",
+                                            "l"]
+    # The broker's cost, from Redis's own counters: per request, per row, idle.
+    broker = results["scenarios"].pop("l")
+    assert [r["unit"] for r in broker] == ["second", "request", "request", "row"]
+    idle, one, many, rows = broker
+    assert idle["commands_per_s"] > 0 and idle["workers"] >= 2
+    assert one["commands_per_unit"] > many["commands_per_unit"] > 0  # batching shares the cost
+    assert all(r["units_per_redis_core_s"] > 0 for r in (one, many, rows))
+    assert "evalsha" in one["top_commands_per_unit"]
     # A pipeline in one call, beside the client calling its two models itself.
     assert [(r["system"], r["concurrency"]) for r in results["scenarios"]["k"]] == [
         ("pipeline, one call", 1), ("client calls both", 1), ("pipeline, one call", 16),

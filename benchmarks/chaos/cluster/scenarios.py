@@ -346,13 +346,13 @@ def _promote(stack: ClusterStack) -> tuple[float, float]:
     raise RuntimeError("the Sentinels promoted no replica within 60 s")
 
 
-def sentinel_failover(stack: ClusterStack, o: Options) -> dict[str, Any]:
-    """G. The broker's primary SIGKILLed under 300 req/s, with three
-    Sentinels and two replicas (asynchronous replication): every part
-    follows the new primary without a restart; the row says what was lost
-    (accepted, never answered) and how long submits were refused."""
+def _failover_under_load(stack: ClusterStack, o: Options, url: str,
+                         name: str) -> tuple[dict[str, Any], Load, float]:
+    """300 submits a second through ``url``, the primary SIGKILLed a third of
+    the way in; the tallied row (with the promotion time and how long submits
+    were refused), the load, and when the kill was."""
     drain(stack)
-    rate, duration = 300, o.pick(15.0, 30.0)
+    duration = o.pick(15.0, 30.0)
     load = Load()
     fault: list[tuple[float, float]] = []
 
@@ -361,15 +361,24 @@ def sentinel_failover(stack: ClusterStack, o: Options) -> dict[str, Any]:
             await asyncio.sleep(duration / 3)
             fault.append(await asyncio.to_thread(_promote, stack))
 
-        await asyncio.gather(submit(stack.url, "iris", IRIS, rate, duration, load), kill_later())
+        await asyncio.gather(submit(url, "iris", IRIS, 300, duration, load), kill_later())
 
     asyncio.run(go())
     at, promoted = fault[0]
-    row = tally(stack, f"G sentinel failover at {rate} req/s", load, at, timeout_s=90)
+    row = tally(stack, name, load, at, timeout_s=90)
     refused = sorted(s.t for s in load.sent if s.status != 202 and s.t >= at - 1)
+    row.update(promoted_after_s=promoted,
+               submits_refused_for_s=round(refused[-1] - refused[0], 2) if refused else 0.0)
+    return row, load, at
+
+
+def sentinel_failover(stack: ClusterStack, o: Options) -> dict[str, Any]:
+    """G. The broker's primary SIGKILLed under 300 req/s, with three
+    Sentinels and two replicas (asynchronous replication): every part
+    follows the new primary without a restart; the row says what was lost
+    (accepted, never answered) and how long submits were refused."""
+    row, load, at = _failover_under_load(stack, o, stack.url, "G sentinel failover at 300 req/s")
     row.update(
-        promoted_after_s=promoted,
-        submits_refused_for_s=round(refused[-1] - refused[0], 2) if refused else 0.0,
         accepted_before_kill=sum(1 for s in load.accepted if s.t < at),
         # What asynchronous replication may lose: jobs accepted by the old
         # primary and not yet on the replica that took over. Measured, not
@@ -410,26 +419,9 @@ def sentinel_failover_replicated(stack: ClusterStack, o: Options) -> dict[str, A
         _closed(stack.urls[0], clients, 1.0)  # warm-up
         for label, url in (("replicated", stack.urls[0]), ("primary only", stack.urls[1])):
             cost[f"{label} c={clients}"] = _closed(url, clients, seconds)
-    drain(stack)
-    rate, duration = 300, o.pick(15.0, 30.0)
-    load = Load()
-    fault: list[tuple[float, float]] = []
-
-    async def go() -> None:
-        async def kill_later() -> None:
-            await asyncio.sleep(duration / 3)
-            fault.append(await asyncio.to_thread(_promote, stack))
-
-        await asyncio.gather(submit(stack.urls[0], "iris", IRIS, rate, duration, load),
-                             kill_later())
-
-    asyncio.run(go())
-    at, promoted = fault[0]
-    row = tally(stack, "H the same, accepted = on a replica", load, at, timeout_s=90)
-    refused = sorted(s.t for s in load.sent if s.status != 202 and s.t >= at - 1)
-    row.update(promoted_after_s=promoted,
-               submits_refused_for_s=round(refused[-1] - refused[0], 2) if refused else 0.0,
-               cost=cost)
+    row, _, _ = _failover_under_load(stack, o, stack.urls[0],
+                                     "H the same, accepted = on a replica")
+    row["cost"] = cost
     for c in (1, 32):
         on, off = cost[f"replicated c={c}"], cost[f"primary only c={c}"]
         row[f"throughput_ratio_c{c}"] = round(on["throughput_rps"] / max(1e-9, off["throughput_rps"]), 3)

@@ -1,8 +1,8 @@
 """A Redis primary, its replicas and three Sentinels, started for the
 Sentinel tests and the rehearsal (Debian's ``redis-server`` and
 ``redis-sentinel``): every server shares one password, the Sentinels
-monitor the primary as ``turnout`` and fail it over a second after it
-stops answering."""
+monitor the primary as ``turnout`` and fail it over two seconds after it
+stops answering; a primary with no replica in sync refuses writes."""
 
 from __future__ import annotations
 
@@ -36,7 +36,9 @@ class SentinelGroup:
     folder: Path
     nodes: list[Node]
     password: str
-    down_after_ms: int = 1000
+    # Long enough that a replica just promoted on a loaded machine is not
+    # taken for dead at once (a second failover, and a split brain, follow).
+    down_after_ms: int = 2000
     servers: list[EmbeddedRedis] = field(default_factory=list)
     sentinels: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
@@ -45,7 +47,11 @@ class SentinelGroup:
         for i, node in enumerate(self.nodes):
             # No wait before a replica's first sync (Redis waits 5 s by
             # default, to serve several replicas with one transfer).
-            extra = [f"masterauth {self.password}", "repl-diskless-sync-delay 0"]
+            # A primary cut off from every replica stops taking writes within
+            # seconds (Redis's min-replicas): what a split brain can accept,
+            # and lose, is bounded by it.
+            extra = [f"masterauth {self.password}", "repl-diskless-sync-delay 0",
+                     "min-replicas-to-write 1", "min-replicas-max-lag 3"]
             if i:
                 extra.append(f"replicaof {primary.host} {primary.redis_port}")
             server = EmbeddedRedis(self.folder / f"redis-{i}", node.redis_port, binary,
