@@ -92,7 +92,10 @@ class FlowSteps:
             (got,) = rt.scripts.pipelined([call])
         except redis.RedisError as exc:
             raise Reject(f"Redis unreachable at start: {exc}", requeue=True) from exc
-        started = riders_.read_start(got, task_id, rt.incarnation, len(requests))
+        try:
+            started = riders_.read_start(got, task_id, rt.incarnation, len(requests))
+        except riders_.Fenced:
+            raise Reject("not this worker's lease", requeue=True) from None
         if started is None:
             raise Ignore()
         deliveries, revoked, expired = started

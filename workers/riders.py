@@ -184,13 +184,26 @@ def start_call(
         ttl_s, [redis_keys.revoked(r.id) for r in requests], [r.deadline for r in requests])
 
 
+class Fenced(Exception):
+    """The start found no lease of this incarnation's for the task.
+
+    Normally another worker owns it now (this one was declared dead) and the
+    requeue that follows finds nothing of ours to give back. But after a
+    Sentinel failover with a split brain, a pool child can still be talking
+    to the demoted primary while the delivery is ours on the new one: then
+    the requeue (owner-checked, like every give-back) puts the job back, where
+    an acknowledgement would have dropped it unrun."""
+
+
 def read_start(
     got: list[Any], task_id: str, incarnation: str, n: int,
 ) -> tuple[int, list[int], list[int]] | None:
+    """(deliveries, revoked, expired), or None when the task already has its
+    result; ``Fenced`` when this incarnation does not hold its lease."""
     code, deliveries, *flags = got
     if code == 0:
-        log.warning("task %s: not run: worker %s no longer owns it", task_id, incarnation)
-        return None
+        log.warning("task %s: not run: worker %s does not hold its lease", task_id, incarnation)
+        raise Fenced(task_id)
     if code == -1:
         log.warning("task %s: not run again: it already has its result", task_id)
         return None

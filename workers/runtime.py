@@ -67,9 +67,9 @@ def start_under_lease(
     requests: list[RequestItem],
 ) -> tuple[int, list[int], list[int]] | None:
     """STARTED, under the task's lease: (deliveries so far, a revoked flag per
-    request, an expired flag per request by Redis's clock), or None when this
-    run must not happen: the worker no longer owns the task, or the task
-    already has its result."""
+    request, an expired flag per request by Redis's clock), or None when the
+    task already has its result; ``riders.Fenced`` when this incarnation does
+    not hold its lease."""
     script, keys, args = riders_.start_call(scripts, incarnation, task_id, hostname, ttl_s,
                                             requests)
     return riders_.read_start(script(keys=keys, args=args), task_id, incarnation, len(requests))
@@ -223,6 +223,8 @@ class WorkerRuntime:
         riders: list[riders_.Rider] = []
         try:
             riders = riders_.parse(self.client, self.incarnation, taken)
+            if isinstance(started, riders_.Fenced):
+                raise Reject("not this worker's lease", requeue=True)
             if started is None:
                 raise Ignore()
             deliveries, revoked, expired = started
@@ -392,7 +394,7 @@ class WorkerRuntime:
     def _start(
         self, task_id: str, hostname: str, requests: list[RequestItem],
         joining: riders_.Join | None,
-    ) -> tuple[tuple[int, list[int], list[int]] | None, list[str]]:
+    ) -> tuple[tuple[int, list[int], list[int]] | riders_.Fenced | None, list[str]]:
         """The task's start and, in the same round trip, the messages taken
         along (none without ``joining``)."""
         assert self.scripts is not None
@@ -401,7 +403,13 @@ class WorkerRuntime:
         if joining is not None:
             calls.append(riders_.join_call(self.scripts, self.incarnation, joining))
         got, *taken = self.scripts.pipelined(calls)
-        started = riders_.read_start(got, task_id, self.incarnation, len(requests))
+        # What was taken along is returned even when the start was fenced, so
+        # that it goes back with the task.
+        started: tuple[int, list[int], list[int]] | riders_.Fenced | None
+        try:
+            started = riders_.read_start(got, task_id, self.incarnation, len(requests))
+        except riders_.Fenced as fenced:
+            started = fenced
         return started, [m.decode() if isinstance(m, bytes) else m for m in (taken[0] if taken else [])]
 
     def _finish(self, task_id: str, body: TaskResult, drained: Drained | None = None,

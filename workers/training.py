@@ -41,6 +41,7 @@ from turnout.ml.train import Cancelled, discard, register, train_trial, trial_fo
 from turnout.workers import faults
 from turnout.workers.app import WorkerApp, owned_app
 from turnout.workers.board import Board, Slot
+from turnout.workers.riders import Fenced
 from turnout.workers.runtime import start_under_lease
 from turnout.workers.spec import WorkerSpec
 
@@ -76,6 +77,8 @@ class Trainer:
                                         self.settings.result_ttl_s, [])
         except redis.RedisError as exc:
             raise Reject(f"Redis unreachable at start: {exc}", requeue=True) from exc
+        except Fenced:
+            raise Reject("not this worker's lease", requeue=True) from None
         if started is None:
             raise Ignore()
 
