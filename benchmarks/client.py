@@ -306,10 +306,4 @@ async def open_loop(
             progress.update(time.perf_counter() - started, f"{run.ok} ok")
     if tasks:
         await asyncio.gather(*tasks)
-    run.wall_s = time.perf_counter() - started
-    run.client_cpu_s = time.process_time() - cpu0
-    for conn in idle:
-        conn.close()
-    if progress is not None:
-        progress.close()
-    return run
+    return _finished(run, idle, started, cpu0, progress)

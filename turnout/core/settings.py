@@ -139,10 +139,14 @@ class RedisSettings:
         return cls(host=host, port=port, db=db, username=username, password=password,
                    sentinels=tuple(sentinels), master_name=master)
 
+    def _auth(self, password: str | None) -> str:
+        """``user:password@`` (either part may be empty), or nothing."""
+        if not (self.username or password):
+            return ""
+        return quote(self.username or "", safe="") + (":" + password if password else "") + "@"
+
     def _sentinel_url(self, password: str | None, options: bool) -> str:
-        auth = ""
-        if self.username or password:
-            auth = quote(self.username or "", safe="") + (":" + password if password else "") + "@"
+        auth = self._auth(password)
         hosts = [f"sentinel://{auth if i == 0 else ''}{h}:{p}"
                  for i, (h, p) in enumerate(self.sentinels)]
         url = ";".join(hosts) + f"/{self.db}"
@@ -153,14 +157,8 @@ class RedisSettings:
         if self.sentinels:
             return self._sentinel_url(password, options)
         scheme = "rediss" if self.tls else "redis"
-        auth = ""
-        if self.username or password:
-            auth = quote(self.username or "", safe="")
-            if password:
-                auth += ":" + password
-            auth += "@"
         host = f"[{self.host}]" if ":" in self.host else self.host
-        url = f"{scheme}://{auth}{host}:{self.port}/{self.db}"
+        url = f"{scheme}://{self._auth(password)}{host}:{self.port}/{self.db}"
         tls = self.tls_options()
         if options and tls:
             url += "?" + urlencode(tls)
@@ -197,10 +195,7 @@ class RedisSettings:
         which would treat the others as failover URLs: turnout.core.transport)."""
         if not self.sentinels:
             return self.bare_url
-        password = quote(self.password, safe="") if self.password else None
-        auth = ""
-        if self.username or password:
-            auth = quote(self.username or "", safe="") + (":" + password if password else "") + "@"
+        auth = self._auth(quote(self.password, safe="") if self.password else None)
         hosts = self.sentinels if alternates else self.sentinels[:1]
         return ";".join(f"sentinel://{auth}{h}:{p}/{self.db}" for h, p in hosts)
 

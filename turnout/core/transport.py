@@ -53,11 +53,12 @@ class OwningQoS(kombu_redis.QoS):
         super().__init__(*args, **kwargs)
         options = self.channel.connection.client.transport_options
         self.incarnation: str | None = options.get("turnout_incarnation")
-        # A client of our own for the ownership bookkeeping, made from the
-        # connection's URL while it is alive: after a lost connection kombu
+        # A client of our own for the ownership bookkeeping, on the whole
+        # broker URL (celery_config puts it in the transport options, TLS
+        # options and Sentinels included): after a lost connection kombu
         # closes this channel, yet the pool still finishes (and acks) the jobs
         # it delivered, and those acks must reach Redis.
-        self._uri = options.get("turnout_broker") or _url(self.channel.connection.client)
+        self._uri: str = options.get("turnout_broker", "")
         self._redis: redis.Redis | None = None
         self._scripts: delivery.Scripts | None = None
         # tag -> "ack" | "requeue": what could not reach Redis yet.
@@ -247,19 +248,6 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _url(conn: Any) -> str:
-    """The redis:// URL of a kombu connection (its ``as_uri`` names our
-    transport's import path as the scheme)."""
-    db = str(conn.virtual_host or "0").lstrip("/") or "0"
-    tls = conn.ssl if isinstance(conn.ssl, dict) else {}
-    return RedisSettings(
-        host=conn.hostname or "127.0.0.1", port=int(conn.port or 6379), db=int(db),
-        username=conn.userid or None, password=conn.password or None, tls=bool(conn.ssl),
-        ca_file=tls.get("ssl_ca_certs"), cert_file=tls.get("ssl_certfile"),
-        key_file=tls.get("ssl_keyfile"),
-    ).url
-
-
 def _in_hand() -> set[str]:
     """The delivery tags of the requests this Celery worker is running or
     holding (empty outside a worker)."""
@@ -370,7 +358,6 @@ class Channel(kombu_redis.Channel):
         self.connection._deliver(message, queue)
         return True
 
-
     def _receive_one(self, c: Any) -> Any:
         """kombu's fanout receive (the control channel), with the pubsub
         connection's health-check PING refused by a broker that cannot write
@@ -382,9 +369,9 @@ class Channel(kombu_redis.Channel):
             self._refused(exc)
 
     def _refused(self, exc: redis.ResponseError) -> NoReturn:
-        """A claim the broker refused: a worker whose broker is full or cannot
-        write its disk waits it out, where Celery would end it (a
-        ResponseError is no connection error to kombu)."""
+        """A poll, a claim or a fanout read the broker refused: a worker whose
+        broker is full or cannot write its disk waits it out, where Celery
+        would end it (a ResponseError is no connection error to kombu)."""
         if not broker.refuses_writes(exc):
             raise exc
         now = monotonic()

@@ -1,7 +1,8 @@
 """The rehearsal cluster: every part of the stack on a host of its own, in
 network namespaces on one machine (``netns.Network``), talking over a
 private network to one Redis that speaks TLS only, with a password and a CA
-made for the run.
+made for the run; or, for the failover scenarios, to a primary, two
+replicas and three Sentinels.
 
 Hosts: ``redis``; ``api1`` and ``api2`` (the API on 0.0.0.0:8000 each);
 ``cpu`` (the CPU worker); ``gpu1`` and ``gpu2`` (a GPU worker on the CPU
