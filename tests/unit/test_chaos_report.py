@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from turnout.benchmarks.chaos.run import failures, passed, table
+from turnout.benchmarks.chaos.report import failures, passed, table
 from turnout.benchmarks.chaos.tally import check
 
 

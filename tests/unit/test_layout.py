@@ -15,15 +15,18 @@ def _pyproject() -> dict:
 
 
 def _package_folders() -> set[str]:
-    """Every package under turnout/, the links into the top-level folders followed."""
+    """Every folder of Python modules under turnout/, the links into the
+    top-level folders followed. A folder of modules with no ``__init__.py``
+    counts too: it imports from a checkout (a namespace package) but would be
+    left out of a built wheel."""
     found = set()
-    for init in (REPO / "turnout").glob("**/__init__.py"):
-        rel = init.parent.relative_to(REPO)
+    for module in (REPO / "turnout").glob("**/*.py"):
+        rel = module.parent.relative_to(REPO)
         found.add(".".join(rel.parts))
     # glob does not follow the links: walk each mapped folder by hand.
     for name, folder in _pyproject()["tool"]["setuptools"]["package-dir"].items():
-        for init in (REPO / folder).glob("**/__init__.py"):
-            rel = init.parent.relative_to(REPO / folder)
+        for module in (REPO / folder).glob("**/*.py"):
+            rel = module.parent.relative_to(REPO / folder)
             found.add(".".join([name, *rel.parts]))
     return found
 

@@ -21,7 +21,7 @@ from turnout.benchmarks.chaos.tally import Options
 
 def _run_on(make: Callable[[], ClusterStack], keys: list[str],
             options: Options) -> list[dict[str, Any]]:
-    from turnout.benchmarks.chaos.run import run_one, table
+    from turnout.benchmarks.chaos.report import run_one, table
 
     rows: list[dict[str, Any]] = []
     stack = None
@@ -52,7 +52,7 @@ def _broken(exc: Exception) -> Callable[[Any, Options], dict[str, Any]]:
 
 def main(wanted: list[str], quick: bool, out: Path) -> int:
     # Imported here: run.py imports this module for --cluster only.
-    from turnout.benchmarks.chaos.run import passed, table
+    from turnout.benchmarks.chaos.report import passed, table
 
     unknown = [s for s in wanted if s not in SCENARIOS]
     if unknown:

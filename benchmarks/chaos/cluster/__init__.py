@@ -1,0 +1,1 @@
+"""The several-machines rehearsal (`turnout chaos --cluster`): hosts as network namespaces."""
