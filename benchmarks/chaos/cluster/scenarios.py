@@ -429,6 +429,94 @@ def sentinel_failover_replicated(stack: ClusterStack, o: Options) -> dict[str, A
     return row
 
 
+def _until(what: Callable[[], bool], timeout_s: float) -> float | None:
+    """Seconds until ``what()`` holds, or None."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        if what():
+            return round(time.monotonic() - t0, 1)
+        time.sleep(0.25)
+    return None
+
+
+def monitoring(stack: ClusterStack, o: Options) -> dict[str, Any]:
+    """J. A real Prometheus on the client host scrapes both API hosts: every
+    query of the shipped Grafana dashboard and every alert rule evaluates
+    without error; with the CPU worker stopped, the no-live-worker alert
+    becomes active for iris, and it clears once the worker is back."""
+    from turnout.benchmarks.chaos.cluster.monitoring import (
+        Prometheus,
+        alert_rules,
+        dashboard_queries,
+        missing,
+    )
+
+    why = missing()
+    if why:
+        raise RuntimeError(why)
+    drain(stack)
+    targets = [url.removeprefix("http://") for url in stack.urls]
+    prometheus = Prometheus(stack.folder / "prometheus", targets)
+    prometheus.start()
+    row: dict[str, Any] = {"scenario": "J prometheus: dashboard, alert rules", "submitted": 0,
+                           "accepted": 0, "completed": 0, "lost": 0, "unexpected": 0,
+                           "results_beyond_one": 0, "timeline": {"results_t": []}}
+    try:
+        up = _until(lambda: set(prometheus.targets_up().values()) == {"up"}
+                    and len(prometheus.targets_up()) == len(targets), 30)
+        check(row, up is not None, f"not every API target is up: {prometheus.targets_up()}")
+        # Traffic through both API processes, long enough for [1m] rates to
+        # have two samples.
+        for url in stack.urls:
+            _closed(url, 4, o.pick(3.0, 6.0))
+        time.sleep(3)
+        queries = [(f"dashboard: {title}", expr) for title, expr in dashboard_queries()]
+        queries += [(f"alert {rule['alert']}", rule["expr"]) for rule in alert_rules()]
+        errors, empty, no_data = [], [], set()
+        for label, expr in queries:
+            answer = prometheus.query(expr)
+            if answer.get("status") != "success":
+                errors.append(f"{label}: {answer.get('error')}")
+            elif not answer["data"]["result"]:
+                empty.append(label)
+                no_data.add(expr)
+        row["queries"] = len(queries)
+        row["query_errors"] = errors
+        # Empty is not an error where there is nothing to show: no GPU here,
+        # and no refusal, fallback, OOM split or redelivery happened; every
+        # other panel must show the traffic just sent.
+        row["queries_empty"] = empty
+        eventful = ("gpu", "refused", "errors_total", "fallback", "oom", "redeliver", "delivery_events")
+        blank = [f"{title}: {expr}" for title, expr in dashboard_queries()
+                 if not any(word in expr for word in eventful) and expr in no_data]
+        check(row, not blank, f"dashboard panels with no data after traffic: {blank}")
+        check(row, not errors, f"{len(errors)} query(ies) failed: {errors[:3]}")
+        unhealthy = [f"{r['name']}: {r.get('lastError')}" for r in prometheus.rules()
+                     if r.get("health") != "ok"]
+        row["rules"] = len(prometheus.rules())
+        check(row, row["rules"] == len(alert_rules()), f"{row['rules']} rules loaded")
+        check(row, not unhealthy, f"rules that did not evaluate: {unhealthy}")
+
+        def iris_alert() -> bool:
+            return any(a["labels"].get("model") == "iris"
+                       for a in prometheus.alerts("TurnoutNoLiveWorker"))
+
+        check(row, not iris_alert(), "TurnoutNoLiveWorker was active with every worker up")
+        stack.held.add(CPU_WORKER)
+        stack.kill(CPU_WORKER, signal.SIGTERM, group=False)
+        row["alert_active_after_s"] = _until(iris_alert, 30)
+        stack.held.discard(CPU_WORKER)
+        row["alert_cleared_after_s"] = _until(lambda: not iris_alert(), 90)
+        check(row, row["alert_active_after_s"] is not None,
+              "TurnoutNoLiveWorker did not become active for iris with its only worker stopped")
+        check(row, row["alert_cleared_after_s"] is not None,
+              "TurnoutNoLiveWorker did not clear once the CPU worker was back")
+    finally:
+        stack.held.discard(CPU_WORKER)
+        prometheus.stop()
+    return row
+
+
 SCENARIOS: dict[str, Callable[[ClusterStack, Options], dict[str, Any]]] = {
     "A": link_cut,
     "B": api_killed,
@@ -438,6 +526,7 @@ SCENARIOS: dict[str, Callable[[ClusterStack, Options], dict[str, Any]]] = {
     "F": disk_full,
     "G": sentinel_failover,
     "H": sentinel_failover_replicated,
+    "J": monitoring,
 }
 # The scenarios that run on the Sentinel cluster (a stack of their own).
 ON_SENTINELS = {"G", "H"}
