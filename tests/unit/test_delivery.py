@@ -419,3 +419,69 @@ def test_pipelined_scripts_survive_redis_losing_them(redis_client: redis.Redis) 
     assert scripts.pipelined([(scripts.ack, [delivery.OWNERS, delivery.UNACKED_INDEX, delivery.UNACKED,
                                              delivery.held("a#1"), delivery.LEASES, delivery.STATS],
                                ["a#1", tag])]) == [1]
+
+
+def test_a_reaper_counts_no_silence_across_a_refusal_that_just_ended(
+        redis_client: redis.Redis) -> None:
+    """The beats stop while the broker refuses writes; when it writes again a
+    reaper may look before the next beat lands. Redis's count of refused
+    writes moved during the silence, so the watch starts over."""
+    clock = _Clock()
+    reaper = delivery.Reaper(redis_client, dead_after_s=5, clock=clock)
+    delivery.register(redis_client, "w#1")
+    for _ in range(3):
+        reaper.tick()
+        clock.now += 1
+    redis_client.config_set("min-replicas-to-write", 1)
+    try:
+        with pytest.raises(redis.ResponseError, match="NOREPLICAS"):
+            redis_client.set("submitted", 1)  # a write refused, as a submit's would be
+    finally:
+        redis_client.config_set("min-replicas-to-write", 0)
+    reaped_at = {}
+    for step in range(1, 10):
+        clock.now += 1
+        for name, _ in reaper.tick():
+            reaped_at[name] = step
+    # Silent for 5 s at step 2, where it would have been declared dead; the
+    # refusal moved the count, so a new watch from the next look (step 3),
+    # and dead 5 s later: one grace, not more.
+    assert reaped_at == {"w#1": 8}
+
+
+def test_refusals_that_never_stop_delay_a_death_by_one_grace_only(
+        redis_client: redis.Redis) -> None:
+    """A dead worker must still be declared dead while writes keep being
+    refused now and then: one grace per silence, then the reaper acts."""
+    clock = _Clock()
+    reaper = delivery.Reaper(redis_client, dead_after_s=5, clock=clock)
+    delivery.register(redis_client, "w#1")
+    reaped_at = {}
+    for step in range(1, 16):
+        redis_client.config_set("min-replicas-to-write", 1)
+        try:
+            with pytest.raises(redis.ResponseError, match="NOREPLICAS"):
+                redis_client.set("submitted", 1)
+        finally:
+            redis_client.config_set("min-replicas-to-write", 0)
+        for name, _ in reaper.tick():
+            reaped_at[name] = step
+        clock.now += 1
+    assert reaped_at == {"w#1": 12}  # silent 5 s at step 6: graced; 5 s after step 7
+
+
+def test_other_errors_give_no_grace(redis_client: redis.Redis) -> None:
+    """Errors that are not refusals (a client's unknown command, redis-py's
+    CLIENT SETINFO on an older Redis) happen all the time: they must not
+    delay a death."""
+    clock = _Clock()
+    reaper = delivery.Reaper(redis_client, dead_after_s=5, clock=clock)
+    delivery.register(redis_client, "w#1")
+    reaped_at = {}
+    for step in range(1, 10):
+        with pytest.raises(redis.ResponseError):
+            redis_client.execute_command("NOSUCHCOMMAND")
+        for name, _ in reaper.tick():
+            reaped_at[name] = step
+        clock.now += 1
+    assert reaped_at == {"w#1": 6}

@@ -5,19 +5,23 @@ never touched. Needs root and iproute2 (``ip``, ``tc``).
 
 A fault is made on the switch's side of a host's link, as a real network
 would make it: ``cut`` drops every packet both ways (the host's own
-interface stays up, so its sockets see silence, not an error), ``shape``
-adds delay and loss with netem.
+interface stays up, so its sockets see silence, not an error). ``lose``
+drops a share of the packets every host sends (nftables, at random). Delay
+would be netem's, but this machine's kernel has none (nor nfqueue):
+``forwarder.py`` holds each chunk in front of a server instead.
 """
 
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import shutil
 import subprocess
 from dataclasses import dataclass, field
 
 CLONE_NEWNET = 0x40000000
+LOSS_TABLE = "turnout_loss"
 
 
 class NoNamespaces(RuntimeError):
@@ -32,6 +36,18 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 def _tc(ns: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["ip", "netns", "exec", ns, "tc", *args], check=check,
                           capture_output=True, text=True)
+
+
+def _nft(ns: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", "netns", "exec", ns, "nft", *args], check=check,
+                          capture_output=True, text=True)
+
+
+def loss_missing() -> str | None:
+    """Why packet loss cannot be made here, or None."""
+    if shutil.which("nft") is None:
+        return "nft (nftables) is not installed: apt-get install nftables"
+    return None
 
 
 def available() -> str | None:
@@ -130,7 +146,7 @@ class Network:
         _ip("-n", self.switch, "link", "set", self._port(host), "up")
 
     def netem(self) -> str | None:
-        """Why delay and loss cannot be added here (None when netem works)."""
+        """Why netem's delay and loss cannot be used here (None when it can)."""
         probe = _tc(self.switch, "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms",
                     check=False)
         if probe.returncode != 0:
@@ -138,15 +154,31 @@ class Network:
         _tc(self.switch, "qdisc", "del", "dev", "lo", "root", check=False)
         return None
 
-    def shape(self, delay_ms: float, loss_pct: float) -> None:
-        """``delay_ms`` and ``loss_pct`` on each direction of every link (a
-        round trip between two hosts crosses four: 4 x delay)."""
+    def lose(self, percent: float) -> None:
+        """Drop ``percent`` % of the packets every host sends on its link, at
+        random (each way of a round trip is a chance to lose one). Real
+        packet loss: TCP retransmits, as it would over a lossy network."""
+        self.unlose()
+        per_10k = round(percent * 100)
         for host in self.hosts:
-            for ns, dev in ((self.switch, self._port(host)), (self.ns(host), "eth0")):
-                _tc(ns, "qdisc", "replace", "dev", dev, "root", "netem", "delay",
-                    f"{delay_ms}ms", "loss", f"{loss_pct}%")
+            _nft(self.ns(host), "add", "table", "inet", LOSS_TABLE)
+            _nft(self.ns(host), "add", "chain", "inet", LOSS_TABLE, "out",
+                 "{ type filter hook output priority 0 ; }")
+            _nft(self.ns(host), "add", "rule", "inet", LOSS_TABLE, "out", "oifname", "eth0",
+                 "numgen", "random", "mod", "10000", "<", str(per_10k), "counter", "drop")
 
-    def unshape(self) -> None:
+    def unlose(self) -> None:
         for host in self.hosts:
-            for ns, dev in ((self.switch, self._port(host)), (self.ns(host), "eth0")):
-                _tc(ns, "qdisc", "del", "dev", dev, "root", check=False)
+            _nft(self.ns(host), "delete", "table", "inet", LOSS_TABLE, check=False)
+
+    def dropped(self) -> int:
+        """Packets ``lose`` has dropped, every host together."""
+        total = 0
+        for host in self.hosts:
+            listed = _nft(self.ns(host), "-j", "list", "table", "inet", LOSS_TABLE, check=False)
+            if listed.returncode != 0:
+                continue
+            for item in json.loads(listed.stdout).get("nftables", []):
+                for expr in item.get("rule", {}).get("expr", []):
+                    total += int(expr.get("counter", {}).get("packets", 0))
+        return total

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from turnout.benchmarks.chaos.cluster.netns import Network, NoNamespaces
-from turnout.benchmarks.chaos.cluster.scenarios import ON_SENTINELS, SCENARIOS
+from turnout.benchmarks.chaos.cluster.scenarios import SCENARIOS, STACK_OF
 from turnout.benchmarks.chaos.cluster.stack import HOSTS, ClusterStack, missing
 from turnout.benchmarks.chaos.tally import Options
 
@@ -79,13 +79,13 @@ def main(wanted: list[str], quick: bool, out: Path) -> int:
     started = time.monotonic()
     options = Options(quick=quick)
     try:
-        # One stack per kind of broker: TLS Redis, then Sentinels.
-        for sentinel in (False, True):
-            keys = [k for k in wanted if (k in ON_SENTINELS) == sentinel]
+        # One stack per kind: TLS Redis, then behind the forwarders, then Sentinels.
+        for kind in ("tls", "delayed", "sentinel"):
+            keys = [k for k in wanted if STACK_OF.get(k, "tls") == kind]
             if keys:
-                where = folder / ("sentinel" if sentinel else "tls")
-                rows += _run_on(lambda w=where, s=sentinel: ClusterStack(  # type: ignore[misc]
-                    w, {"TURNOUT_VISIBILITY_TIMEOUT_S": "2"}, net, sentinel=s), keys, options)
+                rows += _run_on(lambda w=folder / kind, k=kind: ClusterStack(  # type: ignore[misc]
+                    w, {"TURNOUT_VISIBILITY_TIMEOUT_S": "2"}, net, sentinel=k == "sentinel",
+                    delayed=k == "delayed"), keys, options)
     finally:
         net.destroy()
     out.mkdir(parents=True, exist_ok=True)

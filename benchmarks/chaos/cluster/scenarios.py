@@ -429,6 +429,85 @@ def sentinel_failover_replicated(stack: ClusterStack, o: Options) -> dict[str, A
     return row
 
 
+def _broker_rtt_ms(stack: ClusterStack, n: int = 200) -> float:
+    """The median round trip of a PING from this (the client) host to the
+    broker, through whatever lies between."""
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        stack.client.ping()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return round(1000 * times[n // 2], 3)
+
+
+def _spread(stack: ClusterStack, clients: int, seconds: float) -> dict[str, Any]:
+    """bench b's measure: iris, closed loop, the clients dealt over both APIs."""
+    run = asyncio.run(closed_loop_spread(stack.urls, predict_path("iris"), BODIES["iris"],
+                                         clients, duration_s=seconds))
+    summary = run.summary()
+    return {k: summary[k] for k in ("requests", "errors", "throughput_rps", "p50_ms", "p99_ms")}
+
+
+def latency_and_loss(stack: ClusterStack, o: Options) -> dict[str, Any]:
+    """I. 2 ms round trips and 1% loss between every host: bench b's figures
+    (iris, closed loop, 1 and 32 clients over both APIs) on a clean network,
+    with the delay, and with the delay and the loss, side by side in one run;
+    no request fails."""
+    from turnout.benchmarks.chaos.cluster.netns import loss_missing
+
+    why = loss_missing()
+    if why:
+        raise RuntimeError(why)
+    if stack.delay_file is None:
+        raise RuntimeError("scenario I needs the stack made with delayed=True")
+    drain(stack)
+    seconds = o.pick(4.0, 10.0)
+    row: dict[str, Any] = {"scenario": "I 2 ms round trips, 1% loss", "submitted": 0,
+                           "accepted": 0, "completed": 0, "lost": 0, "unexpected": 0,
+                           "results_beyond_one": 0, "timeline": {"results_t": []},
+                           "netem": stack.net.netem() or "available (not used)"}
+    # 1 ms each way; the forwarder's own wake-ups add a little, and the row
+    # gives the round trip as measured.
+    one_way = 1.0
+    conditions = (("clean", 0.0, 0.0), ("2 ms", one_way, 0.0), ("2 ms + 1% loss", one_way, 1.0))
+    figures: dict[str, Any] = {}
+    try:
+        for label, delay, loss in conditions:
+            stack.set_delay(delay)
+            stack.net.unlose()
+            if loss:
+                stack.net.lose(loss)
+            rtt = _broker_rtt_ms(stack)
+            for clients in (1, 32):
+                _spread(stack, clients, 1.0)  # warm-up: connections and pools at this size
+                figure = _spread(stack, clients, seconds)
+                figures[f"{label} c={clients}"] = {**figure, "broker_rtt_ms": rtt}
+            if loss:
+                row["packets_dropped"] = stack.net.dropped()
+    finally:
+        stack.net.unlose()
+        stack.set_delay(0)
+    row["one_way_delay_ms"] = one_way
+    row["figures"] = figures
+    for label, _, _ in conditions[1:]:
+        for c in (1, 32):
+            on, off = figures[f"{label} c={c}"], figures[f"clean c={c}"]
+            key = label.replace(" ", "").replace("%", "pct").replace("+", "_")
+            row[f"throughput_ratio_{key}_c{c}"] = round(
+                on["throughput_rps"] / max(1e-9, off["throughput_rps"]), 3)
+            row[f"p99_ratio_{key}_c{c}"] = round(on["p99_ms"] / max(1e-9, off["p99_ms"]), 3)
+    requests = sum(f["requests"] + f["errors"] for f in figures.values())
+    errors = sum(f["errors"] for f in figures.values())
+    row.update(submitted=requests, accepted=requests, completed=requests - errors)
+    check(row, errors == 0, f"{errors} request(s) failed")
+    added_rtt = figures["2 ms c=1"]["broker_rtt_ms"] - figures["clean c=1"]["broker_rtt_ms"]
+    row["added_rtt_ms"] = round(added_rtt, 3)
+    check(row, 1.5 <= added_rtt <= 4.0, f"the delay added {added_rtt:.2f} ms to a round trip, not 2")
+    check(row, row.get("packets_dropped", 0) > 0, "no packet was dropped with 1% loss on")
+    return row
+
+
 def _until(what: Callable[[], bool], timeout_s: float) -> float | None:
     """Seconds until ``what()`` holds, or None."""
     t0 = time.monotonic()
@@ -526,7 +605,10 @@ SCENARIOS: dict[str, Callable[[ClusterStack, Options], dict[str, Any]]] = {
     "F": disk_full,
     "G": sentinel_failover,
     "H": sentinel_failover_replicated,
+    "I": latency_and_loss,
     "J": monitoring,
 }
-# The scenarios that run on the Sentinel cluster (a stack of their own).
-ON_SENTINELS = {"G", "H"}
+# The stack each scenario runs on: one Redis on TLS ("tls"), a primary, its
+# replicas and Sentinels ("sentinel"), or the TLS stack with every server
+# behind a delaying forwarder ("delayed"). One stack of each kind a run needs.
+STACK_OF: dict[str, str] = {"G": "sentinel", "H": "sentinel", "I": "delayed"}

