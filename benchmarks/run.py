@@ -176,6 +176,13 @@ def run(options: Options, url: str | None) -> dict[str, Any]:
             turnout_url, _ = stack.turnout(routes)
             sc["k"] = pipeline_run(bench, turnout_url)
             stack.procs.stop()
+        if "m" in wanted:
+            from turnout.benchmarks.scenarios import scenario_m
+
+            stack.procs.stop()
+            turnout_url, _ = stack.turnout(routes)
+            sc["m"] = scenario_m(bench, turnout_url)
+            stack.procs.stop()
         if "l" in wanted:
             from turnout.benchmarks.broker_cost import broker_cost
 
@@ -217,7 +224,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None,
                    help="where the JSON and charts go (default $TURNOUT_HOME/bench; the "
                    "committed figures are refreshed with --out benchmarks/results)")
-    p.add_argument("--scenarios", default=SCENARIOS, help="which of a-l (default all)")
+    p.add_argument("--scenarios", default=SCENARIOS, help="which of a-m (default all)")
     p.add_argument("--repeats", type=int, default=3, help="runs per figure; medians are kept")
     p.add_argument("--duration", type=float, default=2.0, help="seconds per run")
     p.add_argument("--quick", action="store_true", help="one short run per figure (a smoke test)")

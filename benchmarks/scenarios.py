@@ -22,7 +22,7 @@ from turnout.benchmarks.client import (
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
 DIGITS_ROW = [0.0, 0.0, 5.0, 13.0, 9.0, 1.0, 0.0, 0.0] * 8
 SENTENCE = "Turnout sends each job down the right track."
-SCENARIOS = "abcdefghijkl"
+SCENARIOS = "abcdefghijklm"
 BODIES: dict[str, dict[str, Any]] = {
     "iris": {"inputs": [IRIS_ROW], "wait": 30},
     "digits-cnn": {"inputs": [DIGITS_ROW], "wait": 30},
@@ -54,20 +54,23 @@ class Bench:
         self.results: dict[str, Any] = {}
 
     def measure(self, label: str, url: str | list[str], model: str, concurrency: int,
-                duration_s: float | None = None, body: dict[str, Any] | None = None) -> dict[str, Any]:
+                duration_s: float | None = None, body: dict[str, Any] | None = None,
+                path: str | None = None) -> dict[str, Any]:
         """Closed-loop runs, ``repeats`` times; the medians of each figure.
-        Several URLs (API processes): the callers are dealt over them."""
+        Several URLs (API processes): the callers are dealt over them.
+        ``path`` other than the model's v1 predict (v2's infer)."""
         urls = [url] if isinstance(url, str) else url
         runs: list[Run] = []
         # Unrecorded warm-up: connections, caches, and any worker still busy
         # with the previous figure's stragglers.
-        asyncio.run(closed_loop_spread(urls, predict_path(model), body or BODIES[model],
+        path = path or predict_path(model)
+        asyncio.run(closed_loop_spread(urls, path, body or BODIES[model],
                                        concurrency, duration_s=self.o.warmup_s))
         for i in range(self.o.repeats):
             bar = Progress(f"{label} c={concurrency} ({i + 1}/{self.o.repeats})",
                            duration_s or self.o.duration_s, self.o.progress)
             runs.append(asyncio.run(closed_loop_spread(
-                urls, predict_path(model), body or BODIES[model], concurrency,
+                urls, path, body or BODIES[model], concurrency,
                 duration_s=duration_s or self.o.duration_s, progress=bar,
             )))
         return _median(runs) | {"system": label, "model": model, "concurrency": concurrency}
@@ -119,6 +122,25 @@ def scenario_b(bench: Bench, url: str, baselines: dict[str, str]) -> list[dict[s
         for name in ("tutorial", "handwritten"):
             if name in baselines:
                 rows.append(bench.measure(name, baselines[name], "iris", c))
+    return rows
+
+
+# The same iris row and minilm sentence as BODIES, as v2 infer bodies.
+V2_BODIES: dict[str, dict[str, Any]] = {
+    "iris": {"inputs": [{"name": "input", "datatype": "FP64", "shape": [1, 4], "data": IRIS_ROW}]},
+    "minilm": {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": [SENTENCE]}]},
+}
+
+
+def scenario_m(bench: Bench, url: str) -> list[dict[str, Any]]:
+    """v2's infer against v1's predict, the same rows, side by side: what the
+    Open Inference Protocol's translation costs (both wait for the answer)."""
+    rows = []
+    for model, concurrencies in (("iris", (1, 32)), ("minilm", (8,))):
+        for c in concurrencies:
+            rows.append(bench.measure("v1 predict", url, model, c))
+            rows.append(bench.measure("v2 infer", url, model, c, body=V2_BODIES[model],
+                                      path=f"/v2/models/{model}/infer"))
     return rows
 
 

@@ -27,7 +27,7 @@ from turnout.core.settings import Settings
 # Open to anyone: liveness and readiness (for load balancers), and the API's
 # own description with the page assets it serves itself (DOCS_ASSETS).
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc",
-                        "/openapi.json"})
+                        "/openapi.json", "/v2/health/live", "/v2/health/ready"})
 DOCS_ASSETS = "/docs-assets"
 _ADMIN_CALLS = (
     ("PUT", re.compile(r"^/v1/models/[^/]+/default$")),

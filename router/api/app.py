@@ -15,7 +15,7 @@ from turnout.core.delivery import ReaperThread
 from turnout.core.routes import RouteTable
 from turnout.core.settings import Settings
 from turnout.router.access import DOCS_ASSETS, KeyRing, open_when_empty
-from turnout.router.api import admin, api_keys, batches, models, ops, tasks, training, uploads
+from turnout.router.api import admin, api_keys, batches, models, ops, tasks, training, uploads, v2
 from turnout.router.api.deps import Services
 from turnout.router.api.errors import install_error_handlers
 from turnout.router.api.fastpath import PredictFastPath
@@ -113,4 +113,5 @@ def create_app(settings: Settings, table: RouteTable) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(api_keys.router)
     app.include_router(training.router)
+    app.include_router(v2.router)
     return app

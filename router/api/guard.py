@@ -37,7 +37,7 @@ class Access:
             try:
                 key = await services.keyring.authenticate(header, wanted, f"{method} {path}")
             except Exception as exc:  # noqa: BLE001 - answered through the one error family
-                status, body, headers = error_response(exc)
+                status, body, headers = error_response(exc, path)
                 services.metrics.error(status, headers.get(ERROR_HEADER, "error"))
                 await respond(send, status, body, headers)
                 return

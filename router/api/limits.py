@@ -45,10 +45,11 @@ class BodyLimit:
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None:
             if not declared.isdigit():
-                await self._answer(send, MalformedRequest("Content-Length is not a number"))
+                await self._answer(scope, send, MalformedRequest("Content-Length is not a number"))
                 return
             if int(declared) > max_bytes:
-                await self._answer(send, PayloadTooLarge(self._message(int(declared), max_bytes)))
+                await self._answer(scope, send,
+                                   PayloadTooLarge(self._message(int(declared), max_bytes)))
                 return
         seen = 0
 
@@ -70,10 +71,10 @@ class BodyLimit:
         given = f"more than {size}" if partial else str(size)
         return f"request body too large: {given} bytes, the limit is {limit}"
 
-    async def _answer(self, send: Send, exc: TurnoutError) -> None:
+    async def _answer(self, scope: Scope, send: Send, exc: TurnoutError) -> None:
         """As every other error answer (turnout.router.api.errors), counted
         once; the connection is closed, since the body was never read."""
-        status, body, headers = error_response(exc)
+        status, body, headers = error_response(exc, scope["path"])
         if self._count is not None:
             self._count(status, headers.get(ERROR_HEADER, "error"))
         await respond(send, status, body, {**headers, "Connection": "close"})

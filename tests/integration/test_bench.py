@@ -39,7 +39,13 @@ def test_every_scenario_runs_on_its_own_stack(models_dir: Path, tmp_path: Path) 
     assert out.returncode == 0, out.stderr[-3000:]
     results = json.loads((tmp_path / "out" / "latest.json").read_text())
     assert sorted(results["scenarios"]) == ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k",
-                                            "l"]
+                                            "l", "m"]
+    # v2's infer beside v1's predict, the same rows.
+    m = results["scenarios"]["m"]
+    assert [(r["system"], r["model"], r["concurrency"]) for r in m] == [
+        (system, model, c) for model, cs in (("iris", (1, 32)), ("minilm", (8,))) for c in cs
+        for system in ("v1 predict", "v2 infer")]
+    assert all(r["requests"] > 0 and r["errors"] == 0 for r in m), m
     # The broker's cost, from Redis's own counters: per request, per row, idle.
     broker = results["scenarios"].pop("l")
     assert [r["unit"] for r in broker] == ["second", "request", "request", "row"]

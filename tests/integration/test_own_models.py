@@ -48,6 +48,14 @@ class Own:
     def predict(self, name: str, rows: list[Any], path: str = "predict") -> httpx.Response:
         return self.http.post(f"/v1/models/{name}/{path}", json={"inputs": rows, "wait": 30})
 
+    def ensure(self, name: str) -> None:
+        """``name`` added (by this test or an earlier one) and serving."""
+        listed = {m["name"] for m in self.http.get("/v1/models").json()["models"]}
+        if name not in listed:
+            done = self.add(name)
+            assert done.returncode == 0, done.stderr + done.stdout
+        self.serving(name)
+
     def serving(self, name: str) -> None:
         def ready() -> bool:
             listed = {m["name"]: m for m in self.http.get("/v1/models").json()["models"]}
@@ -281,3 +289,52 @@ def test_added_models_still_serve_after_the_stack_restarts(own: Own) -> None:
         made = own.made[name]
         r = own.predict(name, made.rows)
         assert r.status_code == 200, r.text
+
+
+# name -> (the v2 inputs it takes, what to compare: output name)
+V2_CASES = {
+    "linear-onnx": ([{"name": "x", "datatype": "FP32", "shape": [-1, 4]}], "scores"),
+    "people-skops": ([{"name": "age", "datatype": "FP64", "shape": [-1]},
+                      {"name": "income", "datatype": "FP64", "shape": [-1]},
+                      {"name": "city", "datatype": "BYTES", "shape": [-1]}], "probabilities"),
+    "tiny-bert": ([{"name": "text", "datatype": "BYTES", "shape": [-1]}], "probabilities"),
+}
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+@pytest.mark.parametrize("name", list(V2_CASES))
+def test_v2_infer_with_tritonclient_on_added_models(own: Own, name: str, binary: bool) -> None:
+    """A tensor (ONNX), a named-column pipeline (one input per column, as
+    MLServer's pandas content type) and a text model (BYTES), through the
+    real tritonclient: its answers are v1's and the model's own."""
+    httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient is not installed")
+    import numpy as np
+
+    own.ensure(name)
+    made = own.made[name]
+    inputs, compared = V2_CASES[name]
+    client = httpclient.InferenceServerClient(str(own.http.base_url).removeprefix("http://"))
+    try:
+        meta = client.get_model_metadata(name)
+        assert meta["inputs"] == inputs
+        assert compared in {o["name"] for o in meta["outputs"]}
+        sent = []
+        for spec in inputs:
+            if spec["datatype"] == "BYTES":
+                values = [row[spec["name"]] if isinstance(row, dict) else row for row in made.rows]
+                array = np.asarray([v.encode() for v in values], dtype=np.object_)
+            elif isinstance(made.rows[0], dict):
+                array = np.asarray([row[spec["name"]] for row in made.rows], dtype=np.float64)
+            else:
+                array = np.asarray(made.rows, dtype=np.float32)
+            tensor = httpclient.InferInput(spec["name"], list(array.shape), spec["datatype"])
+            tensor.set_data_from_numpy(array, binary_data=binary)
+            sent.append(tensor)
+        result = client.infer(name, sent, outputs=[
+            httpclient.InferRequestedOutput(compared, binary_data=binary)])
+        got = result.as_numpy(compared)
+    finally:
+        client.close()
+    v1 = own.predict(name, made.rows).json()
+    np.testing.assert_allclose(got, v1[made.compare], atol=1e-6)
+    np.testing.assert_allclose(got, made.expected, atol=1e-5)

@@ -170,3 +170,17 @@ class DeadlineExceeded(TurnoutError):
     out before it could start: it did not run, and never will."""
 
     status_code = 504
+
+
+class WaitTimedOut(TurnoutError):
+    """A call that must answer in the same request (v2 ``infer``) waited as
+    long as it may; the request goes on, and its answer is kept."""
+
+    status_code = 504
+
+
+class ModelFailed(TurnoutError):
+    """The model raised on this request's rows (v2 ``infer``: v1 answers the
+    task's ``FAILURE`` instead)."""
+
+    status_code = 422

@@ -8,6 +8,7 @@ import math
 from abc import abstractmethod
 from typing import Any, ClassVar
 
+from turnout.core.oip import Spec, Tensor
 from turnout.core.strict import StrictModel
 
 _SHOWN = 40  # how much of an offending value a message quotes
@@ -58,6 +59,17 @@ class InputKind(StrictModel):
     def warm_up(self) -> list[Any]:
         """One valid row, run at load so that the first request pays for no
         lazy initialisation."""
+
+    @abstractmethod
+    def v2_inputs(self) -> list[Spec]:
+        """The Open Inference Protocol inputs this schema takes, as a model's
+        v2 metadata lists them (the first dimension, -1, the batch)."""
+
+    @abstractmethod
+    def from_v2(self, tensors: dict[str, Tensor]) -> list[Any]:
+        """v1 rows from a v2 request's tensors, already bound to
+        ``v2_inputs`` (each present, of its datatype and shape); ``rows``
+        checks them after, as it does v1's."""
 
     def mismatch(self, model: str, artifact_input: dict[str, Any]) -> str | None:
         """Why an artifact whose metadata says ``artifact_input`` cannot serve

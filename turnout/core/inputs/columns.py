@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 
 from turnout.core.errors import InvalidInput
 from turnout.core.inputs.base import InputKind, finite_number, show
+from turnout.core.oip import Spec, Tensor
 from turnout.core.strict import StrictModel
 
 COLUMN_TYPES = ("number", "integer", "string", "boolean")
@@ -99,7 +100,17 @@ class Columns(InputKind):
     def warm_up(self) -> list[Any]:
         return [{c.name: _WARM[c.type] for c in self.columns}]
 
+    def v2_inputs(self) -> list[Spec]:
+        # One input per column, as MLServer's pandas content type sends them.
+        return [Spec(c.name, _DATATYPE[c.type], (-1,)) for c in self.columns]
 
+    def from_v2(self, tensors: dict[str, Tensor]) -> list[Any]:
+        names = self.names
+        values = [tensors[name].data for name in names]
+        return [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)]
+
+
+_DATATYPE = {"number": "FP64", "integer": "INT64", "string": "BYTES", "boolean": "BOOL"}
 _NUMBER = frozenset({float, int})
 # Integers a float holds exactly; larger ones take the long way (and its checks).
 _EXACT = 2**53

@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 
 from turnout.core.errors import InvalidInput
 from turnout.core.inputs.base import InputKind, show
+from turnout.core.oip import Spec, Tensor
 
 # Integers a float holds exactly.
 _EXACT = 2**53
@@ -81,6 +82,12 @@ class Tabular(InputKind):
 
     def warm_up(self) -> list[Any]:
         return [[0.0] * self.columns]
+
+    def v2_inputs(self) -> list[Spec]:
+        return [Spec("input", "FP64", (-1, self.columns))]
+
+    def from_v2(self, tensors: dict[str, Tensor]) -> list[Any]:
+        return tensors["input"].rows()
 
     def mismatch(self, model: str, artifact_input: dict[str, Any]) -> str | None:
         width = artifact_input.get("width")

@@ -10,8 +10,10 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
+from turnout.core import oip
 from turnout.core.errors import InvalidInput
 from turnout.core.inputs.base import InputKind, finite_number, show
+from turnout.core.oip import OIP_OF_DTYPE, Spec
 from turnout.core.strict import StrictModel
 
 FLOATS = ("float16", "float32", "float64", "bfloat16")
@@ -73,6 +75,16 @@ class Tensor(InputKind):
 
     def summary(self) -> str:
         return " ".join(f"{t.dtype}{list(t.shape)}" for t in self.inputs)
+
+    def v2_inputs(self) -> list[Spec]:
+        return [Spec(t.name, OIP_OF_DTYPE[t.dtype], (-1, *t.shape)) for t in self.inputs]
+
+    def from_v2(self, tensors: dict[str, oip.Tensor]) -> list[Any]:
+        if len(self.inputs) == 1:
+            return tensors[self.inputs[0].name].rows()
+        columns = {t.name: tensors[t.name].rows() for t in self.inputs}
+        batch = len(next(iter(columns.values())))
+        return [{name: rows[i] for name, rows in columns.items()} for i in range(batch)]
 
     def warm_up(self) -> list[Any]:
         def zeros(spec: TensorInput) -> Any:

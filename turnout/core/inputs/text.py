@@ -8,6 +8,7 @@ from pydantic import Field
 
 from turnout.core.errors import InvalidInput
 from turnout.core.inputs.base import InputKind, show
+from turnout.core.oip import Spec, Tensor
 
 
 class Text(InputKind):
@@ -38,3 +39,9 @@ class Text(InputKind):
 
     def warm_up(self) -> list[Any]:
         return ["warm up"]
+
+    def v2_inputs(self) -> list[Spec]:
+        return [Spec("text", "BYTES", (-1,))]
+
+    def from_v2(self, tensors: dict[str, Tensor]) -> list[Any]:
+        return list(tensors["text"].data)
