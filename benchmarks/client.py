@@ -117,14 +117,25 @@ class Connection:
         self.reader = self.writer = None
 
 
+@dataclass(frozen=True)
+class RawBody:
+    """A body sent as it is (an image), not as JSON."""
+
+    content_type: str
+    data: bytes
+
+
 def post(url: str, path: str, body: Any) -> tuple[str, int, bytes]:
-    """(host, port, the prepared request bytes) for a JSON POST."""
+    """(host, port, the prepared request bytes) for a JSON POST, or a raw one."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    payload = json.dumps(body, separators=(",", ":")).encode()
+    if isinstance(body, RawBody):
+        kind, payload = body.content_type, body.data
+    else:
+        kind, payload = "application/json", json.dumps(body, separators=(",", ":")).encode()
     raw = (
         f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+        f"Content-Type: {kind}\r\nContent-Length: {len(payload)}\r\n\r\n"
     ).encode() + payload
     return host, port, raw
 

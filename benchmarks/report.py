@@ -130,7 +130,8 @@ def table(results: dict[str, Any]) -> str:
         ),
     ]
     names = {"a": "a c=1", "b": "b", "c": "c floor", "d": "d batch", "e": "e isol.",
-             "f": "f train", "h": "h own", "i": "i lanes", "m": "m v2/v1"}
+             "f": "f train", "h": "h own", "i": "i lanes", "m": "m v2/v1",
+             "n": "n image"}
     for key, rows in results["scenarios"].items():
         if key == "l":
             continue  # a table of its own, below

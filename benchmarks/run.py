@@ -190,6 +190,12 @@ def run(options: Options, url: str | None) -> dict[str, Any]:
             turnout_url, _ = stack.turnout(routes)
             sc["l"] = broker_cost(bench, turnout_url, stack.broker.url)
             stack.procs.stop()
+        if "n" in wanted:
+            from turnout.benchmarks.images import scenario_n
+
+            stack.procs.stop()
+            sc["n"] = scenario_n(bench, stack)
+            stack.procs.stop()
         if "h" in wanted:
             from importlib.util import find_spec
 
@@ -224,7 +230,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None,
                    help="where the JSON and charts go (default $TURNOUT_HOME/bench; the "
                    "committed figures are refreshed with --out benchmarks/results)")
-    p.add_argument("--scenarios", default=SCENARIOS, help="which of a-m (default all)")
+    p.add_argument("--scenarios", default=SCENARIOS, help="which of a-n (default all)")
     p.add_argument("--repeats", type=int, default=3, help="runs per figure; medians are kept")
     p.add_argument("--duration", type=float, default=2.0, help="seconds per run")
     p.add_argument("--quick", action="store_true", help="one short run per figure (a smoke test)")

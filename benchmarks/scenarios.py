@@ -22,7 +22,7 @@ from turnout.benchmarks.client import (
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
 DIGITS_ROW = [0.0, 0.0, 5.0, 13.0, 9.0, 1.0, 0.0, 0.0] * 8
 SENTENCE = "Turnout sends each job down the right track."
-SCENARIOS = "abcdefghijklm"
+SCENARIOS = "abcdefghijklmn"
 BODIES: dict[str, dict[str, Any]] = {
     "iris": {"inputs": [IRIS_ROW], "wait": 30},
     "digits-cnn": {"inputs": [DIGITS_ROW], "wait": 30},
@@ -54,7 +54,7 @@ class Bench:
         self.results: dict[str, Any] = {}
 
     def measure(self, label: str, url: str | list[str], model: str, concurrency: int,
-                duration_s: float | None = None, body: dict[str, Any] | None = None,
+                duration_s: float | None = None, body: Any = None,
                 path: str | None = None) -> dict[str, Any]:
         """Closed-loop runs, ``repeats`` times; the medians of each figure.
         Several URLs (API processes): the callers are dealt over them.

@@ -12,7 +12,7 @@ from typing import Literal
 
 from turnout.core.catalog import META_FILE, at_version, check_version
 from turnout.core.errors import TurnoutError
-from turnout.core.inputs import InputKind, parse_schema
+from turnout.core.inputs import Image, InputKind, parse_schema
 from turnout.core.routes import Route
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,11 @@ class VersionSchemas:
         self._known: dict[tuple[str, str], InputKind | None] = {}
 
     def input(self, route: Route, version: str) -> InputKind:
+        if isinstance(route.input, Image):
+            # An image route over any version: the image kind makes the
+            # tensor the version takes (decoded in the worker), so its own
+            # schema stays the one requests are checked against.
+            return route.input
         key = (route.name, version)
         if key not in self._known:
             found = self._read(route, version)

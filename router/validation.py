@@ -116,7 +116,36 @@ def parse_batch_body(raw: bytes, max_chunk_rows: int) -> tuple[Any, int | None, 
 def parse_predict_body(raw: bytes, max_wait_s: float) -> tuple[Any, float, Asked]:
     """Decode a predict request's body into (inputs, wait seconds, its
     priority and timeout)."""
-    body = _json_object(raw, ("inputs", "wait", "priority", "timeout_s"))
+    return predict_fields(_json_object(raw, ("inputs", "wait", "priority", "timeout_s")),
+                          max_wait_s)
+
+
+# A predict body that is an image itself, and how its options come instead.
+IMAGE_TYPES = ("image/png", "image/jpeg")
+
+
+def predict_options(query: str) -> dict[str, Any]:
+    """``wait``, ``priority`` and ``timeout_s`` from a query string, for a body
+    that is not JSON (a raw image, a multipart form)."""
+    from urllib.parse import parse_qsl
+
+    out: dict[str, Any] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key not in ("wait", "priority", "timeout_s"):
+            raise InvalidInput(f"unknown query parameter {key!r}; a predict takes wait, "
+                               "priority and timeout_s")
+        if key == "priority":
+            out[key] = value
+            continue
+        try:
+            out[key] = float(value)
+        except ValueError:
+            raise InvalidInput(f"{key}: expected a number of seconds, got {show(value)}") from None
+    return out
+
+
+def predict_fields(body: dict[str, Any], max_wait_s: float) -> tuple[Any, float, Asked]:
+    """(inputs, wait, asked) from a predict body's fields, however it came."""
     asked = Asked(parse_priority(body, DEFAULT_LANE), parse_timeout(body))
     wait = body.get("wait", 0)
     if wait is None:

@@ -247,6 +247,8 @@ class FlowSteps:
             time.sleep(1.0)
             raise Reject(str(exc), requeue=True) from None
         try:
+            if route is not None:
+                return chosen, rt._predict_inputs(route, loaded, groups)
             return chosen, rt._predict(name, loaded, groups)
         except (TransientError, SoftTimeLimitExceeded):
             raise

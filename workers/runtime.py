@@ -19,7 +19,8 @@ from celery import Task
 from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded
 
 from turnout.core import broker, delivery, redis_keys
-from turnout.core.errors import ConfigError
+from turnout.core.errors import ConfigError, InvalidImage
+from turnout.core.inputs import Image
 from turnout.core.messages import Outcome, RequestItem, ResultDoc, TaskResult
 from turnout.core.redis_keys import lane_named
 from turnout.core.routes import Route, RouteTable
@@ -28,6 +29,7 @@ from turnout.core.serving import Serving, parse_all
 from turnout.core.settings import Settings
 from turnout.ml.adapters import LoadedModel
 from turnout.ml.adapters.base import TransientError
+from turnout.ml.images import model_rows
 from turnout.ml.oom import predict_splitting
 from turnout.workers import riders as riders_
 from turnout.workers.board import Slot
@@ -334,7 +336,7 @@ class WorkerRuntime:
         outcomes: dict[int, Outcome]
         try:
             # Every request too late to start: nothing runs.
-            outcomes = self._predict(model, loaded, groups) if groups else {}
+            outcomes = self._predict_inputs(route, loaded, groups) if groups else {}
         except TransientError as exc:
             retries = task.request.retries
             raise task.retry(
@@ -459,6 +461,29 @@ class WorkerRuntime:
             keys.append(redis_keys.DRAINED)
             args += [drained[0], drained[1], repr(drained[2]), drained[3], drained[4]]
         return self.scripts.store, keys, args
+
+    def _predict_inputs(
+        self, route: Route, loaded: LoadedModel, groups: list[list[Any]]
+    ) -> dict[int, Outcome]:
+        """``_predict`` after the rows that only the worker can make ready
+        are made so (images decoded): a request whose rows do not decode
+        fails alone, naming its image, and the others run."""
+        if not isinstance(route.input, Image):
+            return self._predict(route.name, loaded, groups)
+        out: dict[int, Outcome] = {}
+        ready: list[list[Any]] = []
+        positions: list[int] = []
+        for position, group in enumerate(groups):
+            try:
+                ready.append(model_rows(route.input, group))
+            except InvalidImage as exc:
+                out[position] = Outcome(error=f"InvalidImage: {exc}")
+                continue
+            positions.append(position)
+        if ready:
+            ran = self._predict(route.name, loaded, ready)
+            out.update({position: ran[k] for k, position in enumerate(positions)})
+        return out
 
     def _predict(
         self, model: str, loaded: LoadedModel, groups: list[list[Any]]

@@ -31,6 +31,7 @@ from turnout.core.serving import FAILED, LOADING, READY, Serving
 from turnout.core.settings import Settings
 from turnout.ml.adapters import LoadedModel
 from turnout.ml.artifacts import ModelMeta, verify
+from turnout.ml.images import model_rows
 from turnout.ml.loading import load_version
 from turnout.workers.memory import DeviceMemory, estimate_mb
 from turnout.workers.spec import WorkerSpec
@@ -244,4 +245,4 @@ def _warm_up(route: Route, meta: ModelMeta, model: LoadedModel) -> None:
     # tokenizer) here rather than in the first client's request. An added
     # version runs the sample that passed at add (its schema's own rows; a
     # category the encoder knows).
-    model.predict(meta.sample if meta.sample else route.input.warm_up())
+    model.predict(meta.sample if meta.sample else model_rows(route.input, route.input.warm_up()))

@@ -43,15 +43,18 @@ class PredictFastPath:
     ) -> None:
         try:
             raw = await _body(receive)
-            route_key = idempotency_key = None
+            route_key = idempotency_key = content_type = None
             for key, value in scope["headers"]:
                 if key == b"x-route-key":
                     route_key = value.decode("latin-1")
                 elif key == b"idempotency-key":
                     idempotency_key = value.decode("latin-1")
+                elif key == b"content-type":
+                    content_type = value.decode("latin-1")
             status, body, headers = await predict_response(
                 self.app.state.services, name, raw, version=version, route_key=route_key,
                 owner=owner_of(scope), idempotency_key=idempotency_key, scope=scope,
+                content_type=content_type, query=scope.get("query_string", b"").decode("latin-1"),
             )
         except Exception as exc:  # noqa: BLE001 - mapped exactly as FastAPI's handlers map it
             try:

@@ -9,10 +9,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.types import Scope
 
-from turnout.core.errors import NoCapacity, QueueFull, TurnoutError
+from turnout.core.errors import InvalidImage, NoCapacity, QueueFull, TurnoutError
 from turnout.core.redis_keys import DEFAULT_LANE
 from turnout.core.routes import Flow, describe_steps, flow_input
 from turnout.router.access import capped_priority, owner_of
+from turnout.router.api.bodies import predict_body
 from turnout.router.api.deps import Services, ServicesDep
 from turnout.router.flows import plan_for
 from turnout.router.routing import choose_queue
@@ -117,7 +118,8 @@ async def predict(name: str, request: Request, services: ServicesDep) -> JSONRes
     status, body, headers = await predict_response(
         services, name, await request.body(), route_key=request.headers.get("x-route-key"),
         owner=owner_of(request.scope), idempotency_key=request.headers.get("idempotency-key"),
-        scope=request.scope,
+        scope=request.scope, content_type=request.headers.get("content-type"),
+        query=request.url.query,
     )
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -134,6 +136,7 @@ async def predict_version(
     status, body, headers = await predict_response(
         services, name, await request.body(), version=version, owner=owner_of(request.scope),
         idempotency_key=request.headers.get("idempotency-key"), scope=request.scope,
+        content_type=request.headers.get("content-type"), query=request.url.query,
     )
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -147,14 +150,21 @@ async def predict_response(
     owner: str | None = None,
     idempotency_key: str | None = None,
     scope: Scope | None = None,
+    content_type: str | None = None,
+    query: str = "",
 ) -> tuple[int, dict[str, Any], dict[str, str]]:
     """The predict endpoints, free of any framework: (status, body, headers).
-    Turnout's errors propagate, to be answered by ``error_response``."""
+    Turnout's errors propagate, to be answered by ``error_response``. The
+    body is JSON, or an image (``bodies.predict_body``)."""
     table = services.table
     label = name if name in table.routes or name in table.flows else "(unknown)"
     metrics = services.metrics
     try:
-        inputs, wait, asked = parse_predict_body(raw, services.settings.max_wait_s)
+        if content_type is None or content_type.startswith("application/json"):
+            inputs, wait, asked = parse_predict_body(raw, services.settings.max_wait_s)
+        else:
+            inputs, wait, asked = await predict_body(raw, content_type, query,
+                                                     services.settings.max_wait_s)
         priority = asked.priority if scope is None else \
             capped_priority(scope, asked.priority, DEFAULT_LANE)
         submitted, view = await services.dispatcher.predict(
@@ -168,6 +178,11 @@ async def predict_response(
         raise
     if submitted.fallback_used:
         metrics.fallbacks.labels(name).inc()
+    if view is not None and view.get("status") == "FAILURE" \
+            and str(view.get("error", "")).startswith("InvalidImage: "):
+        # An image only its worker could find bad is bad input all the same.
+        metrics.request(label, "", 422)
+        raise InvalidImage(str(view["error"]).removeprefix("InvalidImage: "))
     if view is not None:
         served = str(view.get("version") or submitted.version)
         metrics.request(label, served, 200)

@@ -16,6 +16,7 @@ from turnout import __version__
 from turnout.core.catalog import list_versions, require_version
 from turnout.core.errors import (
     DeadlineExceeded,
+    InvalidImage,
     InvalidInput,
     ModelFailed,
     NoCapacity,
@@ -196,6 +197,8 @@ def _raise_failure(view: dict[str, Any]) -> None:
     if status == "SUCCESS":
         return
     error = str(view.get("error") or status)
+    if error.startswith("InvalidImage: "):
+        raise InvalidImage(error.removeprefix("InvalidImage: "))
     if error.startswith("DeadlineExceeded"):
         raise DeadlineExceeded(error.removeprefix("DeadlineExceeded: "))
     raise ModelFailed(f"the model failed on this request: {error}")

@@ -39,7 +39,12 @@ def test_every_scenario_runs_on_its_own_stack(models_dir: Path, tmp_path: Path) 
     assert out.returncode == 0, out.stderr[-3000:]
     results = json.loads((tmp_path / "out" / "latest.json").read_text())
     assert sorted(results["scenarios"]) == ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k",
-                                            "l", "m"]
+                                            "l", "m", "n"]
+    # An image model: JPEG bodies against the same pixels as JSON numbers.
+    n = results["scenarios"]["n"]
+    assert [r["system"] for r in n] == ["JPEG body", "JSON numbers"]
+    assert all(r["requests"] > 0 and r["errors"] == 0 for r in n), n
+    assert n[0]["request_bytes"] * 20 < n[1]["request_bytes"]
     # v2's infer beside v1's predict, the same rows.
     m = results["scenarios"]["m"]
     assert [(r["system"], r["model"], r["concurrency"]) for r in m] == [

@@ -33,7 +33,11 @@ def test_binary_tensors_are_numpys_little_endian_bytes(datatype: str, dtype: Any
 def test_binary_bytes_are_length_prefixed_utf8() -> None:
     raw = oip.encode_binary("BYTES", ["hé", "", "x"])
     assert raw == b"\x03\x00\x00\x00h\xc3\xa9" + b"\x00\x00\x00\x00" + b"\x01\x00\x00\x00x"
-    assert oip.decode_binary("input 't'", "BYTES", raw, None) == ["hé", "", "x"]
+    got = oip.decode_binary("input 't'", "BYTES", raw, None)
+    assert got == ["hé".encode(), b"", b"x"]  # the bytes: text for a text input, else a file
+    assert oip.as_text("input 't'", got) == ["hé", "", "x"]
+    with pytest.raises(InvalidInput, match="input 't': element 0 is not UTF-8 text"):
+        oip.as_text("input 't'", [b"\xff"])
     with pytest.raises(InvalidInput, match="input 't': binary BYTES element 0 is cut short"):
         oip.decode_binary("input 't'", "BYTES", b"\x09\x00\x00\x00abc", None)
 

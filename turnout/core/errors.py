@@ -184,3 +184,8 @@ class ModelFailed(TurnoutError):
     task's ``FAILURE`` instead)."""
 
     status_code = 422
+
+
+class InvalidImage(InvalidInput):
+    """An image that does not decode (found in the worker that serves it):
+    truncated, corrupt, or more pixels than its header said."""

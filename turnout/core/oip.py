@@ -140,7 +140,7 @@ def check_elements(where: str, datatype: str, flat: list[Any]) -> list[Any]:
         if kind == "bool":
             ok = isinstance(x, bool)
         elif kind == "bytes":
-            ok = isinstance(x, str)
+            ok = isinstance(x, str | bytes)
         elif isinstance(x, bool):
             ok = False
         elif kind == "float":
@@ -166,12 +166,10 @@ def decode_binary(where: str, datatype: str, raw: bytes, count: int | None) -> l
             at += 4
             if at + size > len(raw):
                 raise InvalidInput(f"{where}: binary BYTES element {len(out)} is cut short")
-            chunk = raw[at:at + size]
+            # Bytes as they came: text for a text input (``as_text``), the
+            # file itself for an image.
+            out.append(raw[at:at + size])
             at += size
-            try:
-                out.append(chunk.decode("utf-8"))
-            except UnicodeDecodeError:
-                raise InvalidInput(f"{where}: BYTES element {len(out)} is not UTF-8 text") from None
         return out
     assert code is not None
     if kind == "bool":
@@ -197,6 +195,19 @@ def decode_binary(where: str, datatype: str, raw: bytes, count: int | None) -> l
     if kind == "float" and not all(math.isfinite(v) for v in values):
         raise InvalidInput(f"{where}: binary data holds a NaN or an infinity")
     return values
+
+
+def as_text(where: str, values: list[Any]) -> list[Any]:
+    """BYTES elements as text: a JSON string as it is, binary as UTF-8."""
+    out = []
+    for i, x in enumerate(values):
+        if isinstance(x, bytes):
+            try:
+                x = x.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidInput(f"{where}: element {i} is not UTF-8 text") from None
+        out.append(x)
+    return out
 
 
 def encode_binary(datatype: str, flat: list[Any]) -> bytes:

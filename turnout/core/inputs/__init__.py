@@ -12,11 +12,13 @@ from pydantic import Discriminator, Tag
 
 from turnout.core.inputs.base import InputKind, show
 from turnout.core.inputs.columns import Columns
+from turnout.core.inputs.image import Image
 from turnout.core.inputs.tabular import Tabular
 from turnout.core.inputs.tensor import Tensor
 from turnout.core.inputs.text import Text
 
-KINDS: dict[str, type[InputKind]] = {kind.name: kind for kind in (Tabular, Columns, Tensor, Text)}
+KINDS: dict[str, type[InputKind]] = {kind.name: kind
+                                     for kind in (Tabular, Columns, Tensor, Text, Image)}
 # A route that names no kind has a tabular input.
 DEFAULT_KIND = Tabular.name
 
@@ -53,5 +55,5 @@ def _adapter() -> Any:
     return TypeAdapter(InputSchema)
 
 
-__all__ = ["DEFAULT_KIND", "KINDS", "Columns", "InputKind", "InputSchema", "Tabular", "Tensor",
+__all__ = ["DEFAULT_KIND", "KINDS", "Columns", "Image", "InputKind", "InputSchema", "Tabular", "Tensor",
            "Text", "parse_schema", "show"]

@@ -15,7 +15,7 @@ from pydantic import Field, model_validator
 
 from turnout.core.errors import InvalidInput
 from turnout.core.inputs.base import InputKind, finite_number, show
-from turnout.core.oip import Spec, Tensor
+from turnout.core.oip import Spec, Tensor, as_text
 from turnout.core.strict import StrictModel
 
 COLUMN_TYPES = ("number", "integer", "string", "boolean")
@@ -106,7 +106,8 @@ class Columns(InputKind):
 
     def from_v2(self, tensors: dict[str, Tensor]) -> list[Any]:
         names = self.names
-        values = [tensors[name].data for name in names]
+        values = [as_text(f"input {c.name!r}", tensors[c.name].data) if c.type == "string"
+                  else tensors[c.name].data for c in self.columns]
         return [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)]
 
 

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from turnout.core.errors import InvalidInput
 from turnout.core.inputs.base import InputKind, show
-from turnout.core.oip import Spec, Tensor
+from turnout.core.oip import Spec, Tensor, as_text
 
 
 class Text(InputKind):
@@ -44,4 +44,4 @@ class Text(InputKind):
         return [Spec("text", "BYTES", (-1,))]
 
     def from_v2(self, tensors: dict[str, Tensor]) -> list[Any]:
-        return list(tensors["text"].data)
+        return as_text("input 'text'", tensors["text"].data)
