@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from turnout.core.catalog import META_FILE, at_version, check_version
+from turnout.core.catalog import META_FILE, at_version, check_version, require_version
 from turnout.core.errors import TurnoutError
 from turnout.core.inputs import Image, InputKind, parse_schema
 from turnout.core.routes import Route
@@ -24,6 +24,15 @@ class VersionSchemas:
         # (model, version) -> its schema, or None for "the route's". Versions
         # are never rewritten in place, so an entry never goes stale.
         self._known: dict[tuple[str, str], InputKind | None] = {}
+        self._metas: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def meta(self, route: Route, version: str) -> dict[str, Any]:
+        """The version's ``meta.json`` (read once: v2 answers from it on every
+        request); ``UnknownVersion`` for a version that does not exist."""
+        key = (route.name, version)
+        if key not in self._metas:
+            self._metas[key] = require_version(self._root, route, version).meta
+        return self._metas[key]
 
     def input(self, route: Route, version: str) -> InputKind:
         if isinstance(route.input, Image):

@@ -88,9 +88,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
 async def respond(send: Send, status: int, body: dict[str, Any], headers: dict[str, str]) -> None:
     """A JSON answer straight onto ASGI, for the layers ahead of FastAPI."""
-    data = orjson.dumps(body)
+    await respond_bytes(send, status, orjson.dumps(body), "application/json", headers)
+
+
+async def respond_bytes(send: Send, status: int, data: bytes, content_type: str,
+                        headers: dict[str, str]) -> None:
+    """Any answer straight onto ASGI (v2's binary tensors)."""
     raw_headers = [
-        (b"content-type", b"application/json"),
+        (b"content-type", content_type.encode()),
         (b"content-length", str(len(data)).encode()),
     ]
     raw_headers += [(k.lower().encode(), v.encode()) for k, v in headers.items()]

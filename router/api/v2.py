@@ -11,9 +11,10 @@ import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
+from starlette.types import Scope
 
 from turnout import __version__
-from turnout.core.catalog import list_versions, require_version
+from turnout.core.catalog import list_versions
 from turnout.core.errors import (
     DeadlineExceeded,
     InvalidImage,
@@ -79,7 +80,7 @@ def _model(services: Services, name: str, version: str | None
         return None, None, schema, {}
     route = table.require(name)
     chosen = version or services.live.serving_for(name).default_for(route)
-    meta = require_version(services.settings.models_dir, route, chosen).meta
+    meta = services.dispatcher.schemas.meta(route, chosen)
     return route, chosen, services.dispatcher.schemas.input(route, chosen), meta
 
 
@@ -135,37 +136,53 @@ def _ready(services: Services, name: str, version: str | None) -> Response:
 
 @router.post("/models/{name}/infer", responses=_ERRORS)
 async def infer(name: str, request: Request, services: ServicesDep) -> Response:
-    return await _infer(services, request, name, None)
+    return _response(await infer_response(services, name, None, await request.body(),
+                                          request.scope))
 
 
 @router.post("/models/{name}/versions/{version}/infer", responses=_ERRORS)
 async def infer_version(name: str, version: str, request: Request,
                         services: ServicesDep) -> Response:
-    return await _infer(services, request, name, version)
+    return _response(await infer_response(services, name, version, await request.body(),
+                                          request.scope))
 
 
-async def _infer(services: Services, request: Request, name: str, version: str | None
-                 ) -> Response:
+def _response(answer: tuple[int, bytes, str, dict[str, str]]) -> Response:
+    status, data, content_type, headers = answer
+    return Response(data, status_code=status, media_type=content_type, headers=headers)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+async def infer_response(services: Services, name: str, version: str | None, raw: bytes,
+                         scope: Scope) -> tuple[int, bytes, str, dict[str, str]]:
+    """``infer``, free of any framework (the fast path calls it as FastAPI's
+    route does): (status, body, content type, headers). Turnout's errors
+    propagate, to be answered by ``error_response``."""
     table = services.table
     label = name if name in table.routes or name in table.flows else "(unknown)"
     try:
-        parsed = oip.parse_infer(await request.body(), request.headers.get(oip.HEADER_LENGTH))
+        parsed = oip.parse_infer(raw, _header(scope, oip.HEADER_LENGTH.encode()))
         route, _, schema, meta = _model(services, name, version)
         specs = schema.v2_inputs()
         rows = schema.from_v2(bind(name, specs, oip.tensors(parsed, specs)))
         priority = parsed.parameters.get("priority", DEFAULT_LANE)
         if not isinstance(priority, str):
             raise InvalidInput("parameters.priority: expected high, normal or low")
-        priority = capped_priority(request.scope, priority, DEFAULT_LANE)
+        priority = capped_priority(scope, priority, DEFAULT_LANE)
         timeout = parsed.parameters.get("timeout_s")
         if timeout is not None and (not isinstance(timeout, int | float) or isinstance(timeout, bool)
                                     or timeout <= 0):
             raise InvalidInput("parameters.timeout_s: expected a number of seconds above 0")
         submitted, view = await services.dispatcher.predict(
-            name, rows, services.settings.max_wait_s, version,
-            request.headers.get("x-route-key"), owner=owner_of(request.scope),
-            idempotency_key=request.headers.get("idempotency-key"), priority=priority,
-            timeout_s=timeout,
+            name, rows, services.settings.max_wait_s, version, _header(scope, b"x-route-key"),
+            owner=owner_of(scope), idempotency_key=_header(scope, b"idempotency-key"),
+            priority=priority, timeout_s=timeout,
         )
         if view is None:
             raise WaitTimedOut(
@@ -185,9 +202,9 @@ async def _infer(services: Services, request: Request, name: str, version: str |
         body["id"] = parsed.id
     head = orjson.dumps(body)
     if not tail:
-        return Response(head, media_type="application/json")
-    return Response(head + tail, media_type="application/octet-stream",
-                    headers={"Inference-Header-Content-Length": str(len(head))})
+        return 200, head, "application/json", {}
+    return 200, head + tail, "application/octet-stream", {
+        "Inference-Header-Content-Length": str(len(head))}
 
 
 def _raise_failure(view: dict[str, Any]) -> None:
