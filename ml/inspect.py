@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from turnout.core.errors import InvalidInput
-from turnout.core.inputs import parse_schema
+from turnout.core.inputs import Image, parse_schema
 from turnout.ml import formats
 from turnout.ml.formats import FormatError
 from turnout.ml.formats.outputs import describe
+from turnout.ml.images import model_rows
 
 _LIBRARIES = {
     "skops": ("scikit-learn", "skops", "numpy", "pandas"),
@@ -58,6 +59,8 @@ def inspect(request: dict[str, Any]) -> dict[str, Any]:
         loaded.schema = kind.describe()
     if not sample:
         sample = kind.warm_up()
+        if isinstance(kind, Image):  # the warm-up is what a worker gets; sent, it is b64
+            sample = [{"b64": row} for row in sample]
         if examples:  # known categories, so that an encoder that refuses unknown ones passes
             sample = [{**row, **{k: v for k, v in examples.items() if k in row}} for row in sample]
     try:
@@ -65,7 +68,7 @@ def inspect(request: dict[str, Any]) -> dict[str, Any]:
     except InvalidInput as exc:
         raise FormatError(f"the sample does not fit the input schema: {exc}") from None
     try:
-        prediction = loaded.predict(rows)
+        prediction = loaded.predict(model_rows(kind, rows))
     except Exception as exc:  # noqa: BLE001 - the model's own failure, named
         raise FormatError(f"the sample failed: {type(exc).__name__}: {exc}") from None
     if len(prediction.predictions) != len(rows):

@@ -26,6 +26,7 @@ from typing import Any
 import redis
 
 from turnout.core.catalog import at_version, sort_key
+from turnout.core.inputs import Image
 from turnout.core.routes import Route
 from turnout.core.serving import FAILED, LOADING, READY, Serving
 from turnout.core.settings import Settings
@@ -245,4 +246,9 @@ def _warm_up(route: Route, meta: ModelMeta, model: LoadedModel) -> None:
     # tokenizer) here rather than in the first client's request. An added
     # version runs the sample that passed at add (its schema's own rows; a
     # category the encoder knows).
-    model.predict(meta.sample if meta.sample else model_rows(route.input, route.input.warm_up()))
+    sample = meta.sample
+    if isinstance(route.input, Image) and not all(isinstance(r, str) for r in sample or []):
+        # An image route over a version added as a tensor: its sample is the
+        # tensor; the route's own warm-up image is what it will get.
+        sample = None
+    model.predict(model_rows(route.input, sample or route.input.warm_up()))

@@ -1,7 +1,9 @@
 """Hugging Face ``save_pretrained`` folders with safetensors weights, for
-text-classification, token-classification and feature-extraction
-(embeddings: mean-pooled over the real tokens, L2-normalised). Loaded from
-local files only, no remote code, the hub off."""
+text-classification, token-classification, feature-extraction (embeddings:
+mean-pooled over the real tokens, L2-normalised) and image-classification
+(an ``image`` input whose size and normalisation are the folder's own image
+processor's, decoded by the worker). Loaded from local files only, no remote
+code, the hub off."""
 
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ from turnout.ml.formats import FormatError
 
 _HEADS = {"text-classification": "AutoModelForSequenceClassification",
           "token-classification": "AutoModelForTokenClassification",
-          "feature-extraction": "AutoModel"}
+          "feature-extraction": "AutoModel",
+          "image-classification": "AutoModelForImageClassification"}
 
 
 def task_of(folder: Path, asked: str | None) -> str:
@@ -30,6 +33,8 @@ def task_of(folder: Path, asked: str | None) -> str:
         return "text-classification"
     if "TokenClassification" in arch:
         return "token-classification"
+    if "ImageClassification" in arch:
+        return "image-classification"
     return "feature-extraction"
 
 
@@ -77,7 +82,48 @@ class HfModel:
         return Prediction(vectors.cpu().double().numpy().round(7).tolist())
 
 
-def load(folder: Path, meta: dict[str, Any], device: str) -> HfModel:
+class HfImageModel:
+    """An image classifier: rows are decoded images, ``[channels, h, w]``."""
+
+    def __init__(self, model: Any, device: Any, processor: dict[str, Any]) -> None:
+        self.model = model
+        self.device = device
+        self.task = "image-classification"
+        self.processor = processor
+        self.labels = getattr(model.config, "id2label", None) or {}
+
+    def predict(self, rows: list[Any]) -> Prediction:
+        import torch
+
+        x = torch.tensor(rows, dtype=torch.float32, device=self.device)
+        with torch.inference_mode():
+            logits = self.model(pixel_values=x).logits
+        proba = torch.softmax(logits.float(), dim=-1).cpu()
+        index = proba.argmax(dim=-1).tolist()
+        return Prediction([self.labels.get(i, i) for i in index], proba.double().tolist())
+
+    def schema(self) -> dict[str, Any]:
+        """The image input the folder's image processor describes."""
+        p = self.processor
+        size = p.get("size") or {}
+        if "height" in size and "width" in size:
+            hw = [int(size["height"]), int(size["width"])]
+        elif "shortest_edge" in size:
+            hw = [int(size["shortest_edge"])] * 2
+        else:
+            side = int(getattr(self.model.config, "image_size", 224))
+            hw = [side, side]
+        channels = int(getattr(self.model.config, "num_channels", 3))
+        scale = float(p.get("rescale_factor", 1 / 255)) if p.get("do_rescale", True) else 1.0
+        normalize: dict[str, Any] = {"scale": scale}
+        if p.get("do_normalize", True) and p.get("image_mean") is not None:
+            normalize |= {"mean": list(p["image_mean"]), "std": list(p["image_std"])}
+        crop = p.get("crop_size") if p.get("do_center_crop") else None
+        return {"kind": "image", "size": hw, "channels": channels, "layout": "chw",
+                "resize": "shorter" if crop else "stretch", "normalize": normalize}
+
+
+def load(folder: Path, meta: dict[str, Any], device: str) -> HfModel | HfImageModel:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -89,6 +135,16 @@ def load(folder: Path, meta: dict[str, Any], device: str) -> HfModel:
     hf_logging.set_verbosity_error()
     where = (folder / meta["artifact"]).parent
     task = meta.get("task") or task_of(where, None)
+    if task == "image-classification":
+        import json
+
+        model = transformers.AutoModelForImageClassification.from_pretrained(
+            str(where), local_files_only=True, trust_remote_code=False, use_safetensors=True)
+        dev = torch.device(device)
+        model.to(dev).eval()
+        processor_file = where / "preprocessor_config.json"
+        processor = json.loads(processor_file.read_text()) if processor_file.exists() else {}
+        return HfImageModel(model, dev, processor)
     tokenizer = transformers.AutoTokenizer.from_pretrained(
         str(where), local_files_only=True, trust_remote_code=False)
     head = getattr(transformers, _HEADS[task])
@@ -102,8 +158,12 @@ def load(folder: Path, meta: dict[str, Any], device: str) -> HfModel:
     return HfModel(tokenizer, model, dev, task, max_tokens)
 
 
-def infer(folder: Path, meta: dict[str, Any], loaded: HfModel) -> tuple[dict[str, Any], dict[str, Any]]:
+def infer(folder: Path, meta: dict[str, Any], loaded: HfModel | HfImageModel
+          ) -> tuple[dict[str, Any], dict[str, Any]]:
     output: dict[str, Any] = {"task": loaded.task}
+    if isinstance(loaded, HfImageModel):
+        output["labels"] = [loaded.labels.get(i, i) for i in sorted(loaded.labels)]
+        return loaded.schema(), output
     if loaded.task != "feature-extraction":
         output["labels"] = [loaded.labels.get(i, i) for i in sorted(loaded.labels)]
     # Characters, not tokens: longer strings are truncated to the model's

@@ -117,7 +117,7 @@ def test_each_format_is_added_with_one_command_and_answers_as_in_process(
     described = own.http.get(f"/v1/models/{name}").json()
     version = described["versions"][0]
     assert version["format"] == made.format
-    assert version["input"]["kind"] in ("columns", "tabular", "tensor", "text")
+    assert version["input"]["kind"] in ("columns", "tabular", "tensor", "text", "image")
     listed = {m["name"]: m for m in own.http.get("/v1/models").json()["models"]}
     assert listed[name]["input"] == version["input"]
 

@@ -214,6 +214,42 @@ def hf_classifier(folder: Path) -> Made:
     return Made(path, TEXTS, expected, format="huggingface")
 
 
+def hf_image_classifier(folder: Path) -> Made:
+    """A one-layer ViT on 16x16 images with its image processor, saved with
+    save_pretrained; the expected answer from Hugging Face's own processor."""
+    import base64
+    import io
+
+    import torch
+    import transformers
+    from PIL import Image
+
+    labels = ["cat", "dog", "bird"]
+    torch.manual_seed(0)
+    config = transformers.ViTConfig(
+        image_size=16, patch_size=8, num_channels=3, hidden_size=16, num_hidden_layers=1,
+        num_attention_heads=2, intermediate_size=32, id2label=dict(enumerate(labels)),
+        label2id={x: i for i, x in enumerate(labels)})
+    model = transformers.ViTForImageClassification(config).eval()
+    processor = transformers.ViTImageProcessor(size={"height": 16, "width": 16},
+                                               image_mean=[0.5, 0.4, 0.3], image_std=[0.2, 0.25, 0.3])
+    path = folder / "tiny-vit"
+    model.save_pretrained(path, safe_serialization=True)
+    processor.save_pretrained(path)
+    rng = np.random.default_rng(3)
+    images, rows = [], []
+    for _ in range(3):
+        image = Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8), "RGB")
+        out = io.BytesIO()
+        image.save(out, format="PNG")
+        images.append(image)
+        rows.append({"b64": base64.b64encode(out.getvalue()).decode()})
+    with torch.inference_mode():
+        pixels = processor(images=images, return_tensors="pt")["pixel_values"]
+        expected = torch.softmax(model(pixel_values=pixels).logits, dim=-1).tolist()
+    return Made(path, rows, expected, format="huggingface")
+
+
 def hf_tokens(folder: Path) -> Made:
     import torch
 
@@ -269,6 +305,6 @@ MAKERS: dict[str, Callable[[Path], Made]] = {
     "people-skops": skops_pipeline, "people-joblib": joblib_pipeline,
     "iris-xgb": xgboost_iris, "iris-lgb": lightgbm_iris, "linear-onnx": onnx_graph,
     "net-ts": torchscript_net, "net-export": exported_net, "tiny-bert": hf_classifier,
-    "tiny-bert-ner": hf_tokens, "tiny-bert-embed": hf_embeddings,
+    "tiny-bert-ner": hf_tokens, "tiny-bert-embed": hf_embeddings, "tiny-vit": hf_image_classifier,
     "people-mlflow": mlflow_folder,
 }
