@@ -125,6 +125,11 @@ def run(options: Options, url: str | None) -> dict[str, Any]:
             sc["b"] = scenario_b(bench, turnout_url, baselines)
         if "c" in wanted:
             sc["c"] = scenario_c(bench, baselines["floor"])
+        if "m" in wanted:
+            from turnout.benchmarks.scenarios import scenario_m
+
+            # On the first stack, as it stands: v1 and v2 side by side.
+            sc["m"] = scenario_m(bench, turnout_url)
         stack.procs.stop([p.name for p in stack.procs.procs
                           if p.name.startswith(("floor", "tutorial", "handwritten"))])
         if "f" in wanted:
@@ -175,13 +180,6 @@ def run(options: Options, url: str | None) -> dict[str, Any]:
             stack.procs.stop()
             turnout_url, _ = stack.turnout(routes)
             sc["k"] = pipeline_run(bench, turnout_url)
-            stack.procs.stop()
-        if "m" in wanted:
-            from turnout.benchmarks.scenarios import scenario_m
-
-            stack.procs.stop()
-            turnout_url, _ = stack.turnout(routes)
-            sc["m"] = scenario_m(bench, turnout_url)
             stack.procs.stop()
         if "l" in wanted:
             from turnout.benchmarks.broker_cost import broker_cost

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,11 +55,22 @@ def _documents() -> list[tuple[str, dict[str, Any]]]:
     return found
 
 
-def _turnout_args(args: list[str]) -> subprocess.CompletedProcess[str]:
-    """Parse a command line with the real command (``--help`` after the
-    arguments: click checks every option it was given, then prints help)."""
-    return subprocess.run([sys.executable, "-m", "turnout", *args, "--help"],
-                          check=False, capture_output=True, text=True, timeout=60)
+@dataclass
+class Parsed:
+    returncode: int
+    stderr: str
+
+
+def _turnout_args(args: list[str]) -> Parsed:
+    """Parse a command line with the real command, in process (``--help``
+    after the arguments: click checks every option it was given, then prints
+    help and exits 0; an unknown option exits 2)."""
+    from click.testing import CliRunner
+
+    from turnout.cli import cli
+
+    result = CliRunner().invoke(cli, [*args, "--help"], prog_name="turnout")
+    return Parsed(result.exit_code, result.output)
 
 
 # --- systemd ------------------------------------------------------------------------
@@ -94,6 +106,11 @@ def test_systemd_verify_catches_a_bad_unit(tmp_path: Path) -> None:
     api = tmp_path / "units" / "turnout-api.service"
     api.write_text(api.read_text().replace("Restart=always", "Restart=allways"))
     assert "allways" in _verify(tmp_path / "units")["turnout-api.service"]
+
+
+def test_a_bad_option_fails_the_parse() -> None:
+    """The parse check above can fail."""
+    assert _turnout_args(["worker", "gpu", "--device", "0", "--no-such-option"]).returncode == 2
 
 
 def test_systemd_units_run_real_commands_and_keep_secrets_off_the_command_line() -> None:
