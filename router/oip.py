@@ -139,7 +139,7 @@ def tensors(request: InferRequest, specs: list[Spec]) -> list[Tensor]:
 def _shape_from(where: str, spec: Spec | None, count: int) -> list[int]:
     if spec is None:
         raise InvalidInput(f"{where} has no shape, and the model has no such input")
-    inner = [d for d in spec.shape[1:]]
+    inner = list(spec.shape[1:])
     if -1 in inner:
         raise InvalidInput(f"{where} has no shape, and the model's {list(spec.shape)} has a free "
                            "dimension besides the batch: send the shape")

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from turnout.core.errors import InvalidInput
+from turnout.core.errors import InvalidImage, InvalidInput
 from turnout.core.inputs import InputKind, show
 from turnout.core.redis_keys import DEFAULT_LANE, LANES
 from turnout.core.routes import Route
@@ -131,17 +131,34 @@ def predict_options(query: str) -> dict[str, Any]:
 
     out: dict[str, Any] = {}
     for key, value in parse_qsl(query, keep_blank_values=True):
-        if key not in ("wait", "priority", "timeout_s"):
+        if key not in PREDICT_OPTIONS:
             raise InvalidInput(f"unknown query parameter {key!r}; a predict takes wait, "
                                "priority and timeout_s")
-        if key == "priority":
-            out[key] = value
-            continue
-        try:
-            out[key] = float(value)
-        except ValueError:
-            raise InvalidInput(f"{key}: expected a number of seconds, got {show(value)}") from None
+        out[key] = predict_option(key, value)
     return out
+
+
+PREDICT_OPTIONS = ("wait", "priority", "timeout_s")
+
+
+def predict_option(key: str, value: str) -> Any:
+    """One option given as text (a query parameter, a form field): the
+    priority as it is, the others as seconds; checked after as JSON's are."""
+    if key == "priority":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise InvalidInput(f"{key}: expected a number of seconds, got {show(value)}") from None
+
+
+def image_failure(view: dict[str, Any]) -> InvalidImage | None:
+    """A finished task that failed on an image only its worker could find
+    bad (``InvalidImage``): bad input all the same, for v1 and v2 alike."""
+    error = str(view.get("error") or "")
+    if view.get("status") == "FAILURE" and error.startswith("InvalidImage: "):
+        return InvalidImage(error.removeprefix("InvalidImage: "))
+    return None
 
 
 def predict_fields(body: dict[str, Any], max_wait_s: float) -> tuple[Any, float, Asked]:

@@ -17,9 +17,11 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from turnout.core.errors import InvalidInput, MalformedRequest
 from turnout.router.validation import (
     IMAGE_TYPES,
+    PREDICT_OPTIONS,
     Asked,
     parse_predict_body,
     predict_fields,
+    predict_option,
     predict_options,
 )
 
@@ -55,8 +57,8 @@ async def _multipart(raw: bytes, content_type: str, query: str,
             if isinstance(value, UploadFile):
                 data = await value.read()
                 inputs.append({"b64": base64.b64encode(data).decode()})
-            elif name in ("wait", "priority", "timeout_s"):
-                options[name] = value if name == "priority" else _seconds(name, value)
+            elif name in PREDICT_OPTIONS:
+                options[name] = predict_option(name, value)
             else:
                 raise InvalidInput(f"form field {name!r}: a predict form takes image files and "
                                    "wait, priority, timeout_s")
@@ -66,9 +68,3 @@ async def _multipart(raw: bytes, content_type: str, query: str,
         raise InvalidInput("the multipart form holds no file: send each image as a file")
     return predict_fields({"inputs": inputs, **options}, max_wait_s)
 
-
-def _seconds(name: str, value: str) -> float:
-    try:
-        return float(value)
-    except ValueError:
-        raise InvalidInput(f"{name}: expected a number of seconds, got {value[:40]!r}") from None

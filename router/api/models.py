@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.types import Scope
 
-from turnout.core.errors import InvalidImage, NoCapacity, QueueFull, TurnoutError
+from turnout.core.errors import NoCapacity, QueueFull, TurnoutError
 from turnout.core.redis_keys import DEFAULT_LANE
 from turnout.core.routes import Flow, describe_steps, flow_input
 from turnout.router.access import capped_priority, owner_of
@@ -17,7 +17,7 @@ from turnout.router.api.bodies import predict_body
 from turnout.router.api.deps import Services, ServicesDep
 from turnout.router.flows import plan_for
 from turnout.router.routing import choose_queue
-from turnout.router.validation import parse_predict_body
+from turnout.router.validation import image_failure, parse_predict_body
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -178,11 +178,10 @@ async def predict_response(
         raise
     if submitted.fallback_used:
         metrics.fallbacks.labels(name).inc()
-    if view is not None and view.get("status") == "FAILURE" \
-            and str(view.get("error", "")).startswith("InvalidImage: "):
-        # An image only its worker could find bad is bad input all the same.
-        metrics.request(label, "", 422)
-        raise InvalidImage(str(view["error"]).removeprefix("InvalidImage: "))
+    bad = image_failure(view) if view is not None else None
+    if bad is not None:
+        metrics.request(label, "", bad.status_code)
+        raise bad
     if view is not None:
         served = str(view.get("version") or submitted.version)
         metrics.request(label, served, 200)

@@ -17,7 +17,6 @@ from turnout import __version__
 from turnout.core.catalog import list_versions
 from turnout.core.errors import (
     DeadlineExceeded,
-    InvalidImage,
     InvalidInput,
     ModelFailed,
     NoCapacity,
@@ -34,6 +33,7 @@ from turnout.router import oip
 from turnout.router.access import capped_priority, owner_of
 from turnout.router.api.deps import Services, ServicesDep
 from turnout.router.routing import choose_queue
+from turnout.router.validation import image_failure
 
 router = APIRouter(prefix="/v2", tags=["v2 (Open Inference Protocol)"])
 
@@ -213,9 +213,10 @@ def _raise_failure(view: dict[str, Any]) -> None:
     status = view.get("status")
     if status == "SUCCESS":
         return
+    bad = image_failure(view)
+    if bad is not None:
+        raise bad
     error = str(view.get("error") or status)
-    if error.startswith("InvalidImage: "):
-        raise InvalidImage(error.removeprefix("InvalidImage: "))
     if error.startswith("DeadlineExceeded"):
         raise DeadlineExceeded(error.removeprefix("DeadlineExceeded: "))
     raise ModelFailed(f"the model failed on this request: {error}")
